@@ -1,0 +1,3 @@
+from lvsd.cli import main
+
+raise SystemExit(main())

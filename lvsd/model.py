@@ -1,0 +1,328 @@
+"""Frozen value types for the IPVS table.
+
+Identity is kept apart from attributes: a service is identified by its ``ServiceKey``, a real
+server (destination) by its ``DestKey``. Counters and connection numbers are observations
+(``compare=False``): two tables that differ only in traffic compare equal.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Family(enum.IntEnum):
+    INET = 2
+    INET6 = 10
+
+    @classmethod
+    def of(cls, address: Address) -> Family:
+        return cls.INET if address.version == 4 else cls.INET6
+
+
+class Protocol(enum.IntEnum):
+    """The service's transport; ``FWMARK`` is a firewall-mark service (no address or port)."""
+
+    FWMARK = 0
+    TCP = 6
+    UDP = 17
+    SCTP = 132
+
+
+class Forward(enum.IntEnum):
+    """Packet-forwarding method; values are the kernel's IP_VS_CONN_F_* codes."""
+
+    MASQ = 0
+    LOCAL = 1
+    TUNNEL = 2
+    ROUTE = 3
+
+
+class TunnelType(enum.IntEnum):
+    IPIP = 0
+    GUE = 1
+    GRE = 2
+
+
+# Tunnel checksum flags (IP_VS_TUNNEL_ENCAP_FLAG_*).
+TUN_NOCSUM = 0x0
+TUN_CSUM = 0x1
+TUN_REMCSUM = 0x2
+
+# Service flag bits the kernel reports (IP_VS_SVC_F_*).
+SVC_F_PERSISTENT = 0x0001
+SVC_F_HASHED = 0x0002
+SVC_F_ONEPACKET = 0x0004
+SVC_F_SCHED1 = 0x0008
+SVC_F_SCHED2 = 0x0010
+SVC_F_SCHED3 = 0x0020
+SCHED_FLAG_BITS = SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3
+
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh",
+              "twos")
+
+# Default persistence granularity: a single client address.
+HOST_NETMASK_V4 = 0xFFFFFFFF
+HOST_PREFIX_V6 = 128
+
+
+def parse_address(text: str) -> Address:
+    return ipaddress.ip_address(text.strip("[]"))
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ServiceKey:
+    """What the kernel identifies a virtual service by.
+
+    For a fwmark service ``address`` is None and ``port`` is 0; otherwise ``fwmark`` is 0.
+    """
+
+    family: Family
+    protocol: Protocol
+    address: Address | None
+    port: int
+    fwmark: int = 0
+
+    @classmethod
+    def virtual(cls, protocol: Protocol, address: Address | str, port: int) -> ServiceKey:
+        addr = parse_address(address) if isinstance(address, str) else address
+        if protocol is Protocol.FWMARK:
+            raise ValueError("use ServiceKey.mark() for fwmark services")
+        return cls(Family.of(addr), protocol, addr, port, 0)
+
+    @classmethod
+    def mark(cls, fwmark: int, family: Family = Family.INET) -> ServiceKey:
+        return cls(family, Protocol.FWMARK, None, 0, fwmark)
+
+    @property
+    def is_fwmark(self) -> bool:
+        return self.protocol is Protocol.FWMARK
+
+    def __str__(self) -> str:
+        if self.address is None:
+            suffix = " ipv6" if self.family is Family.INET6 else ""
+            return f"fwm:{self.fwmark}{suffix}"
+        return f"{self.protocol.name.lower()}:{format_endpoint(self.address, self.port)}"
+
+
+def format_endpoint(address: Address, port: int) -> str:
+    if address.version == 6:
+        return f"[{address}]:{port}"
+    return f"{address}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Persistence:
+    """``-p timeout`` and ``-M netmask``: for IPv4 a 32-bit mask, for IPv6 a prefix length."""
+
+    timeout: int = 300
+    netmask: int | None = None  # None: one client address (the kernel default)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStats:
+    conns: int = 0
+    inpkts: int = 0
+    outpkts: int = 0
+    inbytes: int = 0
+    outbytes: int = 0
+    cps: int = 0
+    inpps: int = 0
+    outpps: int = 0
+    inbps: int = 0
+    outbps: int = 0
+
+
+ZERO_STATS = ServiceStats()
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    key: ServiceKey
+    scheduler: str = "wlc"
+    sched_flags: int = 0  # SVC_F_SCHED1..3 bits: sh/mh-fallback, sh/mh-port, flag-3
+    onepacket: bool = False
+    persistence: Persistence | None = None
+    pe_name: str | None = None  # persistence engine, e.g. "sip"
+    stats: ServiceStats = field(default=ZERO_STATS, compare=False, repr=False)
+
+    @property
+    def kernel_flags(self) -> int:
+        flags = self.sched_flags & SCHED_FLAG_BITS
+        if self.persistence is not None:
+            flags |= SVC_F_PERSISTENT
+        if self.onepacket:
+            flags |= SVC_F_ONEPACKET
+        return flags
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DestKey:
+    address: Address
+    port: int
+
+    def __str__(self) -> str:
+        return format_endpoint(self.address, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Tunnel:
+    type: TunnelType = TunnelType.IPIP
+    port: int = 0  # GUE only
+    csum: int = TUN_NOCSUM  # TUN_NOCSUM, TUN_CSUM or TUN_REMCSUM
+
+
+@dataclass(frozen=True, slots=True)
+class DestStats:
+    active: int = 0
+    inactive: int = 0
+    persistent: int = 0
+    traffic: ServiceStats = ZERO_STATS
+
+
+ZERO_DEST_STATS = DestStats()
+
+
+@dataclass(frozen=True, slots=True)
+class Dest:
+    key: DestKey
+    weight: int = 1
+    forward: Forward = Forward.ROUTE
+    tunnel: Tunnel | None = None  # only for Forward.TUNNEL
+    upper_threshold: int = 0
+    lower_threshold: int = 0
+    stats: DestStats = field(default=ZERO_DEST_STATS, compare=False, repr=False)
+
+    def with_weight(self, weight: int) -> Dest:
+        return replace(self, weight=weight)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """``ipvsadm --set tcp tcpfin udp`` (seconds); 0 in a request means unchanged."""
+
+    tcp: int = 900
+    tcpfin: int = 120
+    udp: int = 300
+
+
+KERNEL_DEFAULT_TIMEOUTS = Timeouts()
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualService:
+    """A service with its destinations, in the order the kernel lists them."""
+
+    service: Service
+    dests: tuple[Dest, ...] = ()
+
+    @property
+    def key(self) -> ServiceKey:
+        return self.service.key
+
+    def dest_map(self) -> dict[DestKey, Dest]:
+        return {d.key: d for d in self.dests}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Table:
+    """A whole IPVS table: services in kernel dump order, and optionally its timeouts.
+
+    Equality ignores the order of services and destinations and every counter.
+    """
+
+    services: tuple[VirtualService, ...] = ()
+    timeouts: Timeouts | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Table):
+            return NotImplemented
+        return self.timeouts == other.timeouts and _canonical(self) == _canonical(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __iter__(self) -> Iterator[VirtualService]:
+        return iter(self.services)
+
+    def __len__(self) -> int:
+        return len(self.services)
+
+    def by_key(self) -> dict[ServiceKey, VirtualService]:
+        return {vs.key: vs for vs in self.services}
+
+    def get(self, key: ServiceKey) -> VirtualService | None:
+        return self.by_key().get(key)
+
+    def only(self, keys: Iterable[ServiceKey]) -> Table:
+        wanted = set(keys)
+        return Table(tuple(vs for vs in self.services if vs.key in wanted), self.timeouts)
+
+    def without(self, keys: Iterable[ServiceKey]) -> Table:
+        unwanted = set(keys)
+        return Table(tuple(vs for vs in self.services if vs.key not in unwanted), self.timeouts)
+
+    @property
+    def dest_count(self) -> int:
+        return sum(len(vs.dests) for vs in self.services)
+
+
+def _canonical(table: Table) -> Mapping[ServiceKey, tuple[Service, Mapping[DestKey, Dest]]]:
+    return {vs.key: (vs.service, vs.dest_map()) for vs in table.services}
+
+
+ForwardName = Literal["route", "masq", "tunnel", "local"]
+FORWARD_BY_NAME: dict[str, Forward] = {
+    "route": Forward.ROUTE, "dr": Forward.ROUTE, "gatewaying": Forward.ROUTE,
+    "masq": Forward.MASQ, "nat": Forward.MASQ, "masquerading": Forward.MASQ,
+    "tunnel": Forward.TUNNEL, "tun": Forward.TUNNEL, "ipip": Forward.TUNNEL,
+    "local": Forward.LOCAL,
+}
+
+
+# --- Operations: what a plan asks the kernel to do -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AddService:
+    service: Service
+
+
+@dataclass(frozen=True, slots=True)
+class EditService:
+    service: Service
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteService:
+    key: ServiceKey
+
+
+@dataclass(frozen=True, slots=True)
+class AddDest:
+    service: ServiceKey
+    dest: Dest
+
+
+@dataclass(frozen=True, slots=True)
+class EditDest:
+    service: ServiceKey
+    dest: Dest
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteDest:
+    service: ServiceKey
+    dest: DestKey
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimeouts:
+    timeouts: Timeouts
+
+
+Op = AddService | EditService | DeleteService | AddDest | EditDest | DeleteDest | SetTimeouts
