@@ -63,8 +63,22 @@ SVC_F_SCHED2 = 0x0010
 SVC_F_SCHED3 = 0x0020
 SCHED_FLAG_BITS = SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3
 
-SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh",
-              "twos")
+SCHEDULERS = (
+    "rr",
+    "wrr",
+    "lc",
+    "wlc",
+    "lblc",
+    "lblcr",
+    "dh",
+    "sh",
+    "sed",
+    "nq",
+    "fo",
+    "ovf",
+    "mh",
+    "twos",
+)
 
 # Default persistence granularity: a single client address.
 HOST_NETMASK_V4 = 0xFFFFFFFF
@@ -277,9 +291,15 @@ def _canonical(table: Table) -> Mapping[ServiceKey, tuple[Service, Mapping[DestK
 
 ForwardName = Literal["route", "masq", "tunnel", "local"]
 FORWARD_BY_NAME: dict[str, Forward] = {
-    "route": Forward.ROUTE, "dr": Forward.ROUTE, "gatewaying": Forward.ROUTE,
-    "masq": Forward.MASQ, "nat": Forward.MASQ, "masquerading": Forward.MASQ,
-    "tunnel": Forward.TUNNEL, "tun": Forward.TUNNEL, "ipip": Forward.TUNNEL,
+    "route": Forward.ROUTE,
+    "dr": Forward.ROUTE,
+    "gatewaying": Forward.ROUTE,
+    "masq": Forward.MASQ,
+    "nat": Forward.MASQ,
+    "masquerading": Forward.MASQ,
+    "tunnel": Forward.TUNNEL,
+    "tun": Forward.TUNNEL,
+    "ipip": Forward.TUNNEL,
     "local": Forward.LOCAL,
 }
 

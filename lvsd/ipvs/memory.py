@@ -1,0 +1,117 @@
+"""An in-memory IPVS table that changes as the kernel's does and refuses what the kernel refuses.
+
+The daemon keeps one as its view of the kernel between full dumps (a health event is planned
+against it, not against a fresh 10,000-destination dump); the fake backend is built on it. It
+keeps the kernel's error codes (EEXIST, ESRCH for a missing service, ENOENT for a missing
+destination or scheduler).
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field, replace
+
+from lvsd.errors import IpvsError
+from lvsd.model import (
+    KERNEL_DEFAULT_TIMEOUTS,
+    SCHEDULERS,
+    AddDest,
+    AddService,
+    DeleteDest,
+    DeleteService,
+    Dest,
+    DestKey,
+    EditDest,
+    EditService,
+    Op,
+    Service,
+    ServiceKey,
+    SetTimeouts,
+    Table,
+    Timeouts,
+    VirtualService,
+)
+
+
+@dataclass
+class _Entry:
+    service: Service
+    dests: dict[DestKey, Dest] = field(default_factory=dict)
+
+
+class MemoryTable:
+    """Services and destinations keyed by identity, in insertion order."""
+
+    def __init__(self) -> None:
+        self.entries: dict[ServiceKey, _Entry] = {}
+        self.timeouts: Timeouts = KERNEL_DEFAULT_TIMEOUTS
+
+    @classmethod
+    def from_table(cls, table: Table) -> MemoryTable:
+        fake = cls()
+        for vs in table.services:
+            fake.entries[vs.key] = _Entry(vs.service, {d.key: d for d in vs.dests})
+        if table.timeouts is not None:
+            fake.timeouts = table.timeouts
+        return fake
+
+    def to_table(self) -> Table:
+        return Table(
+            tuple(
+                VirtualService(e.service, tuple(e.dests.values())) for e in self.entries.values()
+            ),
+            self.timeouts,
+        )
+
+    def execute(self, op: Op) -> None:
+        """Apply one op, or raise ``IpvsError`` with the errno the kernel would give."""
+        match op:
+            case AddService(service):
+                self._check_scheduler("add service", service)
+                if service.key in self.entries:
+                    raise _error("add service", service.key, errno.EEXIST)
+                self.entries[service.key] = _Entry(service)
+            case EditService(service):
+                self._check_scheduler("edit service", service)
+                entry = self._entry("edit service", service.key)
+                entry.service = replace(service, stats=entry.service.stats)
+            case DeleteService(key):
+                self._entry("delete service", key)
+                del self.entries[key]
+            case AddDest(key, dest):
+                entry = self._entry("add destination", key)
+                if dest.key in entry.dests:
+                    raise _error("add destination", f"{key} -> {dest.key}", errno.EEXIST)
+                entry.dests[dest.key] = dest
+            case EditDest(key, dest):
+                entry = self._entry("edit destination", key)
+                old = entry.dests.get(dest.key)
+                if old is None:
+                    raise _error("edit destination", f"{key} -> {dest.key}", errno.ENOENT)
+                entry.dests[dest.key] = replace(dest, stats=old.stats)
+            case DeleteDest(key, dest_key):
+                entry = self._entry("delete destination", key)
+                if dest_key not in entry.dests:
+                    raise _error("delete destination", f"{key} -> {dest_key}", errno.ENOENT)
+                del entry.dests[dest_key]
+            case SetTimeouts(timeouts):
+                self.timeouts = Timeouts(
+                    timeouts.tcp or self.timeouts.tcp,
+                    timeouts.tcpfin or self.timeouts.tcpfin,
+                    timeouts.udp or self.timeouts.udp,
+                )
+
+    def _entry(self, operation: str, key: ServiceKey) -> _Entry:
+        entry = self.entries.get(key)
+        if entry is None:
+            raise _error(operation, key, errno.ESRCH)
+        return entry
+
+    @staticmethod
+    def _check_scheduler(operation: str, service: Service) -> None:
+        if service.scheduler not in SCHEDULERS:
+            raise _error(operation, service.key, errno.ENOENT)
+
+
+def _error(operation: str, target: object, code: int) -> IpvsError:
+    return IpvsError(operation, str(target), code, errno.errorcode.get(code, str(code)))
