@@ -283,14 +283,14 @@ def _build(schema: ConfigSchema, source: str, problems: list[Problem]) -> Config
         svc = _validate(ServiceSchema, raw_service, where, problems)
         if svc is None:
             continue
-        spec = _build_service(svc, where, problems)
-        if spec is None:
+        key, spec = _build_service(svc, where, problems)
+        if key is not None and key in seen:
+            problems.append(Problem(where, f"duplicate of services[{seen[key]}] ({key})"))
             continue
-        if spec.key in seen:
-            problems.append(Problem(where, f"duplicate of services[{seen[spec.key]}] ({spec.key})"))
-            continue
-        seen[spec.key] = index
-        services.append(spec)
+        if key is not None:
+            seen[key] = index
+        if spec is not None:
+            services.append(spec)
     names: dict[str, int] = {}
     for index, spec in enumerate(services):
         if spec.name in names:
@@ -333,7 +333,9 @@ def _address(text: str, where: str, problems: list[Problem]) -> Address | None:
         return None
 
 
-def _build_service(svc: ServiceSchema, where: str, problems: list[Problem]) -> ServiceSpec | None:
+def _build_service(
+    svc: ServiceSchema, where: str, problems: list[Problem]
+) -> tuple[ServiceKey | None, ServiceSpec | None]:
     before = len(problems)
     key = _service_key(svc, where, problems)
     if svc.scheduler not in SCHEDULERS:
@@ -415,9 +417,9 @@ def _build_service(svc: ServiceSchema, where: str, problems: list[Problem]) -> S
         problems.append(Problem(f"{where}.on_change", "needs a program (an argv list)"))
 
     if key is None or len(problems) > before:
-        return None
+        return key, None
     service = Service(key, svc.scheduler, sched_flags, svc.ops, persistence, svc.pe)
-    return ServiceSpec(
+    return key, ServiceSpec(
         service=service,
         name=svc.name or str(key),
         servers=tuple(servers),
