@@ -522,6 +522,19 @@ def _build_server(
         check = _check(_merged_check(svc.check, rs.check), f"{where}.check", problems)
     if dest is None:
         return None
+    if check is not None and check.dr_path:
+        if key is not None and key.is_fwmark:
+            problems.append(
+                Problem(
+                    f"{where}.check.dr_path",
+                    "needs a service with a VIP, not a "
+                    "fwmark service (the probe is addressed to the VIP)",
+                )
+            )
+        elif dest.forward is not Forward.ROUTE:
+            problems.append(
+                Problem(f"{where}.check.dr_path", 'only for direct routing (forward = "route")')
+            )
     return ServerSpec(dest, check, rs.disabled)
 
 

@@ -1,0 +1,169 @@
+"""``lvsd`` command line: run | check-config | save | restore | show.
+
+Exit codes: 0 success; 1 an operation failed (kernel refused, invalid config); 2 bad usage or
+an unreadable/invalid input file (nothing was changed); 3 the kernel has no IPVS or lvsd lacks
+CAP_NET_ADMIN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lvsd import __version__
+from lvsd.errors import ConfigError, IpvsUnavailable, LvsdError, SaveFormatError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NO_IPVS = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lvsd", description="Health-checking director daemon for Linux Virtual Server."
+    )
+    parser.add_argument("--version", action="version", version=f"lvsd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", type=Path, default=Path("/etc/lvsd/lvsd.toml"))
+
+    check = sub.add_parser("check-config", help="validate a config file and print every error")
+    check.add_argument("config", type=Path, nargs="?", default=Path("/etc/lvsd/lvsd.toml"))
+
+    save = sub.add_parser("save", help="dump the live table in ipvsadm-save format")
+    save.add_argument("file", nargs="?", help="write here atomically (default: stdout)")
+    save.add_argument("--resolve", action="store_true",
+                      help="service names like plain ipvsadm-save (default: numeric, like -n)")
+    save.add_argument("--compat", action="store_true",
+                      help="exactly what ipvsadm-save prints: drop thresholds and timeouts")
+
+    restore = sub.add_parser("restore", help="make the live table equal to a save file")
+    restore.add_argument("file", help="an ipvsadm-save file, or - for stdin")
+    restore.add_argument("--noflush", action="store_true",
+                         help="only add and edit; delete nothing")
+    restore.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+
+    show = sub.add_parser("show", help="print the live table like ipvsadm -Ln")
+    group = show.add_mutually_exclusive_group()
+    group.add_argument("--stats", action="store_true", help="with traffic counters")
+    group.add_argument("--rate", action="store_true", help="with rates")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        match args.command:
+            case "run":
+                from lvsd.daemon import run_daemon
+
+                return run_daemon(args.config)
+            case "check-config":
+                return check_config(args.config)
+            case "save":
+                return asyncio.run(save(args.file, resolve=args.resolve, compat=args.compat))
+            case "restore":
+                return asyncio.run(restore(args.file, noflush=args.noflush, dry_run=args.dry_run))
+            case "show":
+                return asyncio.run(show(stats=args.stats, rate=args.rate))
+    except (ConfigError, SaveFormatError) as exc:
+        print(f"lvsd: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except IpvsUnavailable as exc:
+        print(f"lvsd: {exc}", file=sys.stderr)
+        return EXIT_NO_IPVS
+    except LvsdError as exc:
+        print(f"lvsd: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_FAILED
+
+
+def check_config(path: Path) -> int:
+    from lvsd.config import load
+
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        print(f"{exc.source}: invalid, {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    servers = sum(len(s.servers) for s in config.services)
+    checked = sum(1 for s in config.services for r in s.servers if r.check is not None)
+    print(f"{path}: OK, {len(config.services)} service(s), {servers} real server(s), "
+          f"{checked} checked")
+    return EXIT_OK
+
+
+async def save(file: str | None, *, resolve: bool, compat: bool) -> int:
+    from lvsd.ipvs.netlink import NetlinkIpvs
+    from lvsd.ipvs.saveformat import format_table, write_atomic
+
+    backend = NetlinkIpvs()
+    try:
+        table = await backend.dump()
+    finally:
+        await backend.close()
+    text = format_table(table, resolve=resolve, compat=compat)
+    if file is None or file == "-":
+        sys.stdout.write(text)
+    else:
+        write_atomic(Path(file), text)
+    return EXIT_OK
+
+
+async def restore(file: str, *, noflush: bool, dry_run: bool) -> int:
+    from lvsd.ipvs.netlink import NetlinkIpvs
+    from lvsd.ipvs.saveformat import format_op, parse
+    from lvsd.model import AddDest, AddService, EditDest, EditService, SetTimeouts
+    from lvsd.reconcile import plan
+
+    if file == "-":
+        text, source = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            text, source = await asyncio.to_thread(Path(file).read_text, encoding="utf-8"), file
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"lvsd: cannot read {file}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    wanted = parse(text, source)  # raises before anything touches the kernel
+    backend = NetlinkIpvs()
+    try:
+        actual = await backend.dump()
+        owned = () if noflush else [vs.key for vs in actual.services]
+        ops = plan(wanted, actual, owned)
+        if noflush:
+            keep = (AddService, EditService, AddDest, EditDest, SetTimeouts)
+            ops = [op for op in ops if isinstance(op, keep)]
+        if dry_run:
+            for op in ops:
+                print(format_op(op))
+            return EXIT_OK
+        errors = await backend.apply(ops)
+    finally:
+        await backend.close()
+    for error in errors:
+        print(f"lvsd: {error}", file=sys.stderr)
+    return EXIT_FAILED if errors else EXIT_OK
+
+
+async def show(*, stats: bool, rate: bool) -> int:
+    from lvsd.ipvs.netlink import NetlinkIpvs
+    from lvsd.ipvs.saveformat import format_listing
+
+    backend = NetlinkIpvs()
+    try:
+        table = await backend.dump()
+        info = await backend.info()
+    finally:
+        await backend.close()
+    sys.stdout.write(format_listing(table, stats=stats, rate=rate, version=info.version,
+                                    conn_table_size=info.conn_table_size))
+    return EXIT_OK

@@ -1,0 +1,20 @@
+#!/bin/bash
+# The whole test suite: lint and types, unit tests on this machine, then the real-kernel
+# integration tests inside a throw-away VM booting a kernel with IPVS (one boot).
+# Exit status is non-zero if anything failed or if the integration tests did not run.
+set -uo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$REPO"
+bash tests/bootstrap.sh || exit 1
+failed=()
+step() { local name=$1; shift; echo; echo "=== $name"; "$@" || failed+=("$name"); }
+step "ruff" .venv/bin/ruff check lvsd tests bench
+step "mypy --strict" .venv/bin/mypy lvsd
+step "unit tests (host)" .venv/bin/pytest -q -p no:cacheprovider tests/unit
+step "integration tests (real IPVS kernel in a VM)" bash tests/vm/run-integration.sh
+echo
+if (( ${#failed[@]} )); then
+    echo "FAILED: ${failed[*]}"
+    exit 1
+fi
+echo "all test steps passed"
