@@ -215,7 +215,7 @@ async def test_a_removed_server_is_drained_then_deleted(config_file: Path,
 
 async def test_ownership_survives_a_restart_so_a_removed_service_is_deleted(
         config_file: Path, tmp_path: Path) -> None:
-    daemon, backend = await make(config_file)
+    _daemon, backend = await make(config_file)
     assert isinstance(backend.applied[0], AddService)
     assert any(isinstance(op, AddDest) for op in backend.applied)
     config_file.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n')
