@@ -1,0 +1,501 @@
+"""The HTTP API: /metrics, /healthz, /readyz, /status (JSON) and / (the status page).
+
+Every handler reads a frozen ``Snapshot`` from the daemon and never its mutable state. The
+``/metrics`` body is rendered and compressed in a worker thread: at 10,000 real servers that is
+tens of milliseconds the event loop (and the probe scheduler on it) does not wait for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import html
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+import lvsd
+from lvsd.metrics import CONTENT_TYPE, PROTO_LABEL, DaemonMetrics
+from lvsd.model import (
+    Dest,
+    Family,
+    Forward,
+    Service,
+    ServiceKey,
+    ServiceStats,
+    VirtualService,
+)
+from lvsd.snapshot import ServerStatus, ServiceStatus, Snapshot, SnapshotSource
+
+FRESHNESS = 1.0  # seconds: counters served by /metrics, /status and / are at most this old
+DEFAULT_REFRESH = 2  # seconds between reloads of the status page
+GZIP_LEVEL = 1  # level 1 compresses the exposition ~40x at a third of level 6's cost
+
+SOURCE_KEY = web.AppKey("source", SnapshotSource)
+METRICS_KEY = web.AppKey("metrics", DaemonMetrics)
+CLOCK_KEY: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+RENDER_LOCK_KEY = web.AppKey("render_lock", asyncio.Lock)
+
+
+def create_app(
+    source: SnapshotSource,
+    metrics: DaemonMetrics,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    app = web.Application()
+    app[SOURCE_KEY] = source
+    app[METRICS_KEY] = metrics
+    app[CLOCK_KEY] = clock
+    app[RENDER_LOCK_KEY] = asyncio.Lock()
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/status", _status)
+    app.router.add_get("/", _page)
+    return app
+
+
+async def start_api(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve ``app`` on host:port; the caller awaits ``runner.cleanup()`` to stop."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip (``gzip;q=0`` refuses it)."""
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() not in ("gzip", "*"):
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            return True
+    return False
+
+
+def _exposition(metrics: DaemonMetrics, snapshot: Snapshot, compress: bool) -> bytes:
+    body = metrics.exposition(snapshot)
+    return gzip.compress(body, GZIP_LEVEL, mtime=0) if compress else body
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    app = request.app
+    snapshot = await app[SOURCE_KEY].fresh_snapshot(FRESHNESS)
+    compress = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+    loop = asyncio.get_running_loop()
+    async with app[RENDER_LOCK_KEY]:
+        body = await loop.run_in_executor(
+            None, _exposition, app[METRICS_KEY], snapshot, compress
+        )
+    headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
+    if compress:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    if request.app[SOURCE_KEY].snapshot().ready:
+        return web.Response(text="ready\n")
+    return web.Response(status=503, text="not ready: configuration or first reconcile pending\n")
+
+
+async def _status(request: web.Request) -> web.StreamResponse:
+    snapshot = await request.app[SOURCE_KEY].fresh_snapshot(FRESHNESS)
+    response = web.json_response(status_document(snapshot, request.app[CLOCK_KEY]()))
+    response.enable_compression()
+    return response
+
+
+async def _page(request: web.Request) -> web.StreamResponse:
+    snapshot = await request.app[SOURCE_KEY].fresh_snapshot(FRESHNESS)
+    refresh = _refresh_seconds(request.query.get("refresh"))
+    page = render_page(snapshot, request.app[CLOCK_KEY](), refresh)
+    response = web.Response(text=page, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+    response.enable_compression()
+    return response
+
+
+def _refresh_seconds(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_REFRESH
+    try:
+        return min(max(int(value), 0), 3600)
+    except ValueError:
+        return DEFAULT_REFRESH
+
+
+# --- /status --------------------------------------------------------------------------------
+
+
+def status_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
+    """Everything the status page shows, as JSON-ready data."""
+    reload = snapshot.last_reload
+    return {
+        "version": lvsd.__version__,
+        "ready": snapshot.ready,
+        "taken_at": snapshot.taken_at,
+        "age": _age(snapshot.taken_at, now),
+        "config_source": snapshot.config_source,
+        "kernel_version": snapshot.kernel_version,
+        "last_reload": None if reload is None else {
+            "ok": reload.ok, "at": reload.at, "error": reload.error,
+        },
+        "services": [_service_json(s, now) for s in snapshot.services],
+        "foreign": [_foreign_json(vs) for vs in snapshot.foreign],
+    }
+
+
+def _age(at: float | None, now: float) -> float | None:
+    return None if at is None or at <= 0 else round(max(now - at, 0.0), 3)
+
+
+def _key_json(key: ServiceKey) -> dict[str, Any]:
+    return {
+        "key": str(key),
+        "protocol": PROTO_LABEL[key.protocol],
+        "family": "ipv6" if key.family is Family.INET6 else "ipv4",
+        "address": None if key.address is None else str(key.address),
+        "port": key.port,
+        "fwmark": key.fwmark,
+    }
+
+
+def _stats_json(stats: ServiceStats) -> dict[str, int]:
+    return {
+        "connections": stats.conns,
+        "in_packets": stats.inpkts,
+        "out_packets": stats.outpkts,
+        "in_bytes": stats.inbytes,
+        "out_bytes": stats.outbytes,
+        "cps": stats.cps,
+        "in_pps": stats.inpps,
+        "out_pps": stats.outpps,
+        "in_bytes_per_second": stats.inbps,
+        "out_bytes_per_second": stats.outbps,
+    }
+
+
+def _kernel_service_json(service: Service | None) -> dict[str, Any] | None:
+    if service is None:
+        return None
+    persistence = service.persistence
+    return {
+        "scheduler": service.scheduler,
+        "persistence": None if persistence is None else persistence.timeout,
+        "stats": _stats_json(service.stats),
+    }
+
+
+def _dest_json(dest: Dest | None) -> dict[str, Any] | None:
+    if dest is None:
+        return None
+    return {
+        "weight": dest.weight,
+        "forward": dest.forward.name.lower(),
+        "active": dest.stats.active,
+        "inactive": dest.stats.inactive,
+        "persistent": dest.stats.persistent,
+        "stats": _stats_json(dest.stats.traffic),
+    }
+
+
+def _server_json(server: ServerStatus, now: float) -> dict[str, Any]:
+    last = server.last_probe
+    return {
+        "server": str(server.key),
+        "address": str(server.key.address),
+        "port": server.key.port,
+        "role": server.role,
+        "health": server.health,
+        "health_since": server.health_since,
+        "disabled": server.disabled,
+        "draining": server.role == "draining",
+        "drain_deadline": server.drain_deadline,
+        "configured_weight": server.configured_weight,
+        "kernel_weight": server.kernel_weight,
+        "check_type": server.check_type,
+        "last_probe": None if last is None else {
+            "ok": last.ok,
+            "reason": last.reason,
+            "latency": last.latency,
+            "at": last.at,
+            "age": _age(last.at, now),
+        },
+        "kernel": _dest_json(server.kernel),
+    }
+
+
+def _service_json(service: ServiceStatus, now: float) -> dict[str, Any]:
+    return {
+        "name": service.name,
+        **_key_json(service.key),
+        "quorum": service.quorum,
+        "healthy_weight": service.healthy_weight,
+        "below_quorum": service.below_quorum,
+        "sorry_active": service.sorry_active,
+        "fail_open_active": service.fail_open_active,
+        "kernel": _kernel_service_json(service.kernel),
+        "servers": [_server_json(s, now) for s in service.servers],
+    }
+
+
+def _foreign_json(vs: VirtualService) -> dict[str, Any]:
+    return {
+        **_key_json(vs.key),
+        "kernel": _kernel_service_json(vs.service),
+        "servers": [{"server": str(d.key), "address": str(d.key.address), "port": d.key.port,
+                     "kernel": _dest_json(d)} for d in vs.dests],
+    }
+
+
+# --- the status page ------------------------------------------------------------------------
+
+_STYLE = """
+body{font:13px/1.35 system-ui,sans-serif;margin:12px;color:#222;background:#fafafa}
+h1{font-size:18px;margin:0 0 6px}
+h2{font-size:14px;margin:18px 0 4px}
+.summary span{margin-right:14px}
+table{border-collapse:collapse;margin-bottom:6px;background:#fff}
+th,td{border:1px solid #bbb;padding:2px 6px;text-align:right;white-space:nowrap}
+th{background:#e4e4ec}
+td.name,th.name,td.text{text-align:left}
+caption{text-align:left;font-weight:bold;padding:4px 0}
+.badge{display:inline-block;padding:0 6px;border-radius:3px;margin-left:6px;font-weight:bold}
+.health{font-weight:bold;text-align:center}
+tr.up td.health{background:#5c5}
+tr.down td.health{background:#e44;color:#fff}
+tr.down{background:#fdd}
+tr.unknown td.health{background:#bbb}
+tr.unchecked td.health{background:#9cf}
+tr.draining td.health,tr.draining{background:#fc6}
+tr.disabled{background:#eee;color:#777}
+tr.total{background:#eef;font-weight:bold}
+.bad{background:#e44;color:#fff}
+.warn{background:#fa3}
+.muted{background:#ccc}
+.ok{background:#5c5}
+"""
+
+
+def render_page(snapshot: Snapshot, now: float, refresh: int = DEFAULT_REFRESH) -> str:
+    """The operator's page: one table per service, rendered on the server, no script."""
+    parts: list[str] = [
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f'<meta http-equiv="refresh" content="{refresh}">' if refresh > 0 else "",
+        "<title>lvsd status</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        _summary(snapshot, now),
+    ]
+    parts.extend(_service_table(service, now) for service in snapshot.services)
+    if snapshot.foreign:
+        parts.append("<h2>In the kernel, not managed by lvsd</h2>")
+        parts.extend(_foreign_table(vs) for vs in snapshot.foreign)
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _summary(snapshot: Snapshot, now: float) -> str:
+    servers = [s for svc in snapshot.services for s in svc.servers if s.role == "real"]
+    up = sum(1 for s in servers if s.health == "up")
+    down = sum(1 for s in servers if s.health == "down")
+    ready = ('<span class="badge ok">ready</span>' if snapshot.ready
+             else '<span class="badge bad">not ready</span>')
+    reload = snapshot.last_reload
+    if reload is None:
+        reload_text = "no reload yet"
+    elif reload.ok:
+        reload_text = f"last reload ok {_e(_ago(reload.at, now))}"
+    else:
+        reload_text = (f'<span class="badge bad">last reload failed {_e(_ago(reload.at, now))}'
+                       f"</span> {_e(reload.error or '')}")
+    return (
+        f"<h1>lvsd {_e(lvsd.__version__)} {ready}</h1><div class=\"summary\">"
+        f"<span>{len(snapshot.services)} services</span>"
+        f"<span>{len(servers)} real servers: {up} up, {down} down</span>"
+        f"<span>table read {_e(_ago(snapshot.taken_at, now))}</span>"
+        f"<span>config {_e(snapshot.config_source)}</span>"
+        f"<span>{reload_text}</span>"
+        f"<span>IPVS {_e(snapshot.kernel_version or '?')}</span></div>"
+    )
+
+
+_HEADER = (
+    "<tr><th class=\"name\">Server</th><th>Role</th><th>Health</th><th>Since</th>"
+    "<th>Weight cfg</th><th>Weight kernel</th><th>Active</th><th>Inactive</th><th>Persist</th>"
+    "<th>Conns</th><th>Conn/s</th><th>In pkt/s</th><th>Out pkt/s</th><th>In B/s</th>"
+    "<th>Out B/s</th><th class=\"name\">Last check</th><th>Latency</th><th>Checked</th></tr>"
+)
+
+
+def _service_table(service: ServiceStatus, now: float) -> str:
+    badges = []
+    if service.kernel is None:
+        badges.append('<span class="badge muted">not in kernel</span>')
+    if service.below_quorum:
+        badges.append('<span class="badge bad">below quorum</span>')
+    if service.healthy_weight == 0:
+        badges.append('<span class="badge bad">no healthy server</span>')
+    if service.sorry_active:
+        badges.append('<span class="badge warn">sorry server active</span>')
+    if service.fail_open_active:
+        badges.append('<span class="badge warn">fail-open</span>')
+    scheduler = f" {_e(service.kernel.scheduler)}" if service.kernel else ""
+    caption = (
+        f"<caption>{_e(service.name)} <code>{_e(service.key)}</code>{scheduler} "
+        f"&middot; healthy weight {service.healthy_weight} / quorum {service.quorum}"
+        f"{''.join(badges)}</caption>"
+    )
+    rows = [_server_row(server, now) for server in service.servers]
+    total = _total_row(service.kernel, [s.kernel for s in service.servers])
+    return (f'<table class="service" data-service="{_e(service.key)}">{caption}{_HEADER}'
+            f"{''.join(rows)}{total}</table>")
+
+
+def _server_row(server: ServerStatus, now: float) -> str:
+    state: str = server.health
+    if server.role == "draining":
+        state = "draining"
+    elif server.disabled:
+        state = "disabled"
+    health_text = server.health.upper()
+    if server.disabled:
+        health_text += " (disabled)"
+    dest = server.kernel
+    traffic = dest.stats.traffic if dest else None
+    last = server.last_probe
+    if last is None:
+        check = ("", "", "")
+    else:
+        outcome = "ok" if last.ok else "failed"
+        check = (f"{outcome}: {last.reason}", _duration(last.latency), _ago(last.at, now))
+    role: str = server.role
+    if server.drain_deadline is not None:
+        role += f", removed {_in(server.drain_deadline, now)}"
+    cells = [
+        f'<td class="name">{_e(server.key)}</td>',
+        f'<td class="text">{_e(role)}</td>',
+        f'<td class="health">{_e(health_text)}</td>',
+        f"<td>{_e(_ago(server.health_since, now, suffix=''))}</td>",
+        f"<td>{server.configured_weight}</td>",
+        f"<td>{'-' if dest is None else dest.weight}</td>",
+        _num(dest.stats.active if dest else None),
+        _num(dest.stats.inactive if dest else None),
+        _num(dest.stats.persistent if dest else None),
+        *_traffic_cells(traffic),
+        f'<td class="text">{_e(check[0])}</td>',
+        f"<td>{_e(check[1])}</td>",
+        f"<td>{_e(check[2])}</td>",
+    ]
+    return (f'<tr class="{_e(state)}" data-server="{_e(server.key)}" '
+            f'data-health="{_e(server.health)}">{"".join(cells)}</tr>')
+
+
+def _total_row(service: Service | None, dests: Iterable[Dest | None]) -> str:
+    live = [d for d in dests if d is not None]
+    stats = service.stats if service else None
+    cells = [
+        '<td class="name">total</td><td></td><td></td><td></td><td></td>',
+        f"<td>{sum(d.weight for d in live)}</td>",
+        _num(sum(d.stats.active for d in live)),
+        _num(sum(d.stats.inactive for d in live)),
+        _num(sum(d.stats.persistent for d in live)),
+        *_traffic_cells(stats),
+        "<td></td>" * 3,
+    ]
+    return f'<tr class="total">{"".join(cells)}</tr>'
+
+
+def _foreign_table(vs: VirtualService) -> str:
+    header = (
+        "<tr><th class=\"name\">Server</th><th>Forward</th><th>Weight kernel</th><th>Active</th>"
+        "<th>Inactive</th><th>Persist</th><th>Conns</th><th>Conn/s</th><th>In pkt/s</th>"
+        "<th>Out pkt/s</th><th>In B/s</th><th>Out B/s</th></tr>"
+    )
+    rows = [
+        f'<tr data-server="{_e(d.key)}"><td class="name">{_e(d.key)}</td>'
+        f'<td class="text">{_e(_forward(d.forward))}</td><td>{d.weight}</td>'
+        f"{_num(d.stats.active)}{_num(d.stats.inactive)}{_num(d.stats.persistent)}"
+        f"{''.join(_traffic_cells(d.stats.traffic))}</tr>"
+        for d in vs.dests
+    ]
+    caption = (f"<caption><code>{_e(vs.key)}</code> {_e(vs.service.scheduler)}"
+               '<span class="badge muted">not managed</span></caption>')
+    return (f'<table class="foreign" data-service="{_e(vs.key)}">{caption}{header}'
+            f"{''.join(rows)}</table>")
+
+
+def _forward(forward: Forward) -> str:
+    return {Forward.ROUTE: "route", Forward.MASQ: "masq", Forward.TUNNEL: "tunnel",
+            Forward.LOCAL: "local"}[forward]
+
+
+def _traffic_cells(stats: ServiceStats | None) -> list[str]:
+    if stats is None:
+        return ["<td>-</td>"] * 6
+    return [_num(stats.conns), _num(stats.cps), _num(stats.inpps), _num(stats.outpps),
+            _num(stats.inbps), _num(stats.outbps)]
+
+
+def _num(value: int | None) -> str:
+    return "<td>-</td>" if value is None else f"<td>{_si(value)}</td>"
+
+
+def _si(value: int) -> str:
+    """1234 -> 1234, 123456 -> 123.5k: numbers an operator reads at a glance."""
+    if abs(value) < 100_000:
+        return str(value)
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.1f}{unit}"
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
+def _ago(at: float | None, now: float, suffix: str = " ago") -> str:
+    if at is None or at <= 0:
+        return "-" if suffix == "" else "never"
+    return _duration(max(now - at, 0.0)) + suffix
+
+
+def _in(at: float, now: float) -> str:
+    return "now" if at <= now else "in " + _duration(at - now)
