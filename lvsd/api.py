@@ -8,10 +8,10 @@ tens of milliseconds the event loop (and the probe scheduler on it) does not wai
 from __future__ import annotations
 
 import asyncio
-import gzip
 import html
 import math
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,7 +32,7 @@ from lvsd.snapshot import ServerStatus, ServiceStatus, Snapshot, SnapshotSource
 
 FRESHNESS = 1.0  # seconds: counters served by /metrics, /status and / are at most this old
 DEFAULT_REFRESH = 2  # seconds between reloads of the status page
-GZIP_LEVEL = 1  # level 1 compresses the exposition ~40x at a third of level 6's cost
+GZIP_LEVEL = 1  # level 1 compresses the exposition 20-45x at half of level 6's cost
 
 SOURCE_KEY = web.AppKey("source", SnapshotSource)
 METRICS_KEY = web.AppKey("metrics", DaemonMetrics)
@@ -91,24 +91,36 @@ def accepts_gzip(header: str) -> bool:
     return False
 
 
-def _exposition(metrics: DaemonMetrics, snapshot: Snapshot, compress: bool) -> bytes:
-    body = metrics.exposition(snapshot)
-    return gzip.compress(body, GZIP_LEVEL, mtime=0) if compress else body
+def _exposition(metrics: DaemonMetrics, snapshot: Snapshot, compress: bool) -> list[bytes]:
+    chunks = metrics.exposition_chunks(snapshot)
+    if not compress:
+        return chunks
+    # wbits 31: a gzip stream. zlib releases the GIL while it works.
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    parts = [compressor.compress(chunk) for chunk in chunks]
+    parts.append(compressor.flush())
+    return [b"".join(parts)]
 
 
-async def _metrics(request: web.Request) -> web.Response:
+async def _metrics(request: web.Request) -> web.StreamResponse:
     app = request.app
     snapshot = await app[SOURCE_KEY].fresh_snapshot(FRESHNESS)
     compress = accepts_gzip(request.headers.get("Accept-Encoding", ""))
     loop = asyncio.get_running_loop()
     async with app[RENDER_LOCK_KEY]:
-        body = await loop.run_in_executor(
+        chunks = await loop.run_in_executor(
             None, _exposition, app[METRICS_KEY], snapshot, compress
         )
-    headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
+    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE,
+                                           "Vary": "Accept-Encoding"})
     if compress:
-        headers["Content-Encoding"] = "gzip"
-    return web.Response(body=body, headers=headers)
+        response.headers["Content-Encoding"] = "gzip"
+    response.content_length = sum(len(chunk) for chunk in chunks)
+    await response.prepare(request)
+    for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -212,7 +212,12 @@ class DaemonMetrics:
 
     def exposition(self, snapshot: Snapshot) -> bytes:
         """The whole ``/metrics`` body: the snapshot's series, then the event metrics."""
-        return self.renderer.render(snapshot) + generate_latest(self.registry)
+        return b"".join(self.exposition_chunks(snapshot))
+
+    def exposition_chunks(self, snapshot: Snapshot) -> list[bytes]:
+        chunks = self.renderer.render_chunks(snapshot)
+        chunks.append(generate_latest(self.registry))
+        return chunks
 
 
 # --- the snapshot part, rendered by hand -------------------------------------------------------
@@ -287,12 +292,16 @@ class SnapshotRenderer:
         self._keys: list[object] = []
 
     def render(self, snapshot: Snapshot) -> bytes:
+        return b"".join(self.render_chunks(snapshot))
+
+    def render_chunks(self, snapshot: Snapshot) -> list[bytes]:
+        """The exposition in pieces, one or two per family: a server streams or compresses
+        them without first copying 15 MB into one buffer."""
         # ``old_keys`` keeps the objects behind ``old``'s ids alive for this whole render, even
         # if another thread's render replaces them meanwhile.
         old, old_keys = self._labels, self._keys
         labels_by_id: dict[int, str] = {}
         keys: list[object] = []
-        seen: set[str] = set()
         rows = _Rows([], [], [], [])
 
         def service_row(key: ServiceKey) -> str:
@@ -303,22 +312,31 @@ class SnapshotRenderer:
             keys.append(key)
             return labels
 
-        def backend_row(key: ServiceKey, prefix: str, dest_key: DestKey, dest: Dest | None,
-                        persistent: bool, status: ServerStatus | None) -> None:
-            identity = (id(key) << 64) | id(dest_key)
-            labels = old.get(identity)
-            if labels is None:
-                labels = (f'{prefix},remote_address="{dest_key.address}",'
-                          f'remote_port="{dest_key.port}"')
-            if labels in seen:
-                return  # one series per identity, even if a snapshot lists a server twice
-            seen.add(labels)
-            labels_by_id[identity] = labels
-            keys.append(dest_key)
-            rows.labels.append(labels)
-            rows.kernel.append(dest)
-            rows.persistent.append(persistent)
-            rows.status.append(status)
+        def backend_rows(key: ServiceKey, prefix: str, dest_keys: Sequence[DestKey],
+                         dests: Sequence[Dest | None], persistent: bool,
+                         statuses: Sequence[ServerStatus | None]) -> None:
+            service_id = id(key) << 64
+            labels = []
+            for dest_key in dest_keys:
+                identity = service_id | id(dest_key)
+                cached = old.get(identity)
+                if cached is None:
+                    cached = (f'{prefix},remote_address="{dest_key.address}",'
+                              f'remote_port="{dest_key.port}"')
+                labels_by_id[identity] = cached
+                labels.append(cached)
+            keys.extend(dest_keys)
+            if len(set(labels)) < len(labels):
+                # A server listed twice still gets one series per label set.
+                first = {label: index for index, label in reversed(list(enumerate(labels)))}
+                kept = sorted(first.values())
+                labels = [labels[i] for i in kept]
+                dests = [dests[i] for i in kept]
+                statuses = [statuses[i] for i in kept]
+            rows.labels.extend(labels)
+            rows.kernel.extend(dests)
+            rows.persistent.extend([persistent] * len(labels))
+            rows.status.extend(statuses)
 
         kernel_services: list[tuple[str, Service]] = []
         own_services: list[tuple[str, ServiceStatus]] = []
@@ -328,46 +346,46 @@ class SnapshotRenderer:
             persistent = service.kernel is not None and service.kernel.persistence is not None
             if service.kernel is not None:
                 kernel_services.append((prefix, service.kernel))
-            for server in service.servers:
-                backend_row(service.key, prefix, server.key, server.kernel, persistent, server)
+            servers = service.servers
+            backend_rows(service.key, prefix, [s.key for s in servers],
+                         [s.kernel for s in servers], persistent, servers)
         for vs in snapshot.foreign:
             prefix = service_row(vs.key)
             kernel_services.append((prefix, vs.service))
-            persistent = vs.service.persistence is not None
-            for dest in vs.dests:
-                backend_row(vs.key, prefix, dest.key, dest, persistent, None)
+            backend_rows(vs.key, prefix, [d.key for d in vs.dests], vs.dests,
+                         vs.service.persistence is not None, [None] * len(vs.dests))
         self._labels, self._keys = labels_by_id, keys
         del old_keys
 
-        out: list[str] = []
+        out: list[bytes] = []
         _global_families(out, snapshot)
         _service_families(out, own_services, kernel_services)
         _backend_families(out, rows)
-        return "".join(out).encode()
+        return out
 
 
-def _emit(out: list[str], header: str, lines: list[str]) -> None:
+def _emit(out: list[bytes], header: str, lines: list[str]) -> None:
     if lines:
-        out.append(header)
-        out.append("".join(lines))
+        out.append(header.encode())
+        out.append("".join(lines).encode())
 
 
 def _family_header(name: str, kind: str, help_text: str) -> tuple[str, str]:
     return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n", name + "{"
 
 
-def _global_families(out: list[str], snapshot: Snapshot) -> None:
+def _global_families(out: list[bytes], snapshot: Snapshot) -> None:
     for name, help_text, value in (
         ("lvsd_ready", "1 once the configuration is loaded and the first reconcile is done.",
          1 if snapshot.ready else 0),
         ("lvsd_snapshot_timestamp_seconds",
          "When lvsd last read the IPVS table from the kernel (Unix time).", snapshot.taken_at),
     ):
-        out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{name} {value}\n")
+        out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{name} {value}\n".encode())
 
 
 def _service_families(
-    out: list[str],
+    out: list[bytes],
     own: Sequence[tuple[str, ServiceStatus]],
     kernel_services: Sequence[tuple[str, Service]],
 ) -> None:
@@ -399,7 +417,7 @@ def _service_families(
     _emit(out, header, [f"{p}{lab}}} {int(s.fail_open_active)}\n" for lab, s in own])
 
 
-def _backend_families(out: list[str], rows: _Rows) -> None:
+def _backend_families(out: list[bytes], rows: _Rows) -> None:
     live_labels = [lab for lab, d in zip(rows.labels, rows.kernel, strict=True) if d is not None]
     live = [d for d in rows.kernel if d is not None]
     traffic = [d.stats.traffic for d in live]
