@@ -93,7 +93,6 @@ class DaemonSchema(_Schema):
     reconcile_delay: Annotated[float, BeforeValidator(_seconds), Field(ge=0, le=10)] = 0.005
     drain_timeout: Seconds = 300.0
     on_stop: Literal["keep", "withdraw"] = "keep"
-    netns: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_probes_in_flight: Annotated[int, Field(ge=1, le=100_000)] = 2000
     dr_check_mark_base: Annotated[int, Field(ge=1, le=0xFFFF0000)] = 0x4C560000
@@ -168,7 +167,6 @@ class DaemonSettings:
     reconcile_delay: float
     drain_timeout: float
     on_stop: Literal["keep", "withdraw"]
-    netns: str | None
     log_level: str
     max_probes_in_flight: int
     dr_check_mark_base: int
@@ -318,7 +316,6 @@ def _build_daemon(schema: DaemonSchema, problems: list[Problem]) -> DaemonSettin
         reconcile_delay=schema.reconcile_delay,
         drain_timeout=schema.drain_timeout,
         on_stop=schema.on_stop,
-        netns=schema.netns,
         log_level=schema.log_level,
         max_probes_in_flight=schema.max_probes_in_flight,
         dr_check_mark_base=schema.dr_check_mark_base,

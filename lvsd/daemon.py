@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lvsd import logs
 from lvsd.checks import CheckKey, check_key
+from lvsd.checks.drpath import director_problems
 from lvsd.checks.runner import ProbeReport, ProbeRunner
 from lvsd.config import Config, ServerSpec, ServiceSpec, load
 from lvsd.errors import ConfigError, IpvsError, LvsdError
@@ -340,8 +341,21 @@ class Daemon:
                 health[key] = initial(assume_up=serving, now=now)
         self.health = health
         self.check_of = check_of
+        self._warn_about_dr_path(config)
         self.watched = {key: Watched(key, tuple(refs)) for key, refs in servers_of.items()}
         self.last_probe = {k: v for k, v in self.last_probe.items() if k in health}
+
+    def _warn_about_dr_path(self, config: Config) -> None:
+        """DR-path replies come back from the VIP: say so if this director would drop them."""
+        servers = {
+            server.key.address
+            for spec in config.services
+            for server in spec.servers
+            if server.check is not None and server.check.dr_path
+        }
+        for address in sorted(servers, key=str):
+            for problem in director_problems(address):
+                log.warning("dr_path_director_problem", server=str(address), problem=problem)
 
     def _health_of(self, spec: ServiceSpec, server: ServerSpec) -> Status:
         key = self.check_of.get((spec.key, server.key))
@@ -427,8 +441,6 @@ class Daemon:
         assert self.config_path is not None
         try:
             new = load(self.config_path)
-            if new.daemon.netns != self.config.daemon.netns:
-                raise LvsdError("daemon.netns cannot change on reload: restart lvsd")
         except (ConfigError, LvsdError) as exc:
             self.last_reload = ReloadStatus(False, time.time(), str(exc))
             self.metrics.reload(False, time.time())
@@ -436,6 +448,17 @@ class Daemon:
             self.notifier.ready(f"reload failed, old config kept: {exc}")
             self._publish()
             return False
+        restart_only = [
+            name
+            for name in ("listen_host", "listen_port", "max_probes_in_flight")
+            if getattr(new.daemon, name) != getattr(self.config.daemon, name)
+        ]
+        if restart_only:
+            log.warning(
+                "reload_needs_restart",
+                settings=restart_only,
+                detail="these daemon settings take effect at the next start",
+            )
         actual = await self._refresh_view()
         self._start_drains(self.config, new, actual)
         self.config = new
@@ -749,7 +772,7 @@ async def serve(config_path: Path, config: Config) -> int:
     from lvsd.ipvs.netlink import NetlinkIpvs
 
     notifier = Notifier.from_environment()
-    backend = NetlinkIpvs(netns=config.daemon.netns)
+    backend = NetlinkIpvs()
     daemon = Daemon(config, backend, config_path=config_path, notifier=notifier)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
