@@ -1,0 +1,146 @@
+"""Run the real ``lvsd run`` inside a lab's director namespace and watch the kernel table.
+
+``LvsdProcess`` starts the installed console script (the same entry point systemd runs) with a
+config written to a temp dir, waits for /readyz, sends signals, reads its JSON log lines, and
+reads the director's IPVS table with the real ``ipvsadm`` (parsed by lvsd's own save-format
+parser, which the save-format tests hold byte-exact against ipvsadm).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lvsd.ipvs.saveformat import parse
+from lvsd.model import Table
+
+LVSD = str(Path(sys.executable).with_name("lvsd"))
+
+
+class LvsdProcess:
+    def __init__(self, director: str, config_text: str, *, listen_port: int = 9163) -> None:
+        self.director = director
+        self.dir = Path(tempfile.mkdtemp(prefix="lvsd-daemon-"))
+        self.state_dir = self.dir / "state"
+        self.config_path = self.dir / "lvsd.toml"
+        self.log_path = self.dir / "lvsd.log"
+        self.listen_port = listen_port
+        self.write_config(config_text)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def write_config(self, config_text: str) -> None:
+        header = (f'[daemon]\nstate_dir = "{self.state_dir}"\n'
+                  f'listen = "127.0.0.1:{self.listen_port}"\n')
+        if config_text.lstrip().startswith("[daemon]"):
+            config_text = config_text.lstrip()[len("[daemon]"):]
+            text = header + config_text
+        else:
+            text = header + "\n" + config_text
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.config_path)
+
+    @property
+    def save_file(self) -> Path:
+        return self.state_dir / "ipvsadm.rules"
+
+    async def start(self, *, timeout: float = 90.0) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            ["ip", "netns", "exec", self.director, LVSD, "run", "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        await self.wait_for(lambda: self.http("/readyz") == "ready" or self.exited(), timeout,
+                            "lvsd ready")
+        if self.exited():
+            raise RuntimeError(f"lvsd exited with {self.process.returncode}:\n{self.log_tail()}")
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        # `ip netns exec` execs lvsd: the pid is lvsd's own.
+        os.kill(self.process.pid, sig)
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process is None or self.exited():
+            return self.process.returncode if self.process else 0
+        self.signal(sig)
+        deadline = time.monotonic() + timeout
+        while not self.exited() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if not self.exited():
+            self.process.kill()
+            self.process.wait(10)
+        return self.process.returncode
+
+    def http(self, path: str) -> str | None:
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.director, "curl", "-s", "-m", "2",
+             f"http://127.0.0.1:{self.listen_port}{path}"],
+            capture_output=True, text=True, check=False, timeout=30)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    def status(self) -> dict[str, Any]:
+        text = self.http("/status")
+        assert text, "no /status answer"
+        data: dict[str, Any] = json.loads(text)
+        return data
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            start = line.find("{")
+            if start < 0:
+                continue
+            try:
+                event = json.loads(line[start:])
+            except ValueError:
+                continue
+            if name is None or event.get("event") == name:
+                events.append(event)
+        return events
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def table(self) -> Table:
+        return kernel_table(self.director)
+
+    async def wait_for(self, condition: Callable[[], bool], timeout: float, what: str,
+                       poll: float = 0.05) -> float:
+        """Seconds until ``condition()`` held; AssertionError with the log after ``timeout``."""
+        started = time.monotonic()
+        while True:
+            if condition():
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}\n"
+                                     f"--- lvsd log tail:\n{self.log_tail()}")
+            await asyncio.sleep(poll)
+
+    def cleanup(self) -> None:
+        if self.process is not None and not self.exited():
+            self.process.kill()
+            self.process.wait(10)
+
+
+def kernel_table(namespace: str) -> Table:
+    out = subprocess.run(["ip", "netns", "exec", namespace, "ipvsadm-save", "-n"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return parse(out, "ipvsadm-save -n")
+
+
+def weights(table: Table) -> dict[str, int]:
+    """``{"tcp:192.0.2.100:80 -> 192.0.2.11:80": 1, …}`` for every destination."""
+    return {f"{vs.key} -> {d.key}": d.weight for vs in table.services for d in vs.dests}
