@@ -1,0 +1,237 @@
+"""The checker contract: a check is a frozen spec; its prober answers one question.
+
+A spec (``HttpCheck``, ``TcpCheck``, …) is a frozen pydantic model, hashable, with a ``type``
+discriminator and the scheduling fields every check shares. ``spec.prober()`` builds the object
+whose ``probe(target)`` says whether one probe passed and, if not, why. Retries, rise and fall
+are not a checker's business: ``lvsd.health`` counts them, ``lvsd.checks.runner`` schedules.
+
+``spec.target(...)`` turns a real server of a service into the ``ProbeTarget`` the probe uses
+(connect_ip/connect_port and the DR path applied), keeping only what that check type depends
+on: two services that share a real server and a spec get equal targets, hence one probe.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import contextvars
+import errno
+import os
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lvsd import model
+from lvsd.model import Address, format_endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The answer of one probe: ``reason`` is short text for logs and /status."""
+
+    ok: bool
+    reason: str = ""
+    latency: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    """Where a probe goes, and the service context some checks report (exec, file).
+
+    ``address``/``port`` are what the probe connects to; ``mark`` (SO_MARK) and ``source`` (the
+    bound source address) are set for the DR path (see ``lvsd.checks.drpath``).
+    """
+
+    address: Address
+    port: int
+    rs_address: Address | None = None
+    rs_port: int = 0
+    vip: Address | None = None
+    vport: int = 0
+    protocol: model.Protocol | None = None
+    mark: int = 0
+    source: Address | None = None
+
+    def __str__(self) -> str:
+        text = format_endpoint(self.address, self.port)
+        if self.mark:
+            text += f" mark {self.mark:#x}"
+        if self.source is not None:
+            text += f" from {self.source}"
+        return text
+
+
+class Prober(abc.ABC):
+    @abc.abstractmethod
+    async def probe(self, target: ProbeTarget) -> ProbeResult:
+        """Run one probe. Must release everything it holds when cancelled (the timeout)."""
+
+
+_stage: contextvars.ContextVar[str] = contextvars.ContextVar("lvsd_probe_stage", default="")
+
+
+def set_stage(stage: str) -> None:
+    """Name what the current probe waits for, so that a timeout can say which step hung."""
+    _stage.set(stage)
+
+
+def current_stage() -> str:
+    return _stage.get()
+
+
+class CheckSpec(BaseModel):
+    """Fields every check has. Times are seconds.
+
+    ``retry_interval`` is the probe period while the last probe failed (never longer than
+    ``interval``). ``dr_path`` probes the VIP through a per-real-server fwmark service instead
+    of the real server's own address (direct-routing services only; see ``drpath``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str
+    interval: float = Field(default=2.0, gt=0, le=86400)
+    timeout: float = Field(default=1.0, gt=0, le=3600)
+    rise: int = Field(default=2, ge=1, le=1000)
+    fall: int = Field(default=3, ge=1, le=1000)
+    retry_interval: float = Field(default=1.0, gt=0, le=86400)
+    connect_ip: Address | None = None
+    connect_port: int | None = Field(default=None, ge=1, le=65535)
+    dr_path: bool = False
+
+    @model_validator(mode="after")
+    def _dr_path_goes_to_the_vip(self) -> CheckSpec:
+        if self.dr_path and self.connect_ip is not None:
+            raise ValueError("connect_ip cannot be combined with dr_path "
+                             "(the probe goes to the VIP)")
+        return self
+
+    @abc.abstractmethod
+    def prober(self) -> Prober:
+        """The object that runs this check's probes; one per spec, shared by its targets."""
+
+    def describe(self, target: ProbeTarget) -> str:
+        """One line naming the probe, for logs and metric labels."""
+        return f"{self.type} {target}"
+
+    @property
+    def failing_interval(self) -> float:
+        return min(self.retry_interval, self.interval)
+
+    def target(
+        self,
+        rs_address: Address,
+        rs_port: int,
+        *,
+        vip: Address | None = None,
+        vport: int = 0,
+        protocol: model.Protocol | None = None,
+        dr_mark: int = 0,
+        source: Address | None = None,
+    ) -> ProbeTarget:
+        """The target probing real server ``rs_address:rs_port`` of service ``vip:vport``.
+
+        With ``dr_path`` the probe connects to ``vip:(connect_port or vport)`` with SO_MARK
+        ``dr_mark``; the caller owns an IPVS fwmark service ``dr_mark`` whose only destination
+        is this real server (direct routing). Raises ValueError when that is impossible.
+        """
+        if self.dr_path:
+            if vip is None:
+                raise ValueError("dr_path needs a service with a VIP, not a fwmark service")
+            if dr_mark <= 0:
+                raise ValueError("dr_path needs the fwmark of the real server's probe service")
+            address, port = vip, self.connect_port or vport
+        else:
+            address = self.connect_ip if self.connect_ip is not None else rs_address
+            port = self.connect_port or rs_port
+            dr_mark = 0
+        full = ProbeTarget(address, port, rs_address, rs_port, vip, vport, protocol, dr_mark,
+                           source)
+        return self.relevant(full)
+
+    def relevant(self, target: ProbeTarget) -> ProbeTarget:
+        """``target`` with what this check's probe ignores cleared (the dedup identity).
+
+        Network checks depend on where they connect; the DR path also on the real server's
+        address (the source address is chosen by the route towards it).
+        """
+        return ProbeTarget(target.address, target.port,
+                           rs_address=target.rs_address if target.mark else None,
+                           mark=target.mark, source=target.source)
+
+
+# --- helpers shared by the network checkers ---------------------------------------------------
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "refused",
+    errno.ECONNRESET: "reset",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "timeout (connect)",
+    errno.EADDRNOTAVAIL: "source address not available",
+    errno.EPERM: "not permitted",
+    errno.EACCES: "not permitted",
+    errno.EPIPE: "reset",
+}
+
+
+def os_error_reason(exc: OSError) -> str:
+    """A short reason for a socket error: "refused", "reset", "host unreachable", …"""
+    if exc.errno in _ERRNO_REASONS:
+        return _ERRNO_REASONS[exc.errno]
+    if exc.errno:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
+
+
+def close_with_reset(transport: asyncio.BaseTransport) -> None:
+    """Close a probe connection with RST, as HAProxy does: no TIME_WAIT left on either side.
+
+    At thousands of probes per second, TIME_WAIT sockets would otherwise pile up by the
+    hundred thousand on the director or on the real servers.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    transport.close()
+
+
+ProtocolT = TypeVar("ProtocolT", bound=asyncio.BaseProtocol)
+
+
+async def open_stream(
+    factory: Callable[[], ProtocolT],
+    target: ProbeTarget,
+    **tls: Any,
+) -> tuple[asyncio.Transport, ProtocolT]:
+    """Connect a stream to ``target`` (over TLS when ``ssl=`` is given).
+
+    The common case lets the event loop create and connect the socket (the cheapest path
+    with uvloop); a DR-path or source-bound probe prepares its own socket first.
+    """
+    loop = asyncio.get_running_loop()
+    if target.mark or target.source is not None:
+        from lvsd.checks.drpath import connected_socket
+
+        sock = await connected_socket(target, stream=True)
+        try:
+            transport, protocol = await loop.create_connection(factory, sock=sock, **tls)
+        except BaseException:
+            sock.close()
+            raise
+        return transport, protocol
+    transport, protocol = await loop.create_connection(
+        factory, str(target.address), target.port, **tls)
+    return transport, protocol
+
+
+def elapsed_since(start: float) -> float:
+    return asyncio.get_running_loop().time() - start

@@ -1,0 +1,135 @@
+"""Probing a direct-routing real server the way clients reach it: through IPVS, on the VIP.
+
+A plain probe to a DR real server's own address passes even when the server would drop every
+client packet (no VIP on ``lo``). With ``dr_path = true`` the probe takes the clients' path:
+
+1. The reconciler gives each (DR service VIP:port, real server R) an IPVS fwmark service M of
+   its own — same family, scheduler rr, R as its only destination, ``-g``, weight 1 whatever
+   R's health (the probe must reach R while R is out of the VIP's rotation, or R could never
+   come back). Clients never carry mark M, so this service only sees probes.
+2. The probe socket gets ``SO_MARK = M`` (needs CAP_NET_ADMIN), is bound to the director's
+   own address on the route towards R (``route_source``; or ``ProbeTarget.source``), and
+   connects to VIP:port. IPVS hooks locally generated packets (LOCAL_OUT) and looks up fwmark
+   services before address ones, so the SYN goes to R unchanged (destination still the VIP),
+   exactly as a client's SYN would.
+3. R accepts it only if the VIP is a local address on R (on ``lo``). Without it R drops the
+   SYN, the probe times out and R stays out of rotation. (The ARP sysctls ``arp_ignore=1``/
+   ``arp_announce=2`` decide who answers ARP for the VIP on the shared segment; a probe from
+   the director cannot observe them.)
+4. R answers from VIP:port straight to the director's address. The director holds the VIP
+   itself, so by default it drops that reply as a martian (a packet from one of its own
+   addresses). The director needs, on the interface those replies arrive on (the one towards
+   R): ``net.ipv4.conf.<if>.accept_local = 1`` (or ``conf.all``), and reverse-path filtering
+   not strict: ``max(conf.all.rp_filter, conf.<if>.rp_filter)`` 0 or 2. These are per
+   interface, so no socket option can stand in for them; ``director_problems`` reports them.
+   When the VIP is not a local address of the director, none of this is needed.
+5. The source address must be neither the VIP (R would drop a packet from its own address as
+   a martian) nor loopback (IPVS refuses to send a loopback-sourced packet out): hence the
+   explicit bind. ``IP_BIND_ADDRESS_NO_PORT`` keeps the source port chosen at connect time.
+
+IPVS keeps a connection entry (director address:port → VIP:port → R) as for any client; with
+the default ``net.ipv4.vs.conn_reuse_mode = 1`` a reused source port is rescheduled through
+the mark. A director firewall that drops conntrack state INVALID must let these replies in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from pathlib import Path
+
+from lvsd.checks.base import ProbeTarget
+from lvsd.model import Address
+
+SO_MARK = getattr(socket, "SO_MARK", 36)
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def route_source(destination: Address) -> Address:
+    """The source address the kernel's routing picks towards ``destination``."""
+    family = socket.AF_INET if destination.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((str(destination), 9))  # a routing lookup; UDP connect sends nothing
+        return ipaddress.ip_address(probe.getsockname()[0])
+
+
+def source_for(target: ProbeTarget) -> Address | None:
+    if target.source is not None:
+        return target.source
+    if target.mark and target.rs_address is not None:
+        return route_source(target.rs_address)
+    return None
+
+
+async def connected_socket(target: ProbeTarget, *, stream: bool) -> socket.socket:
+    """A non-blocking socket connected to ``target`` with its mark and source address."""
+    family = socket.AF_INET if target.address.version == 4 else socket.AF_INET6
+    sock = socket.socket(family, socket.SOCK_STREAM if stream else socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if target.mark:
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, target.mark)
+        source = source_for(target)
+        if source is not None:
+            if stream:
+                sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((str(source), 0))
+        await asyncio.get_running_loop().sock_connect(sock, (str(target.address), target.port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def route_interface(destination: ipaddress.IPv4Address, proc_net: Path = Path("/proc/net")
+                    ) -> str | None:
+    """The interface of the main-table IPv4 route towards ``destination`` (longest prefix)."""
+    best: tuple[int, int, str] | None = None  # (prefix length, -metric, interface)
+    try:
+        lines = (proc_net / "route").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    target = int(destination)
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        iface, dest_hex, metric, mask_hex = fields[0], fields[1], int(fields[6]), fields[7]
+        dest = int.from_bytes(bytes.fromhex(dest_hex), "little")
+        mask = int.from_bytes(bytes.fromhex(mask_hex), "little")
+        if target & mask != dest:
+            continue
+        candidate = (mask.bit_count(), -metric, iface)
+        if best is None or candidate[:2] > best[:2]:
+            best = candidate
+    return best[2] if best else None
+
+
+def director_problems(rs_address: Address, proc_sys: Path = Path("/proc/sys"),
+                      proc_net: Path = Path("/proc/net")) -> list[str]:
+    """What keeps DR-path replies from ``rs_address`` out of this director, as sentences.
+
+    Only meaningful when the director holds the VIP; IPv6 has no such filter.
+    """
+    if rs_address.version != 4:
+        return []
+    iface = route_interface(ipaddress.IPv4Address(rs_address), proc_net)
+    if iface is None:
+        return [f"no IPv4 route towards {rs_address}"]
+    conf = proc_sys / "net/ipv4/conf"
+
+    def read(name: str, key: str) -> int:
+        try:
+            return int((conf / name / key).read_text())
+        except (OSError, ValueError):
+            return 0
+
+    problems = []
+    if not (read("all", "accept_local") or read(iface, "accept_local")):
+        problems.append(f"net.ipv4.conf.{iface}.accept_local is 0: replies from the VIP "
+                        f"arriving on {iface} are dropped as martians (set it to 1)")
+    if max(read("all", "rp_filter"), read(iface, "rp_filter")) == 1:
+        problems.append(f"strict rp_filter on {iface} (net.ipv4.conf.all/{iface}.rp_filter=1) "
+                        "drops replies from the VIP (use 0 or 2)")
+    return problems

@@ -1,0 +1,335 @@
+"""HTTP and HTTPS checks: one request per probe on a fresh connection, parsed by httptools.
+
+The probe speaks to asyncio transports directly (no HTTP client library): one
+``create_connection``, one write, the response parsed as it arrives. Without a body regex it
+stops at the end of the headers. This keeps a probe near 50 µs of Python CPU with uvloop,
+where an aiohttp request on a new connection costs about three times as much.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import ssl
+from typing import Any, Literal, cast
+
+import httptools
+from pydantic import Field, field_validator, model_validator
+
+from lvsd.checks.base import (
+    CheckSpec,
+    Prober,
+    ProbeResult,
+    ProbeTarget,
+    close_with_reset,
+    open_stream,
+    os_error_reason,
+    set_stage,
+)
+from lvsd.model import Address
+
+StatusRange = tuple[int, int]
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FORBIDDEN_IN_HEADER = re.compile(r"[\r\n\x00]")
+
+
+def parse_status_ranges(value: Any) -> tuple[StatusRange, ...]:
+    """``[200, "300-399"]`` → ``((200, 200), (300, 399))``, sorted and merged."""
+    items = [value] if isinstance(value, int | str) else list(value)
+    ranges: list[StatusRange] = []
+    for item in items:
+        if isinstance(item, tuple | list) and len(item) == 2:
+            low, high = int(item[0]), int(item[1])
+        elif isinstance(item, int) and not isinstance(item, bool):
+            low = high = item
+        elif isinstance(item, str) and re.fullmatch(r"\s*\d{3}\s*(-\s*\d{3}\s*)?", item):
+            low_text, _, high_text = item.partition("-")
+            low, high = int(low_text), int(high_text or low_text)
+        else:
+            raise ValueError(f"expected a status code or a range like '200-299', got {item!r}")
+        if not 100 <= low <= high <= 599:
+            raise ValueError(f"status range {low}-{high} is not within 100-599")
+        ranges.append((low, high))
+    if not ranges:
+        raise ValueError("at least one expected status is needed")
+    ranges.sort()
+    merged = [ranges[0]]
+    for low, high in ranges[1:]:
+        if low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return tuple(merged)
+
+
+class HttpCheck(CheckSpec):
+    """``expect_status``: codes and ranges (``[200, "300-399"]``); ``expect_body``: a regex
+    searched in the first ``max_bytes`` of the response; ``host``: the Host header (default:
+    the address probed, with its port when not the scheme's default)."""
+
+    type: Literal["http"] = "http"
+    method: str = "GET"
+    path: str = "/"
+    host: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    expect_status: tuple[StatusRange, ...] = ((200, 299),)
+    expect_body: str | None = None
+    max_bytes: int = Field(default=65536, ge=64, le=16 * 1024 * 1024)
+
+    @field_validator("method")
+    @classmethod
+    def _method_is_a_token(cls, value: str) -> str:
+        if not _TOKEN.fullmatch(value):
+            raise ValueError(f"not an HTTP method: {value!r}")
+        return value.upper()
+
+    @field_validator("path")
+    @classmethod
+    def _path_is_a_request_target(cls, value: str) -> str:
+        if not value.startswith("/") or re.search(r"[\s\x00-\x1f\x7f]", value):
+            raise ValueError("path must start with '/' and contain no spaces or control bytes")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_one_line(cls, value: str | None) -> str | None:
+        if value is not None and (not value or _FORBIDDEN_IN_HEADER.search(value)):
+            raise ValueError("host must be a non-empty single line")
+        return value
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers_from_mapping(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            value = list(value.items())
+        for name, content in value:
+            if not _TOKEN.fullmatch(str(name)) or _FORBIDDEN_IN_HEADER.search(str(content)):
+                raise ValueError(f"bad header {name!r}")
+            if str(name).lower() in ("host", "connection", "content-length"):
+                raise ValueError(f"header {name!r} is set by the check itself")
+        return value
+
+    @field_validator("expect_status", mode="before")
+    @classmethod
+    def _status_ranges(cls, value: Any) -> tuple[StatusRange, ...]:
+        return parse_status_ranges(value)
+
+    @field_validator("expect_body")
+    @classmethod
+    def _body_is_a_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value.encode())
+            except re.error as exc:
+                raise ValueError(f"expect_body is not a valid regex: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _head_has_no_body(self) -> HttpCheck:
+        if self.method == "HEAD" and self.expect_body is not None:
+            raise ValueError("a HEAD response has no body to match expect_body against")
+        return self
+
+    def prober(self) -> Prober:
+        return HttpProber(self)
+
+    def status_ok(self, status: int) -> bool:
+        return any(low <= status <= high for low, high in self.expect_status)
+
+
+class HttpsCheck(HttpCheck):
+    """HTTP over TLS. Certificates are verified by default (system CAs, or ``ca_file``) against
+    ``server_name``, which is also sent as SNI (default: ``host`` without its port, or the
+    address probed). ``verify = false`` is the explicit opt-out."""
+
+    type: Literal["https"] = "https"  # type: ignore[assignment]
+    server_name: str | None = None
+    verify: bool = True
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    @field_validator("ca_file", "client_cert", "client_key")
+    @classmethod
+    def _file_is_readable(cls, value: str | None) -> str | None:
+        if value is not None and not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_options_agree(self) -> HttpsCheck:
+        if self.ca_file is not None and not self.verify:
+            raise ValueError("ca_file is ignored when verify = false: drop one of them")
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key needs client_cert")
+        if self.server_name is not None and (
+                not self.server_name or _FORBIDDEN_IN_HEADER.search(self.server_name)):
+            raise ValueError("server_name must be a non-empty single line")
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.client_cert is not None:
+            context.load_cert_chain(self.client_cert, self.client_key)
+        return context
+
+    def prober(self) -> Prober:
+        return HttpProber(self, self.ssl_context())
+
+
+def _host_header(target: ProbeTarget, default_port: int) -> str:
+    host = f"[{target.address}]" if target.address.version == 6 else str(target.address)
+    return host if target.port == default_port else f"{host}:{target.port}"
+
+
+def _sni_name(spec: HttpsCheck, address: Address) -> str:
+    if spec.server_name is not None:
+        return spec.server_name
+    if spec.host is not None:
+        return _without_port(spec.host)
+    return str(address)
+
+
+def _without_port(host: str) -> str:
+    """``example.org:8443`` → ``example.org``; ``[2001:db8::1]:443`` → ``2001:db8::1``."""
+    if host.startswith("[") and "]" in host:
+        return host[1:host.index("]")]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class _Response(asyncio.Protocol):
+    """Sends the request, parses the response; ``done`` gets (status, body, error)."""
+
+    def __init__(self, request: bytes, want_body: bool, max_bytes: int,
+                 done: asyncio.Future[tuple[int, bytes, str]]) -> None:
+        self.request = request
+        self.want_body = want_body
+        self.max_bytes = max_bytes
+        self.done = done
+        self.parser = httptools.HttpResponseParser(self)
+        self.received = 0
+        self.status = 0
+        self.headers_done = False
+        self.body = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        self.received += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._finish(f"bad response: {exc}")
+            return
+        if not self.done.done() and self.received >= self.max_bytes:
+            self._finish("" if self.headers_done
+                         else f"no end of headers in {self.max_bytes} bytes")
+
+    def eof_received(self) -> bool | None:
+        self._at_end_of_stream(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._at_end_of_stream(exc)
+
+    def _at_end_of_stream(self, exc: Exception | None) -> None:
+        if self.done.done():
+            return
+        if self.headers_done:
+            self._finish("")  # a body delimited by the end of the connection
+        elif isinstance(exc, ssl.SSLError):
+            self._finish(f"tls: {exc.reason or exc}".lower())
+        elif isinstance(exc, OSError):
+            self._finish(os_error_reason(exc))
+        else:
+            self._finish("closed before a response" if not self.received
+                         else "closed in the middle of the headers")
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+        self.status = self.parser.get_status_code()
+        if not self.want_body:
+            self._finish("")
+
+    def on_body(self, body: bytes) -> None:
+        room = self.max_bytes - len(self.body)
+        if room > 0:
+            self.body += body[:room]
+
+    def on_message_complete(self) -> None:
+        self._finish("")
+
+    def _finish(self, error: str) -> None:
+        if not self.done.done():
+            self.done.set_result((self.status, bytes(self.body), error))
+
+
+class HttpProber(Prober):
+    def __init__(self, spec: HttpCheck, tls: ssl.SSLContext | None = None) -> None:
+        self.spec = spec
+        self.tls = tls
+        self.body_regex = (re.compile(spec.expect_body.encode())
+                           if spec.expect_body is not None else None)
+        self.default_port = 443 if tls is not None else 80
+        extra = "".join(f"{name}: {value}\r\n" for name, value in spec.headers)
+        self.request_head = f"{spec.method} {spec.path} HTTP/1.1\r\n"
+        self.request_tail = (f"User-Agent: lvsd-health-check\r\nAccept: */*\r\n{extra}"
+                             "Connection: close\r\n\r\n")
+
+    def request(self, target: ProbeTarget) -> bytes:
+        host = self.spec.host or _host_header(target, self.default_port)
+        return f"{self.request_head}Host: {host}\r\n{self.request_tail}".encode()
+
+    async def probe(self, target: ProbeTarget) -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        done: asyncio.Future[tuple[int, bytes, str]] = loop.create_future()
+        request = self.request(target)
+        want_body = self.body_regex is not None
+        max_bytes = self.spec.max_bytes
+
+        def protocol() -> _Response:
+            return _Response(request, want_body, max_bytes, done)
+
+        set_stage("connect")
+        try:
+            if self.tls is None:
+                transport, _ = await open_stream(protocol, target)
+            else:
+                assert isinstance(self.spec, HttpsCheck)
+                transport, _ = await open_stream(
+                    protocol, target, ssl=self.tls,
+                    server_hostname=_sni_name(self.spec, target.address))
+        except ssl.SSLCertVerificationError as exc:
+            return ProbeResult(False, f"tls: certificate verify failed: {_verify_message(exc)}",
+                               loop.time() - start)
+        except ssl.SSLError as exc:
+            return ProbeResult(False, f"tls: {exc.reason or exc}".lower(), loop.time() - start)
+        except OSError as exc:
+            return ProbeResult(False, os_error_reason(exc), loop.time() - start)
+        set_stage("response")
+        try:
+            status, body, error = await done
+        finally:
+            close_with_reset(transport)
+        latency = loop.time() - start
+        if error:
+            return ProbeResult(False, error, latency)
+        if not self.spec.status_ok(status):
+            return ProbeResult(False, f"status {status}", latency)
+        if self.body_regex is not None and not self.body_regex.search(body):
+            return ProbeResult(False, "body mismatch", latency)
+        return ProbeResult(True, f"status {status}", latency)
+
+
+def _verify_message(exc: ssl.SSLCertVerificationError) -> str:
+    message = exc.verify_message or str(exc.reason or exc)
+    return message[:1].lower() + message[1:].rstrip(".")
