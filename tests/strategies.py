@@ -11,6 +11,7 @@ unique. Drawn values are in the canonical form a kernel dump produces, so that
 - a tunnel real server always has a ``Tunnel``, with the options ipvsadm allows for its type;
   others have none; only tunnel servers may be of the other address family;
 - a host netmask is ``None``, never written out;
+- a lower threshold is at most the upper one (the kernel refuses more);
 - ``LOCAL`` forwarding is left out unless asked for: ipvsadm cannot express it.
 """
 
@@ -150,13 +151,14 @@ def dests(draw: st.DrawFn, service: ServiceKey, forwards: Sequence[Forward] = SA
     keeps_service_port = not service.is_fwmark and forward in (Forward.ROUTE, Forward.TUNNEL)
     port = service.port if keeps_service_port else draw(ports())
     counts = st.integers(0, 2**32 - 1)
+    upper = draw(thresholds())
     return Dest(
         DestKey(address, port),
         weight=draw(st.one_of(st.integers(0, 65535), st.sampled_from((0, 1, 100)))),
         forward=forward,
         tunnel=draw(tunnels()) if forward is Forward.TUNNEL else None,
-        upper_threshold=draw(thresholds()),
-        lower_threshold=draw(thresholds()),
+        upper_threshold=upper,
+        lower_threshold=draw(st.integers(0, upper) if upper else st.just(0)),
         stats=draw(st.builds(DestStats, counts, counts, counts, service_stats()))
         if stats else DestStats(),
     )
@@ -183,7 +185,8 @@ def tables(draw: st.DrawFn, max_services: int = 5, max_dests: int = 4,
            forwards: Sequence[Forward] = SAVE_FORWARDS, with_timeouts: bool = True,
            stats: bool = False, keys: st.SearchStrategy[ServiceKey] | None = None) -> Table:
     """A whole table in an arbitrary order, with unique service and real-server keys."""
-    drawn_keys = draw(st.lists(keys or service_keys(), max_size=max_services, unique=True))
+    key_strategy = keys if keys is not None else service_keys()
+    drawn_keys = draw(st.lists(key_strategy, max_size=max_services, unique=True))
     return Table(
         tuple(draw(virtual_services(k, max_dests, forwards, stats)) for k in drawn_keys),
         draw(st.one_of(st.none(), timeouts())) if with_timeouts else None,

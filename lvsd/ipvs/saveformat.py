@@ -906,17 +906,19 @@ def _dest(command: _Command, service: ServiceKey, resolver: NameResolver) -> Des
                else Forward.ROUTE)
     key = _dest_key(command, service, resolver, forward)
     weight_text = command.value("weight")
-    upper = command.value("u-threshold")
-    lower = command.value("l-threshold")
+    upper_text = command.value("u-threshold")
+    lower_text = command.value("l-threshold")
+    upper = 0 if upper_text is None else _number(upper_text, "upper threshold", 0, MAX_THRESHOLD)
+    lower = 0 if lower_text is None else _number(lower_text, "lower threshold", 0, MAX_THRESHOLD)
+    if lower > upper:  # the kernel refuses this with ERANGE
+        raise _LineError(f"lower threshold {lower} is above the upper threshold {upper}")
     return Dest(
         key,
         weight=1 if weight_text is None else _number(weight_text, "weight", 0, MAX_WEIGHT),
         forward=forward,
         tunnel=_tunnel(command, forward),
-        upper_threshold=0 if upper is None else _number(upper, "upper threshold", 0,
-                                                        MAX_THRESHOLD),
-        lower_threshold=0 if lower is None else _number(lower, "lower threshold", 0,
-                                                        MAX_THRESHOLD),
+        upper_threshold=upper,
+        lower_threshold=lower,
     )
 
 

@@ -448,6 +448,7 @@ BAD_LINES = [
                                                     " 65535)"),
     ("-a -t 192.0.2.1:80 -r 198.51.100.1 -w -1", "bad weight '-1'"),
     ("-a -t 192.0.2.1:80 -r 198.51.100.1 -x 2147483648", "bad upper threshold"),
+    ("-a -t 192.0.2.1:80 -r 198.51.100.1 -y 5", "lower threshold 5 is above the upper"),
     ("-a -t 192.0.2.1:80", "no real server"),
     ("-a -t 192.0.2.1:80 -r 80", "a port without an address"),
     ("-a -t 192.0.2.1:80 -r [2001:db8::1]", "write [IPv6-address]:port"),
