@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import ipaddress
+import itertools
 import random
 import time
 from collections import Counter
