@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ class LvsdProcess:
     def exited(self) -> bool:
         return self.process is not None and self.process.poll() is not None
 
-    def signal(self, sig: signal.Signals) -> None:
+    def send(self, sig: signal.Signals) -> None:
         assert self.process is not None
         # `ip netns exec` execs lvsd: the pid is lvsd's own.
         os.kill(self.process.pid, sig)
@@ -75,7 +76,7 @@ class LvsdProcess:
     async def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.process is None or self.exited():
             return self.process.returncode if self.process else 0
-        self.signal(sig)
+        self.send(sig)
         deadline = time.monotonic() + timeout
         while not self.exited() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -110,6 +111,16 @@ class LvsdProcess:
             if name is None or event.get("event") == name:
                 events.append(event)
         return events
+
+    def write_time(self, server: str, weight: int, after: float) -> float | None:
+        """When lvsd's log says it wrote ``weight`` for ``server`` (``"192.0.2.11:80"``) into
+        the kernel, at or after ``after`` (epoch seconds): the moment ``apply`` returned."""
+        for event in self.events("table_change"):
+            if event.get("server") == server and event.get("weight") == weight:
+                at = datetime.fromisoformat(event["timestamp"]).timestamp()
+                if at >= after:
+                    return at
+        return None
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
