@@ -632,6 +632,7 @@ _FORWARD_BY_SWITCH = {"-g": Forward.ROUTE, "--gatewaying": Forward.ROUTE,
                       "-m": Forward.MASQ, "--masquerading": Forward.MASQ,
                       "-i": Forward.TUNNEL, "--ipip": Forward.TUNNEL}
 _TUNNEL_BY_NAME = {"ipip": TunnelType.IPIP, "gue": TunnelType.GUE, "gre": TunnelType.GRE}
+_TUNNEL_GROUPS = ("tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum")
 _CSUM_BY_GROUP = {"tun-nocsum": TUN_NOCSUM, "tun-csum": TUN_CSUM, "tun-remcsum": TUN_REMCSUM}
 # ipvsadm's tunnel_types_v_options: which tunnel options each type forbids
 _TUNNEL_FORBIDS = {TunnelType.IPIP: ("tun-port", "tun-nocsum", "tun-csum", "tun-remcsum"),
@@ -662,45 +663,52 @@ def _scan(tokens: list[str]) -> _Command:
         raise _LineError(f"a line must start with a command (-A, -E, -D, -a, -e, -d, -C or "
                          f"--set), not {tokens[0]!r}")
     command = _Command(_COMMANDS[tokens[0]])
+    options = command.options
+    count = len(tokens)
     i = 1
-    while i < len(tokens):
+    while i < count:
         token = tokens[i]
         i += 1
-        if not token.startswith("-") or token == "-":
+        option = _OPTIONS.get(token)
+        value: str | None = None
+        if option is not None:  # the usual case: the option alone, as ipvsadm-save writes it
+            spelling = token
+        elif token[:1] != "-" or token == "-":
             command.arguments.append(token)
             continue
-        if token.startswith("--"):
-            spelling, has_value, attached = token.partition("=")
-            value: str | None = attached if has_value else None
         else:
-            spelling, value = token[:2], token[2:] or None
-        if spelling in _COMMANDS:
-            raise _LineError(f"more than one command: {tokens[0]!r} and {spelling!r}")
-        option = _OPTIONS.get(spelling)
-        if option is None:
-            raise _LineError(f"unknown option {token!r}")
+            if token.startswith("--"):
+                spelling, has_value, attached = token.partition("=")
+                value = attached if has_value else None
+            else:
+                spelling, value = token[:2], token[2:] or None
+            if spelling in _COMMANDS:
+                raise _LineError(f"more than one command: {tokens[0]!r} and {spelling!r}")
+            option = _OPTIONS.get(spelling)
+            if option is None:
+                raise _LineError(f"unknown option {token!r}")
         if option.arity == "none":
             if value is not None:
                 raise _LineError(f"option {spelling!r} takes no argument")
         elif value is None:
             if option.arity == "required":
-                if i >= len(tokens):
+                if i >= count:
                     raise _LineError(f"option {spelling!r} needs an argument")
                 value = tokens[i]
                 i += 1
-            elif i < len(tokens) and not tokens[i].startswith("-"):
+            elif i < count and tokens[i][:1] != "-":
                 value = tokens[i]
                 i += 1
-        if option.group in command.options:
-            first = command.options[option.group][0]
+        if option.group in options:
+            first = options[option.group][0]
             raise _LineError(f"option {spelling!r} given twice" if first == spelling else
                              f"option {spelling!r} conflicts with {first!r}")
-        command.options[option.group] = (spelling, value)
+        options[option.group] = (spelling, value)
     allowed = _ALLOWED[command.name]
-    for group, (spelling, _) in command.options.items():
-        if group not in allowed:
-            raise _LineError(f"option {spelling!r} is not allowed with {tokens[0]} "
-                             f"({command.name})")
+    if not allowed.issuperset(options):
+        spelling = next(options[g][0] for g in options if g not in allowed)
+        raise _LineError(f"option {spelling!r} is not allowed with {tokens[0]} "
+                         f"({command.name})")
     if command.name == "set":
         if len(command.arguments) != 3:
             raise _LineError("--set needs exactly three timeouts: tcp tcpfin udp")
@@ -719,19 +727,27 @@ def _looks_numeric(text: str) -> bool:
     return all(c in "0123456789." for c in text) or text.lower().startswith("0x")
 
 
-def _parse_host(text: str, bracketed: bool, resolver: NameResolver) -> Address:
-    family = Family.INET6 if bracketed else Family.INET
+def _ip_literal(text: str) -> Address | None:
+    """A strict IPv4 dotted quad or IPv6 literal, read the fast way (``inet_pton``)."""
+    family = socket.AF_INET6 if ":" in text else socket.AF_INET
     try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        address = None
+        packed = socket.inet_pton(family, text)
+    except (OSError, ValueError):
+        return None
+    if family == socket.AF_INET:
+        return ipaddress.IPv4Address(packed)
+    return ipaddress.IPv6Address(packed)
+
+
+def _parse_host(text: str, bracketed: bool, resolver: NameResolver) -> Address:
+    address = _ip_literal(text)
     if address is not None:
         if bracketed and address.version != 6:
             raise _LineError(f"bad address {text!r}: only IPv6 addresses go in brackets")
         return address
     if not text or _looks_numeric(text) or ":" in text:
         raise _LineError(f"bad address {text!r}")
-    resolved = resolver.host_address(text, family)
+    resolved = resolver.host_address(text, Family.INET6 if bracketed else Family.INET)
     if resolved is None:
         raise _LineError(f"bad address {text!r}: not an IP address and no such host name")
     return resolved
@@ -758,10 +774,11 @@ def _parse_endpoint(text: str, protocol: Protocol, what: str,
         if not bracket or not rest.startswith(":"):
             raise _LineError(f"bad {what} {text!r}: write [IPv6-address]:port")
         return _parse_host(host, True, resolver), _parse_port(rest[1:], protocol, resolver)
-    try:
-        return ipaddress.IPv6Address(text), None
-    except ValueError:
-        pass
+    if text.count(":") > 1:  # a bare IPv6 address, without a port
+        address = _ip_literal(text)
+        if address is None:
+            raise _LineError(f"bad {what} {text!r}: write [IPv6-address]:port")
+        return address, None
     host, colon, port = text.rpartition(":")
     if not colon:
         return _parse_host(text, False, resolver), None
@@ -874,8 +891,7 @@ def _dest_key(command: _Command, service: ServiceKey, resolver: NameResolver,
 
 
 def _tunnel(command: _Command, forward: Forward) -> Tunnel | None:
-    given = [g for g in ("tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum")
-             if command.has(g)]
+    given = [g for g in _TUNNEL_GROUPS if g in command.options]
     if forward is not Forward.TUNNEL:
         if given:
             raise _LineError(f"{command.spelling(given[0])} needs -i (tunneling)")
@@ -935,6 +951,9 @@ class _TableBuilder:
     services: dict[ServiceKey, _Entry] = field(default_factory=dict)
     timeouts: Timeouts | None = None
     timeouts_line: int = 0
+    # each -a line names its service again: read each spelling once
+    keys: dict[tuple[tuple[str, str | None] | None, bool], ServiceKey] = field(
+        default_factory=dict)
 
     def apply(self, command: _Command, line_no: int) -> None:
         if command.name == "set":
@@ -944,7 +963,10 @@ class _TableBuilder:
                 raise _LineError(f"-C (clear) would discard the {len(self.services)} "
                                  f"service(s) defined above; it is only allowed before them")
         else:
-            key = _service_key(command, self.resolver)
+            ref = (command.options.get("service"), command.has("ipv6"))
+            key = self.keys.get(ref)
+            if key is None:
+                key = self.keys[ref] = _service_key(command, self.resolver)
             if command.name.endswith("-service"):
                 self._service_command(command, key, line_no)
             else:
