@@ -27,7 +27,7 @@ WORKDIR=$(realpath "${VM_WORKDIR:-$REPO}"); [[ $WORKDIR != / ]] || { echo "VM_WO
 # Every scheduler the kernel ships, the SIP persistence engine, and what the labs need.
 # (SCTP support is built into ip_vs itself.)
 PRELOAD=${VM_MODULES:-"ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_dh
-    ip_vs_sh ip_vs_sed ip_vs_nq ip_vs_fo ip_vs_ovf ip_vs_mh ip_vs_pe_sip veth bridge"}
+    ip_vs_sh ip_vs_sed ip_vs_nq ip_vs_fo ip_vs_ovf ip_vs_mh ip_vs_pe_sip veth bridge dummy"}
 PRELOAD=$(echo $PRELOAD)
 CPUS=${VM_CPUS:-2}
 

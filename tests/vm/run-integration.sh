@@ -1,0 +1,44 @@
+#!/bin/bash
+# run-integration.sh: run the integration suite (tests/integration) inside one VM boot.
+#   tests/vm/run-integration.sh [PYTEST ARGS...]
+# Fails when pytest fails, when no test ran, or when a test was skipped for want of an IPVS
+# kernel: CI must never pass on a suite that silently did not run.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
+cd "$REPO"
+PYTHON=${PYTHON:-$REPO/.venv/bin/python}
+[[ -x $PYTHON ]] || PYTHON=python3
+mkdir -p .lab
+REPORT=$(mktemp "$REPO/.lab/integration.XXXXXX.xml")
+trap 'rm -f "$REPORT"' EXIT
+
+# Without a test path among the arguments, run the whole suite.
+TARGET=(tests/integration)
+for arg in "$@"; do [[ $arg == tests/* ]] && TARGET=(); done
+
+set +e
+VM_TIMEOUT=${VM_TIMEOUT:-900} "$REPO/tests/vm/run-in-vm.sh" \
+    "$PYTHON" -m pytest -p no:cacheprovider -p no:hypothesispytest --junitxml="$REPORT" \
+    "$@" "${TARGET[@]}"
+RC=$?
+set -e
+
+"$PYTHON" - "$REPORT" <<'PYEOF'
+import sys
+import xml.etree.ElementTree as ET
+
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError) as exc:
+    sys.exit(f"run-integration: no test report from the VM ({exc})")
+cases = root.findall(".//testcase")
+unrun = [c for c in cases
+         if any("needs a kernel with IPVS" in (s.get("message") or "")
+                for s in c.findall("skipped"))]
+if not cases:
+    sys.exit("run-integration: no integration test ran")
+if unrun:
+    sys.exit(f"run-integration: {len(unrun)} test(s) skipped for want of an IPVS kernel")
+print(f"run-integration: {len(cases)} integration tests ran in the VM")
+PYEOF
+exit "$RC"
