@@ -144,8 +144,10 @@ def test_unit_is_a_notify_service_reloaded_by_sighup() -> None:
 
 
 def test_unit_directories_match_the_code_defaults() -> None:
-    assert f"/etc/{unit_value('ConfigurationDirectory')}/" in unit_value("ExecStart")
     assert Path("/var/lib") / unit_value("StateDirectory") == config.DEFAULT_STATE_DIR
+    # ConfigurationDirectory= would make /etc/lvsd writable despite ProtectSystem=strict.
+    assert unit_values("ConfigurationDirectory") == []
+    assert " --config /etc/lvsd/" in unit_value("ExecStart")
 
 
 def test_unit_grants_only_what_lvsd_needs() -> None:

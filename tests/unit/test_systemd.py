@@ -214,7 +214,7 @@ async def test_a_blocked_event_loop_stops_the_pings(watched: tuple[FakeSystemd, 
     try:
         await asyncio.sleep(0.2)
         assert systemd.drain(), "the watchdog should ping while the loop runs"
-        time.sleep(0.5)  # noqa: ASYNC251 -- freezing the loop for ten ping periods is the test
+        time.sleep(0.5)  # freezes the loop for ten ping periods: that is the test
         assert systemd.drain() == []
         await asyncio.sleep(0.2)
         assert systemd.drain(), "pings resume once the loop runs again"
