@@ -19,10 +19,11 @@ client packet (no VIP on ``lo``). With ``dr_path = true`` the probe takes the cl
 4. R answers from VIP:port straight to the director's address. The director holds the VIP
    itself, so by default it drops that reply as a martian (a packet from one of its own
    addresses). The director needs, on the interface those replies arrive on (the one towards
-   R): ``net.ipv4.conf.<if>.accept_local = 1`` (or ``conf.all``), and reverse-path filtering
-   not strict: ``max(conf.all.rp_filter, conf.<if>.rp_filter)`` 0 or 2. These are per
-   interface, so no socket option can stand in for them; ``director_problems`` reports them.
-   When the VIP is not a local address of the director, none of this is needed.
+   R): ``net.ipv4.conf.<if>.accept_local = 1`` (or ``conf.all``); and, when the VIP is held
+   by another interface (``lo``, a dummy, a second NIC), reverse-path filtering not strict:
+   ``max(conf.all.rp_filter, conf.<if>.rp_filter)`` 0 or 2. These are per interface, so no
+   socket option can stand in for them; ``director_problems`` reports them. When the VIP is
+   not a local address of the director, none of this is needed.
 5. The source address must be neither the VIP (R would drop a packet from its own address as
    a martian) nor loopback (IPVS refuses to send a loopback-sourced packet out): hence the
    explicit bind. ``IP_BIND_ADDRESS_NO_PORT`` keeps the source port chosen at connect time.
@@ -37,6 +38,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from lvsd.checks.base import ProbeTarget
@@ -106,14 +109,77 @@ def route_interface(destination: ipaddress.IPv4Address, proc_net: Path = Path("/
     return best[2] if best else None
 
 
-def director_problems(rs_address: Address, proc_sys: Path = Path("/proc/sys"),
-                      proc_net: Path = Path("/proc/net")) -> list[str]:
-    """What keeps DR-path replies from ``rs_address`` out of this director, as sentences.
+_NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, interface index
+_RTATTR = struct.Struct("=HH")  # length, type
+_RTM_NEWADDR, _RTM_GETADDR = 20, 22
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_IFA_ADDRESS, _IFA_LOCAL = 1, 2
 
-    Only meaningful when the director holds the VIP; IPv6 has no such filter.
+
+def interfaces_holding(address: Address) -> set[str] | None:
+    """The names of this namespace's interfaces that hold ``address`` (None: cannot tell).
+
+    One rtnetlink address dump on a plain socket: no event loop involved, so it can run
+    from inside one (pyroute2's synchronous API cannot run inside uvloop).
     """
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    request = (_NLMSG_HEADER.pack(_NLMSG_HEADER.size + _IFADDRMSG.size, _RTM_GETADDR,
+                                  _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+               + _IFADDRMSG.pack(family, 0, 0, 0, 0))
+    holders: set[str] = set()
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as rtnl:
+            rtnl.settimeout(2.0)
+            rtnl.send(request)
+            while True:
+                data = rtnl.recv(1 << 16)
+                offset = 0
+                while offset + _NLMSG_HEADER.size <= len(data):
+                    length, kind = _NLMSG_HEADER.unpack_from(data, offset)[:2]
+                    if kind == _NLMSG_DONE:
+                        return holders
+                    if kind == _NLMSG_ERROR or length < _NLMSG_HEADER.size:
+                        return None
+                    if kind == _RTM_NEWADDR:
+                        index = _IFADDRMSG.unpack_from(data, offset + _NLMSG_HEADER.size)[4]
+                        start = offset + _NLMSG_HEADER.size + _IFADDRMSG.size
+                        if address.packed in _address_attributes(data, start, offset + length):
+                            holders.add(socket.if_indextoname(index))
+                    offset += (length + 3) & ~3
+    except OSError:
+        return None
+
+
+def _address_attributes(data: bytes, start: int, end: int) -> list[bytes]:
+    found = []
+    while start + _RTATTR.size <= end:
+        length, kind = _RTATTR.unpack_from(data, start)
+        if length < _RTATTR.size:
+            break
+        if kind in (_IFA_ADDRESS, _IFA_LOCAL):
+            found.append(data[start + _RTATTR.size:start + length])
+        start += (length + 3) & ~3
+    return found
+
+
+def director_problems(
+    rs_address: Address,
+    vip: Address | None = None,
+    *,
+    proc_sys: Path = Path("/proc/sys"),
+    proc_net: Path = Path("/proc/net"),
+    holders: Callable[[Address], set[str] | None] = interfaces_holding,
+) -> list[str]:
+    """What would drop DR-path replies from ``rs_address`` (sent from ``vip``) on this
+    director, as sentences for the log; empty when nothing would. IPv4 only: IPv6 has no
+    martian-source filter of this kind."""
     if rs_address.version != 4:
         return []
+    vip_holders = holders(vip) if vip is not None else None
+    if vip_holders is not None and not vip_holders:
+        return []  # the VIP is not an address of this director: its replies are no martians
     iface = route_interface(ipaddress.IPv4Address(rs_address), proc_net)
     if iface is None:
         return [f"no IPv4 route towards {rs_address}"]
@@ -129,7 +195,10 @@ def director_problems(rs_address: Address, proc_sys: Path = Path("/proc/sys"),
     if not (read("all", "accept_local") or read(iface, "accept_local")):
         problems.append(f"net.ipv4.conf.{iface}.accept_local is 0: replies from the VIP "
                         f"arriving on {iface} are dropped as martians (set it to 1)")
-    if max(read("all", "rp_filter"), read(iface, "rp_filter")) == 1:
+    strict = max(read("all", "rp_filter"), read(iface, "rp_filter")) == 1
+    if strict and (vip_holders is None or iface not in vip_holders):
+        held = (f"the VIP is held by {', '.join(sorted(vip_holders))}" if vip_holders
+                else f"unless the VIP is an address of {iface} itself")
         problems.append(f"strict rp_filter on {iface} (net.ipv4.conf.all/{iface}.rp_filter=1) "
-                        "drops replies from the VIP (use 0 or 2)")
+                        f"drops replies from the VIP: {held} (use rp_filter 0 or 2)")
     return problems

@@ -34,6 +34,8 @@ from lvsd.checks.base import CheckSpec, Prober, ProbeResult, ProbeTarget, curren
 
 log = logging.getLogger(__name__)
 
+TIMER_TICK = 0.001
+
 
 class Cancellable(Protocol):
     def cancel(self) -> None: ...
@@ -278,9 +280,11 @@ class ProbeRunner:
 
     def _on_timer(self) -> None:
         self._timer = None
-        now = self._clock.time()
+        # Timers may fire up to a tick early (uvloop counts whole milliseconds and caches the
+        # time per loop iteration): take what is due within a tick rather than spin.
+        limit = self._clock.time() + TIMER_TICK
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= limit:
             due, seq, entry = heapq.heappop(heap)
             if not entry.alive or seq != entry.seq:
                 continue
