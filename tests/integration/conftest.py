@@ -11,29 +11,40 @@
 Every name carries a random tag, so labs and namespaces of concurrent tests never collide, and
 everything a fixture made (processes, namespaces, the links inside them) is removed even when
 the test fails. Addresses are TEST-NET and exist only inside the namespaces.
+
+Under emulation every process costs ~0.3-1 s, so the lab is built with one ``ip -batch`` per
+namespace, and sysctls, sockets and HTTP requests are made from Python threads that entered the
+namespace (a thread's network namespace is its own) rather than with ``ip netns exec``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import functools
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from lvsd.ipvs.netlink import NetlinkIpvs
 
 NO_KERNEL_REASON = "needs a kernel with IPVS (run tests/vm/run-integration.sh)"
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 
 def _require_kernel() -> None:
@@ -45,11 +56,48 @@ def _tag() -> str:
     return uuid.uuid4().hex[:6]
 
 
+def enter_netns(name: str) -> None:
+    """Move the calling thread into namespace ``name``."""
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"setns({name}): {os.strerror(code)}")
+    finally:
+        os.close(fd)
+
+
+def in_netns(name: str, work: Callable[[], T]) -> T:
+    """Run ``work`` in a new thread that has entered network namespace ``name``.
+
+    Sockets keep the namespace they were created in, so a socket made here can be used from
+    any thread afterwards; /proc/sys/net read or written here is the namespace's.
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def enter_and_work() -> None:
+        try:
+            enter_netns(name)
+            outcome.append(work())
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=enter_and_work, name=f"netns-{name}")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
 class Namespace(str):
     """A network namespace's name that can run commands inside it."""
 
-    def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(["ip", "netns", "exec", self, *cmd], check=False,
+    def run(self, *cmd: str, check: bool = True,
+            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["ip", "netns", "exec", self, *cmd], check=False, input=stdin,
                                 capture_output=True, text=True, timeout=60)
         if check and result.returncode:
             raise RuntimeError(f"in {self}: {' '.join(cmd)!r} exited {result.returncode}: "
@@ -57,22 +105,49 @@ class Namespace(str):
         return result
 
     def ip(self, *args: str) -> None:
-        subprocess.run(["ip", "-n", self, *args], check=True, capture_output=True, timeout=30)
+        _run(["ip", "-n", self, *args])
+
+    def ip_batch(self, commands: Sequence[str]) -> None:
+        """Several ``ip`` commands (without the leading ``ip``) in one process."""
+        _run(["ip", "-n", self, "-batch", "-"], "\n".join(commands) + "\n")
 
     def sysctl(self, *settings: str) -> None:
-        self.run("sysctl", "-qw", *settings)
+        """``sysctl -w`` for settings like ``net.ipv4.conf.all.arp_ignore=1``."""
+
+        def write() -> None:
+            for setting in settings:
+                key, value = setting.split("=", 1)
+                Path("/proc/sys", *key.split(".")).write_text(value)
+
+        in_netns(self, write)
+
+    def socket(self, family: int = socket.AF_INET,
+               kind: int = socket.SOCK_STREAM) -> socket.socket:
+        """A socket inside this namespace."""
+        return in_netns(self, lambda: socket.socket(family, kind))
+
+
+def _run(cmd: Sequence[str], stdin: str | None = None) -> None:
+    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False,
+                          timeout=60)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr.strip()}"
+                           + (f"\n{stdin}" if stdin else ""))
 
 
 def create_namespace(name: str) -> Namespace:
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=30)
     ns = Namespace(name)
+    _run(["ip", "netns", "add", ns])
     # Without lo up, adding an IPVS destination fails with EINVAL (no local routes yet).
     ns.ip("link", "set", "lo", "up")
     return ns
 
 
-def delete_namespace(name: str) -> None:
-    subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=30)
+def delete_namespaces(names: Sequence[str]) -> None:
+    if names:
+        subprocess.run(["ip", "-force", "-batch", "-"], capture_output=True, check=False,
+                       input="".join(f"netns del {name}\n" for name in names), text=True,
+                       timeout=60)
 
 
 @pytest.fixture
@@ -83,7 +158,7 @@ def netns() -> Iterator[Namespace]:
     try:
         yield ns
     finally:
-        delete_namespace(ns)
+        delete_namespaces([ns])
 
 
 @pytest.fixture
@@ -93,6 +168,74 @@ async def ipvs(netns: Namespace) -> AsyncIterator[NetlinkIpvs]:
         yield backend
     finally:
         await backend.close()
+
+
+@pytest.fixture(scope="session")
+def kernel_schedulers() -> Sequence[str]:
+    """The schedulers this kernel has modules (or built-ins) for."""
+    from lvsd.model import SCHEDULERS
+
+    modules = Path("/lib/modules", os.uname().release)
+    builtin = modules / "modules.builtin"
+    builtins = builtin.read_text() if builtin.exists() else ""
+    return tuple(
+        s for s in SCHEDULERS
+        if any((modules / "kernel/net/netfilter/ipvs").glob(f"ip_vs_{s}.ko*"))
+        or f"/ip_vs_{s}.ko" in builtins
+    )
+
+
+# --- HTTP from inside a namespace ---------------------------------------------------------------
+
+
+def _request(host: str) -> bytes:
+    return f"GET / HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+
+
+def _page(response: bytes) -> str | None:
+    """The body of a 200 response, else None."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].split()
+    if len(status) < 2 or status[1] != b"200":
+        return None
+    return body.decode(errors="replace").strip()
+
+
+def get_page(ns: Namespace, address: str, port: int = 80, timeout: float = 2.0) -> str | None:
+    """GET / from ``address`` on a new connection made inside ``ns`` (blocking)."""
+    sock = ns.socket()
+    try:
+        sock.settimeout(timeout)
+        sock.connect((address, port))
+        sock.sendall(_request(address))
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return _page(b"".join(chunks))
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
+async def get_page_async(ns: Namespace, address: str, port: int = 80,
+                         per_request: float = 2.0) -> str | None:
+    """GET / from ``address`` on a new connection made inside ``ns``, without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    sock = ns.socket()
+    try:
+        sock.setblocking(False)
+        async with asyncio.timeout(per_request):
+            await loop.sock_connect(sock, (address, port))
+            await loop.sock_sendall(sock, _request(address))
+            chunks = []
+            while chunk := await loop.sock_recv(sock, 65536):
+                chunks.append(chunk)
+        return _page(b"".join(chunks))
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        sock.close()
 
 
 # --- the direct-routing lab ---------------------------------------------------------------------
@@ -112,15 +255,6 @@ def _httpd_command(directory: str) -> list[str]:
     if busybox:
         return [busybox, "httpd", "-f", "-p", "80", "-h", directory]  # starts in milliseconds
     return [sys.executable, "-m", "http.server", "-b", "0.0.0.0", "-d", directory, "80"]
-
-
-def _shell(script: str, timeout: float = 120) -> None:
-    """Run a whole setup script in one process: each Python spawn costs dearly in the VM."""
-    done = subprocess.run(["bash", "-euc", script], capture_output=True, text=True,
-                          check=False, timeout=timeout)
-    if done.returncode:
-        raise RuntimeError(f"lab setup failed ({done.returncode}): {done.stderr.strip()}\n"
-                           f"{done.stdout.strip()}")
 
 
 @dataclass
@@ -166,25 +300,26 @@ class DrLab:
             self.real_servers.append(server)
             hosts.append((label, server.ns, address))
         sw = self.switch
-        script = [f"ip netns add {ns}; ip -n {ns} link set lo up" for ns in self._namespaces]
-        script.append(f"ip -n {sw} link add br0 type bridge; ip -n {sw} link set br0 up")
-        for role, ns, address in hosts:
-            script.append(
-                f"ip -n {sw} link add v{role} type veth peer name eth0 netns {ns}\n"
-                f"ip -n {sw} link set v{role} master br0 up\n"
-                f"ip -n {ns} addr add {address}/24 dev eth0; ip -n {ns} link set eth0 up")
-        script.append(
-            f"ip -n {self.director} addr add {self.vip}/32 dev eth0\n"
-            f"ip netns exec {self.director} sysctl -qw net.ipv4.conf.all.send_redirects=0 "
-            "net.ipv4.conf.default.send_redirects=0 net.ipv4.conf.eth0.send_redirects=0")
+        _run(["ip", "-batch", "-"], "".join(
+            [f"netns add {ns}\n" for ns in self._namespaces]
+            + [f"link add br0 netns {sw} type bridge\n"]
+            + [f"link add v{role} netns {sw} type veth peer name eth0 netns {ns}\n"
+               for role, ns, _ in hosts]))
+        sw.ip_batch(["link set lo up", "link set br0 up"]
+                    + [f"link set v{role} master br0 up" for role, _, _ in hosts])
+        for _, ns, address in hosts:
+            commands = ["link set lo up", f"addr add {address}/24 dev eth0", "link set eth0 up"]
+            if ns == self.director:
+                commands.append(f"addr add {self.vip}/32 dev eth0")
+            elif ns != self.client:
+                commands.append(f"addr add {self.vip}/32 dev lo")
+            ns.ip_batch(commands)
+        self.director.sysctl("net.ipv4.conf.all.send_redirects=0",
+                             "net.ipv4.conf.default.send_redirects=0",
+                             "net.ipv4.conf.eth0.send_redirects=0")
         for server in self.real_servers:
-            script.append(
-                f"ip -n {server.ns} addr add {self.vip}/32 dev lo\n"
-                f"ip netns exec {server.ns} sysctl -qw net.ipv4.conf.all.arp_ignore=1 "
-                "net.ipv4.conf.all.arp_announce=2 net.ipv4.conf.eth0.arp_ignore=1 "
-                "net.ipv4.conf.eth0.arp_announce=2")
-        _shell("\n".join(script))
-        for server in self.real_servers:
+            server.ns.sysctl("net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
+                             "net.ipv4.conf.eth0.arp_ignore=1", "net.ipv4.conf.eth0.arp_announce=2")
             self._spawn(server)
         self._wait_serving(self.real_servers)
 
@@ -198,19 +333,17 @@ class DrLab:
             ["ip", "netns", "exec", server.ns, *_httpd_command(server.directory)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def _wait_serving(self, servers: Sequence[RealServer]) -> None:
-        """Wait (bounded: 20 s a server) until the client fetches each server's page directly."""
-        probe = Path(self._tmp, "wait-serving.sh")
-        probe.write_text(
-            'ready() { for i in $(seq 100); do\n'
-            '  [ "$(curl -s -m 1 "http://$1/" || true)" = "$2" ] && return 0; sleep 0.2\n'
-            'done; echo "$2 serves no page"; return 1; }\n'
-            + "".join(f"ready {s.address} {s.label}\n" for s in servers))
-        _shell(f"ip netns exec {self.client} bash -eu {probe}")
+    def _wait_serving(self, servers: Sequence[RealServer], timeout: float = 30.0) -> None:
+        """Wait until the client fetches each server's page from its own address."""
+        deadline = time.monotonic() + timeout
         for server in servers:
-            if server.process is not None and server.process.poll() is not None:
-                raise RuntimeError(f"{server.label}'s HTTP server exited "
-                                   f"({server.process.returncode})")
+            while get_page(self.client, server.address, timeout=1.0) != server.label:
+                if server.process is not None and server.process.poll() is not None:
+                    raise RuntimeError(f"{server.label}'s HTTP server exited "
+                                       f"({server.process.returncode})")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{server.label} serves no page after {timeout} s")
+                time.sleep(0.1)
 
     def server(self, label: str) -> RealServer:
         return next(s for s in self.real_servers if s.label == label)
@@ -228,26 +361,17 @@ class DrLab:
             server.process = None
 
     async def start_server(self, label: str) -> None:
+        """Start one real server's HTTP process again and wait until it serves its page."""
         server = self.server(label)
         if server.process is None:
             self._spawn(server)
         await asyncio.to_thread(self._wait_serving, [server])
 
     async def fetch(self, count: int, per_request: float = 2.0) -> list[str | None]:
-        """GET the VIP ``count`` times from the client, each on a new connection; the label
-        of the server that answered each request, or None where it failed."""
-        urls = [f"http://{self.vip}:{self.port}/"] * count
-        proc = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", self.client, "curl", "-s", "-m", str(per_request),
-            "--no-keepalive", "-H", "Connection: close", "-w", "|%{http_code}\\n", *urls,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-        out, _ = await asyncio.wait_for(proc.communicate(), per_request * count + 10)
-        answers: list[str | None] = []
-        for line in out.decode().splitlines():
-            body, _, code = line.rpartition("|")
-            answers.append(body if code == "200" and body else None)
-        answers += [None] * (count - len(answers))
-        return answers
+        """GET the VIP ``count`` times from the client, one after the other, each on a new
+        connection; the label of the server that answered each, or None where one failed."""
+        return [await get_page_async(self.client, self.vip, self.port, per_request)
+                for _ in range(count)]
 
     async def count_answers(self, count: int) -> collections.Counter[str | None]:
         return collections.Counter(await self.fetch(count))
@@ -265,9 +389,7 @@ class DrLab:
     def close(self) -> None:
         for server in self.real_servers:
             self.stop_server(server.label)
-        subprocess.run(["bash", "-c", "".join(f"ip netns del {ns} 2>/dev/null; "
-                                              for ns in reversed(self._namespaces))],
-                       check=False, timeout=60)
+        delete_namespaces(list(reversed(self._namespaces)))
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -288,19 +410,3 @@ def dr_lab(request: pytest.FixtureRequest) -> Iterator[DrLab]:
     count = getattr(request, "param", 2)
     with dr_lab_context(count) as lab:
         yield lab
-
-
-@pytest.fixture(scope="session")
-def kernel_schedulers() -> Sequence[str]:
-    """The schedulers this kernel has modules (or built-ins) for."""
-    from lvsd.model import SCHEDULERS
-
-    release = os.uname().release
-    modules = Path("/lib/modules", release)
-    builtin = modules / "modules.builtin"
-    builtins = builtin.read_text() if builtin.exists() else ""
-    return tuple(
-        s for s in SCHEDULERS
-        if any((modules / "kernel/net/netfilter/ipvs").glob(f"ip_vs_{s}.ko*"))
-        or f"/ip_vs_{s}.ko" in builtins
-    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import re
+import socket
 import time
 from collections.abc import Sequence
 from ipaddress import ip_address
@@ -305,16 +306,16 @@ async def test_a_batch_larger_than_one_window_reports_each_failure_against_its_o
 async def test_edits_change_objects_in_place_keeping_connections_and_counters(
     ipvs: NetlinkIpvs, netns: Namespace
 ) -> None:
-    netns.ip("link", "add", "d0", "type", "dummy")
-    netns.ip("link", "set", "d0", "up")
-    netns.ip("addr", "add", "198.51.100.1/24", "dev", "d0")
-    netns.ip("addr", "add", "192.0.2.100/32", "dev", "lo")
+    netns.ip_batch(["link add d0 type dummy", "link set d0 up",
+                    "addr add 198.51.100.1/24 dev d0", "addr add 192.0.2.100/32 dev lo"])
     key = udp("192.0.2.100", 9)
     first, second = dest("198.51.100.2", 9), dest("198.51.100.3", 9)
     assert await ipvs.apply([AddService(Service(key, "rr")), AddDest(key, first),
                              AddDest(key, second)]) == []
     # Four datagrams from four sockets: four IPVS connections, two per destination.
-    netns.run("bash", "-c", "for i in 1 2 3 4; do echo x >/dev/udp/192.0.2.100/9; done")
+    for _ in range(4):
+        with netns.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"x", ("192.0.2.100", 9))
     before = await _dump_when_counted(ipvs, key, 4)
 
     edited = Service(key, "wrr", persistence=Persistence(600))

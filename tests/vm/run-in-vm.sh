@@ -82,13 +82,15 @@ echo \$? >/dev/ttyS1; \$B sync; \$B poweroff -f
 EOF
 chmod +x "$IR/init"; (cd "$IR" && find . | cpio -o -H newc --quiet) > "$RUN/initrd"
 
+# Guest clock: HPET, whose rate QEMU fixes, rather than the TSC, whose rate the guest measures at
+# boot; on a busy host that measurement can be off many times over, and every timeout with it.
 # guest output: virtio-serial port -> FIFO -> cat -> our stdout
 # (a 'stdio' chardev never reports "connected" to a non-console port: guest writes hang)
 mkfifo "$RUN/out"; cat "$RUN/out" & CAT=$!; PIDS+=($CAT); : > "$RUN/rc"
 timeout -k 5 "${VM_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max \
     -machine q35 -m "${VM_MEM:-2G}" -smp "$CPUS" \
     -nodefaults -no-user-config -display none -no-reboot -kernel "$KERNEL" -initrd "$RUN/initrd" \
-    -append "console=ttyS0 quiet panic=-1 rdinit=/init tsc=reliable no_timer_check random.trust_cpu=on" \
+    -append "console=ttyS0 quiet panic=-1 rdinit=/init clocksource=hpet tsc=reliable no_timer_check random.trust_cpu=on" \
     -serial "file:$RUN/console" -serial "file:$RUN/rc" \
     -fsdev local,id=r,path=/,security_model=none,readonly=on,multidevs=remap \
     -device virtio-9p-pci,fsdev=r,mount_tag=hostroot \
