@@ -21,7 +21,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -56,6 +56,10 @@ class ProbeTarget:
     protocol: model.Protocol | None = None
     mark: int = 0
     source: Address | None = None
+    host: str = field(init=False, repr=False, compare=False)  # str(address), made once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "host", str(self.address))
 
     def __str__(self) -> str:
         text = format_endpoint(self.address, self.port)
@@ -228,8 +232,7 @@ async def open_stream(
             sock.close()
             raise
         return transport, protocol
-    transport, protocol = await loop.create_connection(
-        factory, str(target.address), target.port, **tls)
+    transport, protocol = await loop.create_connection(factory, target.host, target.port, **tls)
     return transport, protocol
 
 

@@ -138,6 +138,9 @@ class HttpCheck(CheckSpec):
     def status_ok(self, status: int) -> bool:
         return any(low <= status <= high for low, high in self.expect_status)
 
+    def accepted_statuses(self) -> frozenset[int]:
+        return frozenset(code for low, high in self.expect_status for code in range(low, high + 1))
+
 
 class HttpsCheck(HttpCheck):
     """HTTP over TLS. Certificates are verified by default (system CAs, or ``ca_file``) against
@@ -183,7 +186,7 @@ class HttpsCheck(HttpCheck):
 
 
 def _host_header(target: ProbeTarget, default_port: int) -> str:
-    host = f"[{target.address}]" if target.address.version == 6 else str(target.address)
+    host = f"[{target.host}]" if target.address.version == 6 else target.host
     return host if target.port == default_port else f"{host}:{target.port}"
 
 
@@ -203,7 +206,8 @@ def _without_port(host: str) -> str:
 
 
 class _Response(asyncio.Protocol):
-    """Sends the request, parses the response; ``done`` gets (status, body, error)."""
+    """Sends the request, parses the response; ``done`` gets (status, body, error). The
+    connection is reset as soon as the answer is known, in the same loop iteration."""
 
     def __init__(self, request: bytes, want_body: bool, max_bytes: int,
                  done: asyncio.Future[tuple[int, bytes, str]]) -> None:
@@ -216,9 +220,16 @@ class _Response(asyncio.Protocol):
         self.status = 0
         self.headers_done = False
         self.body = bytearray()
+        self.transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
         cast(asyncio.Transport, transport).write(self.request)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            close_with_reset(self.transport)
+            self.transport = None
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():
@@ -238,6 +249,7 @@ class _Response(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
         self._at_end_of_stream(exc)
 
     def _at_end_of_stream(self, exc: Exception | None) -> None:
@@ -259,6 +271,15 @@ class _Response(asyncio.Protocol):
         if not self.want_body:
             self._finish("")
 
+    def _finish(self, error: str) -> None:
+        if not self.done.done():
+            self.done.set_result((self.status, bytes(self.body), error))
+        self.close()
+
+
+class _ResponseWithBody(_Response):
+    """Also collects the body (httptools calls only the callbacks a protocol defines)."""
+
     def on_body(self, body: bytes) -> None:
         room = self.max_bytes - len(self.body)
         if room > 0:
@@ -267,10 +288,6 @@ class _Response(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._finish("")
 
-    def _finish(self, error: str) -> None:
-        if not self.done.done():
-            self.done.set_result((self.status, bytes(self.body), error))
-
 
 class HttpProber(Prober):
     def __init__(self, spec: HttpCheck, tls: ssl.SSLContext | None = None) -> None:
@@ -278,6 +295,7 @@ class HttpProber(Prober):
         self.tls = tls
         self.body_regex = (re.compile(spec.expect_body.encode())
                            if spec.expect_body is not None else None)
+        self.accepted = spec.accepted_statuses()
         self.default_port = 443 if tls is not None else 80
         extra = "".join(f"{name}: {value}\r\n" for name, value in spec.headers)
         self.request_head = f"{spec.method} {spec.path} HTTP/1.1\r\n"
@@ -296,16 +314,18 @@ class HttpProber(Prober):
         want_body = self.body_regex is not None
         max_bytes = self.spec.max_bytes
 
+        kind = _ResponseWithBody if want_body else _Response
+
         def protocol() -> _Response:
-            return _Response(request, want_body, max_bytes, done)
+            return kind(request, want_body, max_bytes, done)
 
         set_stage("connect")
         try:
             if self.tls is None:
-                transport, _ = await open_stream(protocol, target)
+                _, response = await open_stream(protocol, target)
             else:
                 assert isinstance(self.spec, HttpsCheck)
-                transport, _ = await open_stream(
+                _, response = await open_stream(
                     protocol, target, ssl=self.tls,
                     server_hostname=_sni_name(self.spec, target.address))
         except ssl.SSLCertVerificationError as exc:
@@ -319,11 +339,11 @@ class HttpProber(Prober):
         try:
             status, body, error = await done
         finally:
-            close_with_reset(transport)
+            response.close()
         latency = loop.time() - start
         if error:
             return ProbeResult(False, error, latency)
-        if not self.spec.status_ok(status):
+        if status not in self.accepted:
             return ProbeResult(False, f"status {status}", latency)
         if self.body_regex is not None and not self.body_regex.search(body):
             return ProbeResult(False, "body mismatch", latency)

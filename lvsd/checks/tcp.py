@@ -57,12 +57,19 @@ class _Exchange(asyncio.Protocol):
         self.max_bytes = max_bytes
         self.done = done
         self.received = bytearray()
+        self.transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
         if self.payload:
             cast(asyncio.Transport, transport).write(self.payload)
         if self.pattern is None:
             self._finish("")
+
+    def close(self) -> None:
+        if self.transport is not None:
+            close_with_reset(self.transport)
+            self.transport = None
 
     def data_received(self, data: bytes) -> None:
         if self.done.done() or self.pattern is None:
@@ -78,6 +85,7 @@ class _Exchange(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
         self._closed(exc)
 
     def _closed(self, exc: Exception | None) -> None:
@@ -91,6 +99,7 @@ class _Exchange(asyncio.Protocol):
     def _finish(self, error: str) -> None:
         if not self.done.done():
             self.done.set_result(error)
+        self.close()
 
 
 class TcpProber(Prober):
@@ -109,12 +118,12 @@ class TcpProber(Prober):
 
         set_stage("connect")
         try:
-            transport, _ = await open_stream(protocol, target)
+            _, exchange = await open_stream(protocol, target)
         except OSError as exc:
             return ProbeResult(False, os_error_reason(exc), loop.time() - start)
         set_stage("reply")
         try:
             error = await done
         finally:
-            close_with_reset(transport)
+            exchange.close()
         return ProbeResult(not error, error or "connected", loop.time() - start)
