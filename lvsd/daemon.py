@@ -440,7 +440,8 @@ class Daemon:
         self.notifier.reloading("reloading configuration")
         assert self.config_path is not None
         try:
-            new = load(self.config_path)
+            # Parsing 10k servers takes long enough to delay probes: off the event loop.
+            new = await asyncio.to_thread(load, self.config_path)
         except (ConfigError, LvsdError) as exc:
             self.last_reload = ReloadStatus(False, time.time(), str(exc))
             self.metrics.reload(False, time.time())
