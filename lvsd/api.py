@@ -396,7 +396,7 @@ def _server_row(server: ServerStatus, now: float) -> str:
         state = "draining"
     elif server.disabled:
         state = "disabled"
-    health_text = server.health.upper()
+    health_text = "DRAINING" if server.role == "draining" else server.health.upper()
     if server.disabled:
         health_text += " (disabled)"
     dest = server.kernel

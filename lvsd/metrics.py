@@ -244,21 +244,14 @@ def escape_label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-@dataclass(frozen=True, slots=True)
-class Family:
-    name: str
-    type: str  # "counter" or "gauge"
-    help: str
-
-
 _TRAFFIC: tuple[tuple[str, str, Callable[[ServiceStats], int]], ...] = (
     ("connections_total", "Connections scheduled (kernel counter).", lambda s: s.conns),
     ("incoming_packets_total", "Packets from clients (kernel counter).", lambda s: s.inpkts),
     ("outgoing_packets_total", "Packets to clients through the director (kernel counter; "
-     "stays 0 unless forwarding is masq).", lambda s: s.outpkts),
+     "0 when replies bypass it, as with direct routing).", lambda s: s.outpkts),
     ("incoming_bytes_total", "Bytes from clients (kernel counter).", lambda s: s.inbytes),
     ("outgoing_bytes_total", "Bytes to clients through the director (kernel counter; "
-     "stays 0 unless forwarding is masq).", lambda s: s.outbytes),
+     "0 when replies bypass it, as with direct routing).", lambda s: s.outbytes),
 )
 
 
