@@ -36,6 +36,7 @@ the mark. A director firewall that drops conntrack state INVALID must let these 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import struct
@@ -75,8 +76,9 @@ async def connected_socket(target: ProbeTarget, *, stream: bool) -> socket.socke
             sock.setsockopt(socket.SOL_SOCKET, SO_MARK, target.mark)
         source = source_for(target)
         if source is not None:
-            if stream:
-                sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            if stream:  # without it, binding picks the port before the peer is known
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((str(source), 0))
         await asyncio.get_running_loop().sock_connect(sock, (str(target.address), target.port))
     except BaseException:

@@ -29,6 +29,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -208,7 +209,7 @@ class ProbeRunner:
     def update(self, keys: Iterable[CheckKey]) -> None:
         """Make the set of checks ``keys``: new ones are spread over their interval from now,
         removed ones stop (a running probe is cancelled), the others keep their schedule."""
-        wanted = keys if isinstance(keys, set | frozenset) else set(keys)
+        wanted = keys if isinstance(keys, AbstractSet) else set(keys)
         for key in [key for key in self._entries if key not in wanted]:
             self._remove(self._entries.pop(key))
         added = [key for key in wanted if key not in self._entries]
