@@ -226,11 +226,15 @@ class Daemon:
                 ops = plan(want, actual, self.owned)
                 self.dirty_services.clear()
             else:
+                want, actual = None, None
                 ops = self._plan_dirty()
             errors: list[IpvsError] = []
             if ops:
                 errors = await self.backend.apply(ops)
                 self._record(ops, errors)
+            if want is not None and actual is not None:
+                self._update_owned({vs.key for vs in want.services},
+                                   {vs.key for vs in actual.services}, ops, bool(errors))
             self.metrics.reconcile(ops, errors, time.perf_counter() - started)
             if errors:
                 self._retry_soon()
@@ -265,20 +269,17 @@ class Daemon:
         else:
             for op in ops:
                 self.view.execute(op)
-        before = set(self.owned)
-        for op in ops:
-            if isinstance(op, AddService):
-                self.owned.add(op.service.key)
-            elif isinstance(op, DeleteService):
-                self.owned.discard(op.key)
-        self.owned |= {spec.key for spec in self.config.services}
-        self.owned |= {k for k in self.view.entries if k.is_fwmark and k.fwmark in self._marks()}
-        if self.owned != before:
-            self._store_owned()
         self.save_requested.set()
 
-    def _marks(self) -> set[int]:
-        return set(dr_probe_marks(self.config).values())
+    def _update_owned(self, wanted: set[ServiceKey], present: set[ServiceKey], ops: list[Op],
+                      failed: bool) -> None:
+        """lvsd owns what it wants and what it created; it stops owning what it deleted and
+        what is gone from the kernel. Remembered across restarts in the state file."""
+        deleted = set() if failed else {op.key for op in ops if isinstance(op, DeleteService)}
+        owned = ((self.owned | wanted) - deleted) & (present | wanted)
+        if owned != self.owned:
+            self.owned = owned
+            self._store_owned()
 
     def _log_ops(self, ops: Iterable[Op], errors: list[IpvsError]) -> None:
         for op in ops:

@@ -6,6 +6,7 @@ what it writes, and what it must not write.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from collections.abc import Iterable
 from pathlib import Path
@@ -222,4 +223,33 @@ async def test_ownership_survives_a_restart_so_a_removed_service_is_deleted(
     restarted = Daemon(load(config_file), backend, config_path=config_file,
                        runner=RecordingRunner())
     await restarted.start()
+    assert WEB not in backend.table.entries
+
+
+async def test_on_change_hook_runs_with_the_servers_details(tmp_path: Path) -> None:
+    out = tmp_path / "hook.out"
+    config = tmp_path / "hook.toml"
+    config.write_text(config_text(tmp_path / "state", "192.0.2.11").replace(
+        'scheduler = "rr"', 'scheduler = "rr"\non_change = ["/bin/sh", "-c", '
+        f'"env | grep ^LVSD_ | sort > {out}"]'))
+    daemon, _ = await make(config, healthy_table())
+    feed(daemon, RS1, ok=False, times=2)
+    for _ in range(100):
+        if out.exists() and "LVSD_STATUS" in out.read_text():
+            break
+        await asyncio.sleep(0.05)
+    env = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    assert env["LVSD_SERVICE"] == "web" and env["LVSD_SERVER"] == "192.0.2.11:80"
+    assert env["LVSD_STATUS"] == "down" and env["LVSD_REASON"] == "refused"
+
+
+async def test_stop_keeps_the_table_unless_told_to_withdraw(config_file: Path,
+                                                            tmp_path: Path) -> None:
+    daemon, backend = await make(config_file, healthy_table())
+    await daemon.stop()
+    assert WEB in backend.table.entries, "keep: traffic keeps flowing"
+    config_file.write_text(config_file.read_text().replace(
+        "reconcile_delay = 0", 'reconcile_delay = 0\non_stop = "withdraw"'))
+    daemon, backend = await make(config_file, healthy_table())
+    await daemon.stop()
     assert WEB not in backend.table.entries

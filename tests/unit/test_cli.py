@@ -1,0 +1,47 @@
+"""The command line: exit codes and messages of what needs no kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lvsd.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
+
+CONFIG = Path(__file__).parents[2] / "config" / "lvsd.toml"
+
+
+def test_check_config_accepts_the_shipped_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(CONFIG)]) == EXIT_OK
+    assert "OK, 1 service(s), 2 real server(s), 2 checked" in capsys.readouterr().out
+
+
+def test_check_config_prints_every_problem_with_its_place(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[services]]\naddress = "192.0.2.1"\nport = 80\nscheduler = "nope"\n'
+                   '[[services.real_servers]]\naddress = "192.0.2.11"\nweight = 70000\n')
+    assert main(["check-config", str(bad)]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert f"{bad}: invalid, 2 problem(s):" in err
+    assert "services[0].scheduler: unknown scheduler 'nope'" in err
+    assert "services[0].real_servers[0].weight: Input should be less than or equal to 65535" in err
+
+
+def test_restore_refuses_a_bad_file_before_touching_the_kernel(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "rules"
+    rules.write_text("-A -t 192.0.2.1:80 -s rr\n-a -t 192.0.2.1:80 -r 192.0.2.300:80 -g\n")
+    # No kernel here: exit 2 (bad input) proves the file was refused before any netlink use.
+    assert main(["restore", str(rules)]) == EXIT_BAD_INPUT
+    assert f"{rules}:2:" in capsys.readouterr().err
+
+
+def test_restore_of_a_missing_file_is_bad_input(tmp_path: Path) -> None:
+    assert main(["restore", str(tmp_path / "missing")]) == EXIT_BAD_INPUT
+
+
+def test_run_with_an_invalid_config_exits_before_doing_anything(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[daemon]\nresync_interval = -1\n")
+    assert main(["run", "--config", str(bad)]) == EXIT_BAD_INPUT
