@@ -208,6 +208,38 @@ def close_with_reset(transport: asyncio.BaseTransport) -> None:
     transport.close()
 
 
+class ProbeProtocol(asyncio.Protocol):
+    """A probe's connection, reset as soon as its answer is known (in the callback that
+    learns it: no extra loop iteration) but never before ``create_connection`` returned:
+    uvloop attaches the socket it was given only then, and a transport closed earlier would
+    leave that socket object to close its number again later, under another connection."""
+
+    transport: asyncio.BaseTransport | None = None
+    _opened = False
+    _answered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def answered(self) -> None:
+        self._answered = True
+        if self._opened:
+            self.close()
+
+    def opened(self) -> None:
+        self._opened = True
+        if self._answered:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            close_with_reset(self.transport)
+            self.transport = None
+
+
 ProtocolT = TypeVar("ProtocolT", bound=asyncio.BaseProtocol)
 
 
@@ -231,8 +263,11 @@ async def open_stream(
         except BaseException:
             sock.close()
             raise
-        return transport, protocol
-    transport, protocol = await loop.create_connection(factory, target.host, target.port, **tls)
+    else:
+        transport, protocol = await loop.create_connection(
+            factory, target.host, target.port, **tls)
+    if isinstance(protocol, ProbeProtocol):
+        protocol.opened()
     return transport, protocol
 
 

@@ -19,10 +19,10 @@ from pydantic import Field, field_validator, model_validator
 
 from lvsd.checks.base import (
     CheckSpec,
+    ProbeProtocol,
     Prober,
     ProbeResult,
     ProbeTarget,
-    close_with_reset,
     open_stream,
     os_error_reason,
     set_stage,
@@ -205,7 +205,7 @@ def _without_port(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-class _Response(asyncio.Protocol):
+class _Response(ProbeProtocol):
     """Sends the request, parses the response; ``done`` gets (status, body, error). The
     connection is reset as soon as the answer is known, in the same loop iteration."""
 
@@ -220,16 +220,10 @@ class _Response(asyncio.Protocol):
         self.status = 0
         self.headers_done = False
         self.body = bytearray()
-        self.transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        super().connection_made(transport)
         cast(asyncio.Transport, transport).write(self.request)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            close_with_reset(self.transport)
-            self.transport = None
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():
@@ -249,7 +243,7 @@ class _Response(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
+        super().connection_lost(exc)
         self._at_end_of_stream(exc)
 
     def _at_end_of_stream(self, exc: Exception | None) -> None:
@@ -274,7 +268,7 @@ class _Response(asyncio.Protocol):
     def _finish(self, error: str) -> None:
         if not self.done.done():
             self.done.set_result((self.status, bytes(self.body), error))
-        self.close()
+        self.answered()
 
 
 class _ResponseWithBody(_Response):

@@ -11,10 +11,10 @@ from pydantic import Field, field_validator, model_validator
 
 from lvsd.checks.base import (
     CheckSpec,
+    ProbeProtocol,
     Prober,
     ProbeResult,
     ProbeTarget,
-    close_with_reset,
     open_stream,
     os_error_reason,
     set_stage,
@@ -47,7 +47,7 @@ class TcpCheck(CheckSpec):
         return TcpProber(self)
 
 
-class _Exchange(asyncio.Protocol):
+class _Exchange(ProbeProtocol):
     """Writes ``payload`` and collects the reply until ``pattern`` matches, EOF, or the cap."""
 
     def __init__(self, payload: bytes | None, pattern: re.Pattern[bytes] | None, max_bytes: int,
@@ -57,19 +57,13 @@ class _Exchange(asyncio.Protocol):
         self.max_bytes = max_bytes
         self.done = done
         self.received = bytearray()
-        self.transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        super().connection_made(transport)
         if self.payload:
             cast(asyncio.Transport, transport).write(self.payload)
         if self.pattern is None:
             self._finish("")
-
-    def close(self) -> None:
-        if self.transport is not None:
-            close_with_reset(self.transport)
-            self.transport = None
 
     def data_received(self, data: bytes) -> None:
         if self.done.done() or self.pattern is None:
@@ -85,7 +79,7 @@ class _Exchange(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
+        super().connection_lost(exc)
         self._closed(exc)
 
     def _closed(self, exc: Exception | None) -> None:
@@ -99,7 +93,7 @@ class _Exchange(asyncio.Protocol):
     def _finish(self, error: str) -> None:
         if not self.done.done():
             self.done.set_result(error)
-        self.close()
+        self.answered()
 
 
 class TcpProber(Prober):
