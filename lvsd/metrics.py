@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import importlib.metadata
 import platform
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -171,7 +172,9 @@ class DaemonMetrics:
             self._operations.labels(kind)
         for result in ("success", "failure"):
             self._reloads.labels(result)
+        # The daemon builds its metrics once its configuration has loaded: that load counts.
         self._last_reload_ok.set(1)
+        self._last_reload_success.set(time.time())
         # Children cached per label set: .labels() costs more than the increment (P1 budget).
         self._probe_children: dict[tuple[str, bool], tuple[Counter, Histogram]] = {}
 

@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import shutil
 import subprocess
+import time
 from collections import Counter
 
 import pytest
@@ -284,7 +285,11 @@ def test_error_kind_names() -> None:
 
 
 def test_reload_success_and_failure() -> None:
+    before = time.time()
     metrics = DaemonMetrics()
+    found = event_samples(metrics)
+    assert value(found, "lvsd_config_last_reload_successful") == 1
+    assert value(found, "lvsd_config_last_reload_success_timestamp_seconds") >= before
     metrics.reload(True, NOW)
     found = event_samples(metrics)
     assert value(found, "lvsd_config_last_reload_successful") == 1
