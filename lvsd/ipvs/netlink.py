@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import ipaddress
+import operator
 import os
 import socket
 import struct
@@ -26,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
+from typing import Literal
 
 from lvsd.errors import IpvsError, IpvsUnavailable
 from lvsd.ipvs.backend import KernelInfo
@@ -35,6 +38,8 @@ from lvsd.model import (
     SCHED_FLAG_BITS,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
+    ZERO_DEST_STATS,
+    ZERO_STATS,
     AddDest,
     AddService,
     DeleteDest,
@@ -160,6 +165,7 @@ _DEST_NEST = struct.Struct("=HH" "HH16s" "HHH2x" "HHI" "HHi" "HHI" "HHI" "HHH2x"
                            "HHH2x")
 
 _FORWARDS = {int(f): f for f in Forward}
+_ZERO_COUNTERS = (0,) * STATS_ATTR_COUNT
 _TUNNEL_TYPES = {int(t): t for t in TunnelType}
 _PROTOCOLS = {int(p): p for p in Protocol}
 
@@ -366,20 +372,22 @@ def _stats(data: bytes, span: _Span | None) -> ServiceStats:
     return ServiceStats(*counters)
 
 
-_address_cache: dict[bytes, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+# Address objects by the kernel's 16 raw bytes, one map per family.
+_v4_addresses: dict[bytes, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+_v6_addresses: dict[bytes, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
 
 
 def _address(family: int, raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    packed = raw[:4] if family == Family.INET else raw[:16]
-    found = _address_cache.get(packed)
+    cache = _v4_addresses if family == Family.INET else _v6_addresses
+    found = cache.get(raw)
     if found is None:
-        if len(_address_cache) > 65536:
-            _address_cache.clear()
+        if len(cache) > 65536:
+            cache.clear()
         found = (
-            ipaddress.IPv4Address(packed) if family == Family.INET
-            else ipaddress.IPv6Address(packed)
+            ipaddress.IPv4Address(raw[:4]) if family == Family.INET
+            else ipaddress.IPv6Address(raw[:16])
         )
-        _address_cache[packed] = found
+        cache[raw] = found
     return found
 
 
@@ -425,37 +433,168 @@ def _decode_service(data: bytes, start: int, end: int) -> Service:
     )
 
 
+def _make_dest(
+    family: int, raw_address: bytes, port: int, fwd: int, weight: int, upper: int, lower: int,
+    tun_type: int, tun_port: int, tun_flags: int, active: int, inactive: int, persistent: int,
+    traffic: ServiceStats,
+) -> Dest:
+    forward = _FORWARDS[fwd & IP_VS_CONN_F_FWD_MASK]
+    tunnel = None
+    if forward is Forward.TUNNEL:
+        tunnel = Tunnel(_TUNNEL_TYPES[tun_type], tun_port, tun_flags)
+    return Dest(
+        DestKey(_address(family, raw_address), port),
+        weight=weight,
+        forward=forward,
+        tunnel=tunnel,
+        upper_threshold=upper,
+        lower_threshold=lower,
+        stats=DestStats(active, inactive, persistent, traffic),
+    )
+
+
 def _decode_dest(data: bytes, start: int, end: int, family: Family) -> Dest:
     top = _attrs(data, start, end)
     nest = top[IPVS_CMD_ATTR_DEST]
     a = _attrs(data, nest[0], nest[1])
     span = a[IPVS_DEST_ATTR_ADDR]
-    address = _address(_u16_at(data, a, IPVS_DEST_ATTR_ADDR_FAMILY, family),
-                       data[span[0] : span[1]])
-    forward = _FORWARDS[_u32_at(data, a, IPVS_DEST_ATTR_FWD_METHOD) & IP_VS_CONN_F_FWD_MASK]
-    tunnel = None
-    if forward is Forward.TUNNEL:
-        tun_type = a.get(IPVS_DEST_ATTR_TUN_TYPE)
-        tunnel = Tunnel(
-            _TUNNEL_TYPES[_U8.unpack_from(data, tun_type[0])[0] if tun_type else 0],
-            _be16_at(data, a, IPVS_DEST_ATTR_TUN_PORT),
-            _u16_at(data, a, IPVS_DEST_ATTR_TUN_FLAGS),
-        )
-    weight_span = a.get(IPVS_DEST_ATTR_WEIGHT)
-    return Dest(
-        DestKey(address, _be16_at(data, a, IPVS_DEST_ATTR_PORT)),
-        weight=_I32.unpack_from(data, weight_span[0])[0] if weight_span else 0,
-        forward=forward,
-        tunnel=tunnel,
-        upper_threshold=_u32_at(data, a, IPVS_DEST_ATTR_U_THRESH),
-        lower_threshold=_u32_at(data, a, IPVS_DEST_ATTR_L_THRESH),
-        stats=DestStats(
-            _u32_at(data, a, IPVS_DEST_ATTR_ACTIVE_CONNS),
-            _u32_at(data, a, IPVS_DEST_ATTR_INACT_CONNS),
-            _u32_at(data, a, IPVS_DEST_ATTR_PERSIST_CONNS),
-            _stats(data, a.get(IPVS_DEST_ATTR_STATS64)),
-        ),
+    tun_type = a.get(IPVS_DEST_ATTR_TUN_TYPE)
+    weight = a.get(IPVS_DEST_ATTR_WEIGHT)
+    return _make_dest(
+        _u16_at(data, a, IPVS_DEST_ATTR_ADDR_FAMILY, family),
+        data[span[0] : span[1]],
+        _be16_at(data, a, IPVS_DEST_ATTR_PORT),
+        _u32_at(data, a, IPVS_DEST_ATTR_FWD_METHOD),
+        _I32.unpack_from(data, weight[0])[0] if weight else 0,
+        _u32_at(data, a, IPVS_DEST_ATTR_U_THRESH),
+        _u32_at(data, a, IPVS_DEST_ATTR_L_THRESH),
+        _U8.unpack_from(data, tun_type[0])[0] if tun_type else 0,
+        _be16_at(data, a, IPVS_DEST_ATTR_TUN_PORT),
+        _u16_at(data, a, IPVS_DEST_ATTR_TUN_FLAGS),
+        _u32_at(data, a, IPVS_DEST_ATTR_ACTIVE_CONNS),
+        _u32_at(data, a, IPVS_DEST_ATTR_INACT_CONNS),
+        _u32_at(data, a, IPVS_DEST_ATTR_PERSIST_CONNS),
+        _stats(data, a.get(IPVS_DEST_ATTR_STATS64)),
     )
+
+
+# How each destination attribute is unpacked when its size is the expected one; be16 values are
+# unpacked natively and swapped after.
+_DEST_FIELDS: dict[int, tuple[int, str]] = {
+    IPVS_DEST_ATTR_ADDR: (20, "16s"),
+    IPVS_DEST_ATTR_ADDR_FAMILY: (6, "H2x"),
+    IPVS_DEST_ATTR_PORT: (6, "H2x"),
+    IPVS_DEST_ATTR_FWD_METHOD: (8, "I"),
+    IPVS_DEST_ATTR_WEIGHT: (8, "i"),
+    IPVS_DEST_ATTR_U_THRESH: (8, "I"),
+    IPVS_DEST_ATTR_L_THRESH: (8, "I"),
+    IPVS_DEST_ATTR_ACTIVE_CONNS: (8, "I"),
+    IPVS_DEST_ATTR_INACT_CONNS: (8, "I"),
+    IPVS_DEST_ATTR_PERSIST_CONNS: (8, "I"),
+    IPVS_DEST_ATTR_TUN_TYPE: (5, "B3x"),
+    IPVS_DEST_ATTR_TUN_PORT: (6, "H2x"),
+    IPVS_DEST_ATTR_TUN_FLAGS: (6, "H2x"),
+}
+
+
+_DEST_FIELD_ORDER = (
+    IPVS_DEST_ATTR_ADDR, IPVS_DEST_ATTR_ADDR_FAMILY, IPVS_DEST_ATTR_PORT,
+    IPVS_DEST_ATTR_FWD_METHOD, IPVS_DEST_ATTR_WEIGHT, IPVS_DEST_ATTR_U_THRESH,
+    IPVS_DEST_ATTR_L_THRESH, IPVS_DEST_ATTR_TUN_TYPE, IPVS_DEST_ATTR_TUN_PORT,
+    IPVS_DEST_ATTR_TUN_FLAGS, IPVS_DEST_ATTR_ACTIVE_CONNS, IPVS_DEST_ATTR_INACT_CONNS,
+    IPVS_DEST_ATTR_PERSIST_CONNS,
+)
+
+
+def _dest_stats(active: int, inactive: int, persistent: int,
+                counters: tuple[int, ...]) -> DestStats:
+    # Idle destinations share one object: fewer allocations, which emulation makes dear.
+    if counters == _ZERO_COUNTERS:
+        if active == inactive == persistent == 0:
+            return ZERO_DEST_STATS
+        return DestStats(active, inactive, persistent, ZERO_STATS)
+    return DestStats(active, inactive, persistent, ServiceStats(*counters))
+
+
+class _DestLayout:
+    """The byte layout of the kernel's destination messages, learnt from one of them.
+
+    The kernel writes every destination with the same attributes in the same order, so one
+    ``unpack_from`` decodes a whole message. Every header of every later message is checked
+    against the learnt ones; a message that differs is decoded attribute by attribute.
+    """
+
+    def __init__(self, data: bytes, start: int, end: int) -> None:
+        fmt = ["="]
+        headers: list[int] = []  # value indices of every attribute header (length and type)
+        fields: dict[int, int] = {}  # attribute type -> value index
+        count = 0
+
+        def add(piece: str, values: int) -> int:
+            nonlocal count
+            fmt.append(piece)
+            count += values
+            return count - values
+
+        top = _attrs(data, start, end)
+        if list(top) != [IPVS_CMD_ATTR_DEST] or top[IPVS_CMD_ATTR_DEST][1] != end:
+            raise ValueError("not a lone destination")
+        headers.append(add("I", 1))
+        nest_start, nest_end = top[IPVS_CMD_ATTR_DEST]
+        offset = nest_start
+        stats64 = -1
+        while offset < nest_end:
+            size, kind = _NLA.unpack_from(data, offset)
+            kind &= NLA_TYPE_MASK
+            padded = (size + 3) & ~3
+            headers.append(add("I", 1))
+            expected = _DEST_FIELDS.get(kind)
+            if expected is not None and expected[0] == size:
+                fields[kind] = add(expected[1], 1)
+            elif kind == IPVS_DEST_ATTR_STATS64 and size == 4 + _STATS64.size:
+                stats64 = count
+                for _ in range(STATS_ATTR_COUNT):
+                    headers.append(add("I", 1))
+                    add("Q", 1)
+            elif kind in _DEST_FIELDS:
+                raise ValueError(f"destination attribute {kind} of unexpected size {size}")
+            elif padded > 4:
+                add(f"{padded - 4}x", 0)
+            offset += padded
+        if len(fields) != len(_DEST_FIELDS) or stats64 < 0:
+            raise ValueError("destination without every attribute or 64-bit counters")
+        self.struct = struct.Struct("".join(fmt))
+        if self.struct.size != end - start:
+            raise ValueError("destination layout does not add up")
+        self.headers = operator.itemgetter(*headers)
+        self.expected = self.headers(self.struct.unpack_from(data, start))
+        self.fields = operator.itemgetter(*(fields[kind] for kind in _DEST_FIELD_ORDER))
+        self.counters = operator.itemgetter(*range(stats64 + 1, stats64 + 2 * STATS_ATTR_COUNT, 2))
+
+    def decode(self, data: bytes, start: int, end: int) -> Dest | None:
+        """The destination in one message, or None if the message is not laid out as learnt."""
+        # Every Python operation costs ~50 times more under emulation: this path is kept flat.
+        if end - start != self.struct.size:
+            return None
+        v = self.struct.unpack_from(data, start)
+        if self.headers(v) != self.expected:
+            return None
+        (raw, family, port, fwd, weight, upper, lower, tun_type, tun_port, tun_flags, active,
+         inactive, persistent) = self.fields(v)
+        address = (_v4_addresses if family == Family.INET else _v6_addresses).get(raw)
+        if address is None:
+            address = _address(family, raw)
+        forward = _FORWARDS[fwd & IP_VS_CONN_F_FWD_MASK]
+        return Dest(
+            DestKey(address, ((port & 0xFF) << 8) | (port >> 8)),
+            weight=weight,
+            forward=forward,
+            tunnel=None if forward is not Forward.TUNNEL else Tunnel(
+                _TUNNEL_TYPES[tun_type], ((tun_port & 0xFF) << 8) | (tun_port >> 8), tun_flags),
+            upper_threshold=upper,
+            lower_threshold=lower,
+            stats=_dest_stats(active, inactive, persistent, self.counters(v)),
+        )
 
 
 def _decode_timeouts(data: bytes, start: int, end: int) -> Timeouts:
@@ -718,6 +857,7 @@ class NetlinkIpvs:
         self.netns = netns
         self._channel: _Channel | None = None
         self._lock = asyncio.Lock()
+        self._dest_layout: _DestLayout | Literal[False] | None = None  # False: none fits
 
     async def __aenter__(self) -> NetlinkIpvs:
         return self
@@ -750,21 +890,40 @@ class NetlinkIpvs:
                                                                  IPVS_CMD_GET_CONFIG))
                 services = [_decode_service(*reply)
                             for reply in await channel.dump(IPVS_CMD_GET_SERVICE)]
-                table: list[VirtualService] = []
+                dumped: list[tuple[Service, list[tuple[bytes, int, int]]]] = []
                 for service in services:
                     try:
-                        replies = await channel.dump(IPVS_CMD_GET_DEST,
-                                                     _service_key_nest(service.key))
+                        dumped.append((service, await channel.dump(
+                            IPVS_CMD_GET_DEST, _service_key_nest(service.key))))
                     except _KernelError as exc:
                         if exc.code == errno.ESRCH:  # deleted since the service dump
                             continue
                         raise
-                    family = service.key.family
-                    table.append(VirtualService(
-                        service, tuple(_decode_dest(*reply, family) for reply in replies)))
             except _KernelError as exc:
                 raise _table_error("dump", exc) from exc
-            return Table(tuple(table), timeouts)
+        # Tens of thousands of new objects that all survive: the collector would walk them
+        # again and again while they are made, for nothing.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return Table(tuple(VirtualService(service, self._decode_dests(replies,
+                                                                          service.key.family))
+                               for service, replies in dumped), timeouts)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _decode_dests(self, replies: Sequence[tuple[bytes, int, int]],
+                      family: Family) -> tuple[Dest, ...]:
+        if self._dest_layout is None and replies:
+            try:
+                self._dest_layout = _DestLayout(*replies[0])
+            except (ValueError, struct.error):
+                self._dest_layout = False
+        if not self._dest_layout:
+            return tuple(_decode_dest(*reply, family) for reply in replies)
+        decode = self._dest_layout.decode
+        return tuple(decode(*reply) or _decode_dest(*reply, family) for reply in replies)
 
     async def timeouts(self) -> Timeouts:
         async with self._lock:

@@ -351,3 +351,27 @@ async def test_a_missing_namespace_makes_ipvs_unavailable(netns: Namespace) -> N
     with pytest.raises(IpvsUnavailable, match="absent"):
         await backend.dump()
     await backend.close()
+
+
+async def test_the_learnt_destination_layout_decodes_as_the_attribute_walk_does(
+    ipvs: NetlinkIpvs, netns: Namespace
+) -> None:
+    # dump() decodes destinations with one unpack per message once it has learnt the kernel's
+    # layout; the attribute-by-attribute decoder is the reference it must agree with.
+    from lvsd.ipvs import netlink
+
+    assert await ipvs.apply(build_ops(FEATURES)) == []
+    await ipvs.dump()
+    channel = ipvs._channel
+    assert channel is not None
+    compared = 0
+    for vs in FEATURES:
+        replies = await channel.dump(netlink.IPVS_CMD_GET_DEST,
+                                     netlink._service_key_nest(vs.key))
+        layout = netlink._DestLayout(*replies[0])
+        for reply in replies:
+            fast = layout.decode(*reply)
+            walked = netlink._decode_dest(*reply, vs.key.family)
+            assert fast == walked and fast is not None and fast.stats == walked.stats
+            compared += 1
+    assert compared == sum(len(vs.dests) for vs in FEATURES)
