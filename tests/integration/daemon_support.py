@@ -58,10 +58,19 @@ class LvsdProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             ["ip", "netns", "exec", self.director, LVSD, "run", "--config", str(self.config_path)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
         log.close()
-        await self.wait_for(lambda: self.http("/readyz") == "ready" or self.exited(), timeout,
-                            "lvsd ready")
+        try:
+            await self.wait_for(lambda: self.http("/readyz") == "ready" or self.exited(),
+                                timeout, "lvsd ready")
+        except AssertionError:
+            # Where is it stuck? faulthandler prints every thread's stack on SIGABRT.
+            if not self.exited():
+                self.send(signal.SIGABRT)
+                await asyncio.sleep(3)
+            raise AssertionError(f"lvsd not ready after {timeout} s; log and stacks:\n"
+                                 f"{self.log_tail(80)}") from None
         if self.exited():
             raise RuntimeError(f"lvsd exited with {self.process.returncode}:\n{self.log_tail()}")
 
