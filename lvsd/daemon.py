@@ -348,14 +348,14 @@ class Daemon:
 
     def _warn_about_dr_path(self, config: Config) -> None:
         """DR-path replies come back from the VIP: say so if this director would drop them."""
-        servers = {
-            server.key.address
+        pairs = {
+            (server.key.address, spec.key.address)
             for spec in config.services
             for server in spec.servers
             if server.check is not None and server.check.dr_path
         }
-        for address in sorted(servers, key=str):
-            for problem in director_problems(address):
+        for address, vip in sorted(pairs, key=str):
+            for problem in director_problems(address, vip):
                 log.warning("dr_path_director_problem", server=str(address), problem=problem)
 
     def _health_of(self, spec: ServiceSpec, server: ServerSpec) -> Status:

@@ -8,7 +8,6 @@ import heapq
 import ipaddress
 import itertools
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -351,19 +350,3 @@ async def test_stop_then_start_resumes_every_check(world: World) -> None:
     await world.clock.advance(2.6)
     assert {t.port for time_, t in world.starts if time_ > START + 6.0} == set(range(1, 21))
     await runner.stop()
-
-
-def test_updating_10k_checks_does_not_stall() -> None:
-    async def go() -> tuple[float, float]:
-        runner = ProbeRunner(lambda report: None)
-        batch = keys(10_000, HttpCheck())
-        began = time.perf_counter()
-        runner.update(batch)
-        first = time.perf_counter() - began
-        began = time.perf_counter()
-        runner.update(batch[:9_000] + keys(1_000, HttpCheck(), first_port=20_000))
-        second = time.perf_counter() - began
-        return first, second
-
-    first, second = asyncio.run(go())
-    assert first < 2.0 and second < 1.0, (first, second)
