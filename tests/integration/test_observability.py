@@ -247,6 +247,16 @@ def test_every_dashboard_query_evaluates_in_prometheus(observed: Observed) -> No
     assert not table_queries, "\n".join(table_queries)
 
 
+def test_promtool_accepts_lvsd_s_metrics_over_the_lab(observed: Observed) -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: bash tests/bootstrap.sh installs prometheus"
+    body = observed.get("/metrics")
+    assert "lvsd_backend_health{" in body
+    result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
 def ipvsadm_stats(observed: Observed) -> dict[str, tuple[int, ...]]:
     """``ipvsadm -Ln --stats --exact``: the five counters per service and per destination."""
     output = observed.lab.director.run("ipvsadm", "-Ln", "--stats", "--exact").stdout
