@@ -106,6 +106,7 @@ class Daemon:
         self.notifier = notifier or Notifier(None)
         self.metrics = DaemonMetrics()
         self.health: dict[CheckKey, HealthState] = {}
+        self._not_up = 0  # checks in self.health whose status is not UP
         self.watched: dict[CheckKey, Watched] = {}
         self.check_of: dict[ServerRef, CheckKey] = {}
         self.draining: dict[ServiceKey, dict[DestKey, Drain]] = {}
@@ -133,6 +134,8 @@ class Daemon:
             else ProbeRunner(self._on_result, max_in_flight=config.daemon.max_probes_in_flight)
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._specs: dict[ServiceKey, ServiceSpec] = {}
+        self._specs_config: Config | None = None
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -243,16 +246,13 @@ class Daemon:
 
     def _plan_dirty(self) -> list[Op]:
         ops: list[Op] = []
-        actual_by_key = {
-            key: entry for key, entry in self.view.entries.items() if key in self.dirty_services
-        }
         for key in list(self.dirty_services):
-            spec = self.config.service(key)
+            spec = self._spec(key)
             if spec is None:
                 continue
             drains = [d.dest for d in self.draining.get(key, {}).values()]
             want, self.decisions[key] = desired_service(spec, self._health_of, drains)
-            entry = actual_by_key.get(key)
+            entry = self.view.entries.get(key)
             have = Table(
                 ()
                 if entry is None
@@ -341,6 +341,7 @@ class Daemon:
                 serving = any(_serving(kernel.get(svc), dest) for svc, dest in refs)
                 health[key] = initial(assume_up=serving, now=now)
         self.health = health
+        self._not_up = sum(1 for state in health.values() if state.status is not Status.UP)
         self.check_of = check_of
         self._warn_about_dr_path(config)
         self.watched = {key: Watched(key, tuple(refs)) for key, refs in servers_of.items()}
@@ -376,9 +377,10 @@ class Daemon:
         self.health[key] = new
         if not new.changed:
             return
+        self._not_up += (state.status is Status.UP) - (new.status is Status.UP)
         status = new.status.value
         for service_key, dest_key in watched.servers:
-            service = self.config.service(service_key)
+            service = self._spec(service_key)
             name = service.name if service else str(service_key)
             self.metrics.transition(spec.type, status)
             log.info(
@@ -481,10 +483,10 @@ class Daemon:
     def _start_drains(self, old: Config, new: Config, actual: Table) -> None:
         """Servers that leave the config of a service that stays are drained, not cut."""
         kernel = actual.by_key()
+        before = {spec.key for spec in old.services}
         for spec in new.services:
-            before = old.service(spec.key)
             vs = kernel.get(spec.key)
-            if before is None or vs is None:
+            if spec.key not in before or vs is None:
                 continue
             keep = {s.key for s in spec.servers}
             if spec.sorry_server is not None:
@@ -528,7 +530,7 @@ class Daemon:
         for service in list(self.draining):
             vs = kernel.get(service)
             live = vs.dest_map() if vs else {}
-            spec = self.config.service(service)
+            spec = self._spec(service)
             configured = {s.key for s in spec.servers} if spec else set()
             for key, drain in list(self.draining[service].items()):
                 dest = live.get(key)
@@ -621,9 +623,17 @@ class Daemon:
         """Readers build the next snapshot when they ask: a pass never pays for it."""
         self._snapshot_stale = True
 
+    def _spec(self, key: ServiceKey) -> ServiceSpec | None:
+        """``self.config.service(key)`` through an index: health events and passes look
+        services up, and a linear search made each event O(services)."""
+        if self._specs_config is not self.config:
+            self._specs = {spec.key: spec for spec in self.config.services}
+            self._specs_config = self.config
+        return self._specs.get(key)
+
     def _status_line(self) -> str:
-        down = sum(1 for h in self.health.values() if h.status is not Status.UP)
-        return f"{len(self.config.services)} services, {len(self.watched)} checks, {down} not up"
+        return (f"{len(self.config.services)} services, {len(self.watched)} checks, "
+                f"{self._not_up} not up")
 
 
 def _serving(vs: VirtualService | None, dest: DestKey) -> bool:
