@@ -1,12 +1,12 @@
 #!/bin/bash
 # Prepare a fresh Debian 12 machine for lvsd's lab and tests (idempotent, needs root):
 # Debian packages (the VM's kernel and qemu, ipvsadm, systemd-analyze, promtool/prometheus,
-# chromium) and a virtualenv at .venv with lvsd installed in editable mode.
+# chromium-headless-shell) and a virtualenv at .venv with lvsd installed in editable mode.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$REPO"
 APT_PACKAGES=(qemu-system-x86 linux-image-amd64 busybox-static kmod cpio ipvsadm iproute2
-              procps curl systemd prometheus chromium python3-venv)
+              procps curl systemd prometheus chromium-headless-shell python3-venv)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -17,7 +17,7 @@ TARGET=(tests/integration)
 for arg in "$@"; do [[ $arg == tests/* ]] && TARGET=(); done
 
 set +e
-VM_TIMEOUT=${VM_TIMEOUT:-900} "$REPO/tests/vm/run-in-vm.sh" \
+VM_TIMEOUT=${VM_TIMEOUT:-3600} "$REPO/tests/vm/run-in-vm.sh" \
     "$PYTHON" -m pytest -p no:cacheprovider -p no:hypothesispytest --junitxml="$REPORT" \
     "$@" "${TARGET[@]}"
 RC=$?
