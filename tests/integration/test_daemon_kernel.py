@@ -125,8 +125,8 @@ async def test_converges_saves_like_ipvsadm_and_takes_a_killed_server_out_and_ba
     answers = await lab.count_answers(6)
     assert answers == {"rs1": 3, "rs2": 3}
 
+    lab.stop_server("rs1")  # returns once the server process is gone: the failure
     failed_at = time.time()
-    lab.stop_server("rs1")
     await taken_out_within_bound(process, RS1, failed_at, "killed rs1")
     assert await lab.count_answers(6) == {"rs2": 6}
     (change,) = [e for e in process.events("health_change") if e.get("status") == "down"]
@@ -172,8 +172,8 @@ async def test_black_hole_503_and_wrong_body_are_each_taken_out_and_back(
         await out_and_back("wrong body", "body", RS1, lambda: page.write_text("rs1"), failed_at)
 
         # Black hole: rs2's answers to the director vanish; its probes time out.
-        failed_at = time.time()
         lab.server("rs2").ns.run("ip", "route", "add", "blackhole", f"{lab.director_address}/32")
+        failed_at = time.time()  # the route exists from here on
         await out_and_back("black hole", "timeout", RS2, lambda: lab.server("rs2").ns.run(
             "ip", "route", "del", "blackhole", f"{lab.director_address}/32"), failed_at)
     finally:
