@@ -33,7 +33,8 @@ host cl 192.0.2.10; host lb 192.0.2.1; host rs1 192.0.2.11; host rs2 192.0.2.12
 in_ns lb ip addr add $VIP/32 dev eth0
 in_ns lb sysctl -qw net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.eth0.send_redirects=0
 start_web() { # rs
-    in_ns "$1" "$PY" -m http.server -b 0.0.0.0 -d "$WORK/www-$1" 80 >/dev/null 2>&1 &
+    # Not through in_ns: a backgrounded function is a subshell, and $! would be its pid.
+    ip netns exec "$P$1" "$PY" -m http.server -b 0.0.0.0 -d "$WORK/www-$1" 80 >/dev/null 2>&1 &
     WEB[$1]=$!; PIDS+=($!)
 }
 declare -A WEB
@@ -77,7 +78,7 @@ say "config ($WORK/lvsd.toml)"; cat "$WORK/lvsd.toml"
 "$LVSD" check-config "$WORK/lvsd.toml"
 
 say "starting lvsd in the director's namespace"
-in_ns lb "$LVSD" run --config "$WORK/lvsd.toml" > "$WORK/lvsd.log" 2>&1 &
+ip netns exec "${P}lb" "$LVSD" run --config "$WORK/lvsd.toml" > "$WORK/lvsd.log" 2>&1 &
 LVSD_PID=$!; PIDS+=($LVSD_PID)
 weights() { in_ns lb ipvsadm -Ln | awk '/->/ && $2 ~ /192.0.2/ {printf "%s=%s ", $2, $4}'; }
 wait_for() { # description, condition command..., up to 30 s
