@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lvsd import logs
-from lvsd.checks import CheckKey, check_key
+from lvsd.checks import CheckKey, CheckSpec, check_key
 from lvsd.checks.drpath import director_problems
 from lvsd.checks.runner import ProbeReport, ProbeRunner
 from lvsd.config import Config, ServerSpec, ServiceSpec, load
@@ -99,8 +100,10 @@ class Daemon:
         config_path: Path | None = None,
         notifier: Notifier | None = None,
         runner: Runner | None = None,
+        freeze_gc: bool = False,
     ) -> None:
         self.config = config
+        self.freeze_gc = freeze_gc
         self.config_path = config_path
         self.backend = backend
         self.notifier = notifier or Notifier(None)
@@ -109,6 +112,7 @@ class Daemon:
         self._not_up = 0  # checks in self.health whose status is not UP
         self.watched: dict[CheckKey, Watched] = {}
         self.check_of: dict[ServerRef, CheckKey] = {}
+        self._made_keys: dict[ServerRef, tuple[CheckSpec, int, CheckKey]] = {}
         self.draining: dict[ServiceKey, dict[DestKey, Drain]] = {}
         self.owned: set[ServiceKey] = set()
         self.decisions: dict[ServiceKey, ServiceDecision] = {}
@@ -146,7 +150,7 @@ class Daemon:
         self.owned = self._load_owned()
         actual = await self._refresh_view()
         self._start_drains_for_unconfigured(self.config, actual)
-        self._watch(self.config, actual)
+        await self._watch(self.config, actual)
         await self.reconcile(full=True, dumped=actual)
         self.ready = True
         self._publish()
@@ -155,6 +159,7 @@ class Daemon:
         ]
         self.runner.update(self.watched.keys())
         self.runner.start()
+        self._freeze_long_lived()
         log.info(
             "started",
             services=len(self.config.services),
@@ -225,9 +230,11 @@ class Daemon:
             if full or self.view_stale:
                 actual = dumped if dumped is not None else await self._refresh_view()
                 self._expire_drains(actual)
-                want, self.decisions = desired(self.config, self._health_of, self._drain_dests())
-                ops = plan(want, actual, self.owned)
+                # Cleared first: a health change while this pass yields stays dirty for the next.
                 self.dirty_services.clear()
+                want, self.decisions = desired(self.config, self._health_of, self._drain_dests())
+                await asyncio.sleep(0)  # let probes start between the halves of a 10k pass
+                ops = plan(want, actual, self.owned)
             else:
                 want, actual = None, None
                 ops = self._plan_dirty()
@@ -310,27 +317,14 @@ class Daemon:
 
     # --- health ----------------------------------------------------------------------------
 
-    def _watch(self, config: Config, actual: Table) -> None:
-        """(Re)build the probe set; keep the state of probes whose spec did not change."""
-        marks = dr_probe_marks(config)
-        servers_of: dict[CheckKey, list[ServerRef]] = {}
-        check_of: dict[ServerRef, CheckKey] = {}
-        for spec in config.services:
-            svc = spec.key
-            for server in spec.servers:
-                if server.check is None:
-                    continue
-                target = server.check.target(
-                    server.key.address,
-                    server.key.port,
-                    vip=svc.address,
-                    vport=svc.port,
-                    protocol=None if svc.is_fwmark else svc.protocol,
-                    dr_mark=marks.get((svc, server.key), 0),
-                )
-                key = check_key(target, server.check)
-                servers_of.setdefault(key, []).append((svc, server.key))
-                check_of[(svc, server.key)] = key
+    async def _watch(self, config: Config, actual: Table) -> None:
+        """(Re)build the probe set; keep the state of probes whose spec did not change.
+
+        Probes run once between building the keys and taking them over (each half takes tens
+        of ms at 10,000 servers); results that come in meanwhile are carried over.
+        """
+        servers_of, check_of = self._check_keys(config)
+        await asyncio.sleep(0)
         kernel = actual.by_key()
         now = time.time()
         health: dict[CheckKey, HealthState] = {}
@@ -346,6 +340,52 @@ class Daemon:
         self._warn_about_dr_path(config)
         self.watched = {key: Watched(key, tuple(refs)) for key, refs in servers_of.items()}
         self.last_probe = {k: v for k, v in self.last_probe.items() if k in health}
+
+    def _check_keys(
+        self, config: Config
+    ) -> tuple[dict[CheckKey, list[ServerRef]], dict[ServerRef, CheckKey]]:
+        """The probe of every checked server, and the servers each probe decides.
+
+        A server whose check and DR mark are unchanged keeps its ``CheckKey`` object: building
+        10,000 keys again on a reload, and matching them against the old ones by equality,
+        held the event loop for about half a second.
+        """
+        marks = dr_probe_marks(config)
+        servers_of: dict[CheckKey, list[ServerRef]] = {}
+        check_of: dict[ServerRef, CheckKey] = {}
+        made: dict[ServerRef, tuple[CheckSpec, int, CheckKey]] = {}
+        same_spec: dict[tuple[int, int], bool] = {}  # servers of a service share spec objects
+        for spec in config.services:
+            svc = spec.key
+            for server in spec.servers:
+                check = server.check
+                if check is None:
+                    continue
+                ref = (svc, server.key)
+                mark = marks.get(ref, 0) if check.dr_path else 0
+                before = self._made_keys.get(ref)
+                key = None
+                if before is not None and before[1] == mark:
+                    pair = (id(before[0]), id(check))
+                    if pair not in same_spec:
+                        same_spec[pair] = before[0] == check
+                    if same_spec[pair]:
+                        key = before[2]
+                if key is None:
+                    target = check.target(
+                        server.key.address,
+                        server.key.port,
+                        vip=svc.address,
+                        vport=svc.port,
+                        protocol=None if svc.is_fwmark else svc.protocol,
+                        dr_mark=mark,
+                    )
+                    key = check_key(target, check)
+                made[ref] = (check, mark, key)
+                servers_of.setdefault(key, []).append(ref)
+                check_of[ref] = key
+        self._made_keys = made
+        return servers_of, check_of
 
     def _warn_about_dr_path(self, config: Config) -> None:
         """DR-path replies come back from the VIP: say so if this director would drop them."""
@@ -465,12 +505,16 @@ class Daemon:
             )
         actual = await self._refresh_view()
         self._start_drains(self.config, new, actual)
+        # Each step takes tens of ms at 10,000 servers: let probes start between them.
+        await asyncio.sleep(0)
         self.config = new
-        self._watch(new, actual)
+        await self._watch(new, actual)
         self.runner.update(self.watched.keys())
         self.last_reload = ReloadStatus(True, time.time())
         self.metrics.reload(True, time.time())
+        await asyncio.sleep(0)
         await self.reconcile(full=True, dumped=actual)
+        self._freeze_long_lived()
         log.info(
             "reloaded",
             config=str(self.config_path),
@@ -622,6 +666,14 @@ class Daemon:
     def _publish(self) -> None:
         """Readers build the next snapshot when they ask: a pass never pays for it."""
         self._snapshot_stale = True
+
+    def _freeze_long_lived(self) -> None:
+        """Exempt what start-up or a reload built (config, checks, view) from the cyclic
+        garbage collector: with 10,000 servers a full collection that walks it all stops the
+        event loop for ~0.1-0.5 s, and a reload makes one due. Little of it is ever cyclic
+        garbage (tens of objects per reload), which a frozen object never becomes free of."""
+        if self.freeze_gc:
+            gc.freeze()
 
     def _spec(self, key: ServiceKey) -> ServiceSpec | None:
         """``self.config.service(key)`` through an index: health events and passes look
@@ -785,7 +837,7 @@ async def serve(config_path: Path, config: Config) -> int:
 
     notifier = Notifier.from_environment()
     backend = NetlinkIpvs()
-    daemon = Daemon(config, backend, config_path=config_path, notifier=notifier)
+    daemon = Daemon(config, backend, config_path=config_path, notifier=notifier, freeze_gc=True)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
     loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
