@@ -149,7 +149,7 @@ class Daemon:
         self.kernel_version = info.version
         self.owned = self._load_owned()
         actual = await self._refresh_view()
-        self._start_drains_for_unconfigured(self.config, actual)
+        self._drain_unconfigured(self.config, actual, self.owned)  # changed while lvsd was down
         await self._watch(self.config, actual)
         await self.reconcile(full=True, dumped=actual)
         self.ready = True
@@ -243,8 +243,12 @@ class Daemon:
                 errors = await self.backend.apply(ops)
                 self._record(ops, errors)
             if want is not None and actual is not None:
-                self._update_owned({vs.key for vs in want.services},
-                                   {vs.key for vs in actual.services}, ops, bool(errors))
+                self._update_owned(
+                    {vs.key for vs in want.services},
+                    {vs.key for vs in actual.services},
+                    ops,
+                    bool(errors),
+                )
             self.metrics.reconcile(ops, errors, time.perf_counter() - started)
             if errors:
                 self._retry_soon()
@@ -278,8 +282,9 @@ class Daemon:
                 self.view.execute(op)
         self.save_requested.set()
 
-    def _update_owned(self, wanted: set[ServiceKey], present: set[ServiceKey], ops: list[Op],
-                      failed: bool) -> None:
+    def _update_owned(
+        self, wanted: set[ServiceKey], present: set[ServiceKey], ops: list[Op], failed: bool
+    ) -> None:
         """lvsd owns what it wants and what it created; it stops owning what it deleted and
         what is gone from the kernel. Remembered across restarts in the state file."""
         deleted = set() if failed else {op.key for op in ops if isinstance(op, DeleteService)}
@@ -504,7 +509,7 @@ class Daemon:
                 detail="these daemon settings take effect at the next start",
             )
         actual = await self._refresh_view()
-        self._start_drains(self.config, new, actual)
+        self._drain_unconfigured(new, actual, {spec.key for spec in self.config.services})
         # Each step takes tens of ms at 10,000 servers: let probes start between them.
         await asyncio.sleep(0)
         self.config = new
@@ -524,28 +529,13 @@ class Daemon:
         self.notifier.ready(self._status_line())
         return True
 
-    def _start_drains(self, old: Config, new: Config, actual: Table) -> None:
-        """Servers that leave the config of a service that stays are drained, not cut."""
-        kernel = actual.by_key()
-        before = {spec.key for spec in old.services}
-        for spec in new.services:
-            vs = kernel.get(spec.key)
-            if spec.key not in before or vs is None:
-                continue
-            keep = {s.key for s in spec.servers}
-            if spec.sorry_server is not None:
-                keep.add(spec.sorry_server.key)
-            for dest in vs.dests:
-                if dest.key not in keep:
-                    self._drain(spec.key, dest)
-
-    def _start_drains_for_unconfigured(self, config: Config, actual: Table) -> None:
-        """At start: servers of configured services in the kernel but not in the config (the
-        config changed while lvsd was down) are drained like on a reload."""
+    def _drain_unconfigured(self, config: Config, actual: Table, managed: set[ServiceKey]) -> None:
+        """Servers in the kernel that ``config`` no longer names, in services that were
+        ``managed`` before and still are, are drained (weight 0 until idle), not cut."""
         kernel = actual.by_key()
         for spec in config.services:
             vs = kernel.get(spec.key)
-            if vs is None or spec.key not in self.owned:
+            if spec.key not in managed or vs is None:
                 continue
             keep = {s.key for s in spec.servers}
             if spec.sorry_server is not None:
@@ -684,8 +674,10 @@ class Daemon:
         return self._specs.get(key)
 
     def _status_line(self) -> str:
-        return (f"{len(self.config.services)} services, {len(self.watched)} checks, "
-                f"{self._not_up} not up")
+        return (
+            f"{len(self.config.services)} services, {len(self.watched)} checks, "
+            f"{self._not_up} not up"
+        )
 
 
 def _serving(vs: VirtualService | None, dest: DestKey) -> bool:
