@@ -331,14 +331,22 @@ class Daemon:
         servers_of, check_of = self._check_keys(config)
         await asyncio.sleep(0)
         kernel = actual.by_key()
+        live: dict[ServiceKey, dict[DestKey, Dest]] = {}  # one dest map per service, not per server
+
+        def serving(svc: ServiceKey, dest: DestKey) -> bool:
+            if svc not in live:
+                vs = kernel.get(svc)
+                live[svc] = vs.dest_map() if vs is not None else {}
+            current = live[svc].get(dest)
+            return current is not None and current.weight > 0
+
         now = time.time()
         health: dict[CheckKey, HealthState] = {}
         for key, refs in servers_of.items():
             if key in self.health:
                 health[key] = self.health[key]
             else:
-                serving = any(_serving(kernel.get(svc), dest) for svc, dest in refs)
-                health[key] = initial(assume_up=serving, now=now)
+                health[key] = initial(assume_up=any(serving(*ref) for ref in refs), now=now)
         self.health = health
         self._not_up = sum(1 for state in health.values() if state.status is not Status.UP)
         self.check_of = check_of
@@ -678,13 +686,6 @@ class Daemon:
             f"{len(self.config.services)} services, {len(self.watched)} checks, "
             f"{self._not_up} not up"
         )
-
-
-def _serving(vs: VirtualService | None, dest: DestKey) -> bool:
-    if vs is None:
-        return False
-    current = vs.dest_map().get(dest)
-    return current is not None and current.weight > 0
 
 
 def build_snapshot(daemon: Daemon) -> Snapshot:
