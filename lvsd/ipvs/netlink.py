@@ -24,6 +24,7 @@ import operator
 import os
 import socket
 import struct
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -536,6 +537,8 @@ class _DestLayout:
             count += values
             return count - values
 
+        if sys.byteorder != "little":
+            raise ValueError("ports are swapped from native order assuming a little-endian host")
         top = _attrs(data, start, end)
         if list(top) != [IPVS_CMD_ATTR_DEST] or top[IPVS_CMD_ATTR_DEST][1] != end:
             raise ValueError("not a lone destination")

@@ -7,7 +7,8 @@
 # is shared read-write.  The caller's env and cwd are kept; stdin=/dev/null; stdout+stderr
 # stream to our stdout.  No NIC.  The kernel's module autoloader works (modprobe in the guest
 # root), and VM_MODULES are loaded before CMD starts.
-# Knobs: VM_MEM (2G) VM_CPUS (2) VM_TIMEOUT (1800 s) VM_MODULES VM_CACHE.
+# Knobs: VM_MEM (2G) VM_CPUS (2) VM_TIMEOUT (1800 s) VM_MODULES VM_CACHE, VM_CONSOLE (a file
+# to keep the guest kernel's console log in), VM_APPEND (more kernel arguments, e.g. loglevel=7).
 set -euo pipefail
 if [[ ${1:-} == --setup ]]; then
     export DEBIAN_FRONTEND=noninteractive
@@ -42,7 +43,8 @@ open(sys.argv[2],"wb").write(lzma.LZMADecompressor().decompress(d[i:]))' \
 fi
 
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/run-in-vm.XXXXXX"); PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null; rm -rf "$RUN"' EXIT; trap 'exit 130' INT TERM
+trap 'kill "${PIDS[@]}" 2>/dev/null; [[ -n ${VM_CONSOLE:-} ]] && cp "$RUN/console" "$VM_CONSOLE"; rm -rf "$RUN"' EXIT
+trap 'exit 130' INT TERM
 IR=$RUN/ir; mkdir -p "$IR"/{bin,proc,sys,dev,lower,rw,newroot,mods}
 cp /bin/busybox "$IR/bin/"
 ORDER="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p overlay virtio_console"
@@ -90,7 +92,7 @@ mkfifo "$RUN/out"; cat "$RUN/out" & CAT=$!; PIDS+=($CAT); : > "$RUN/rc"
 timeout -k 5 "${VM_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max \
     -machine q35 -m "${VM_MEM:-2G}" -smp "$CPUS" \
     -nodefaults -no-user-config -display none -no-reboot -kernel "$KERNEL" -initrd "$RUN/initrd" \
-    -append "console=ttyS0 quiet panic=-1 rdinit=/init clocksource=hpet tsc=reliable no_timer_check random.trust_cpu=on" \
+    -append "console=ttyS0 loglevel=5 panic=-1 rdinit=/init clocksource=hpet tsc=reliable no_timer_check random.trust_cpu=on ${VM_APPEND:-}" \
     -serial "file:$RUN/console" -serial "file:$RUN/rc" \
     -fsdev local,id=r,path=/,security_model=none,readonly=on,multidevs=remap \
     -device virtio-9p-pci,fsdev=r,mount_tag=hostroot \
@@ -103,5 +105,5 @@ exec 4<>"$RUN/out"; exec 4>&-; wait $CAT   # unblock cat if qemu never opened th
 RC=$(tr -dc 0-9 < "$RUN/rc")
 [[ -n $RC ]] && exit "$RC"
 echo "run-in-vm: no exit code from VM (qemu/timeout rc=$QRC); console tail:" >&2
-tail -n 30 "$RUN/console" >&2
+tail -n 80 "$RUN/console" >&2
 [[ $QRC == 124 || $QRC == 137 ]] && exit 124; exit 125
