@@ -217,6 +217,8 @@ def config_text(state_dir: Path, servers: Iterable[tuple[ipaddress.IPv4Address, 
 HTTP_CHECK = (f'{{ type = "http", path = "/", interval = {INTERVAL}, timeout = {TIMEOUT}, '
               f"rise = 2, fall = {FALL}, retry_interval = {RETRY} }}")
 TCP_CHECK = f'{{ type = "tcp", interval = {INTERVAL}, timeout = {TIMEOUT} }}'
+DETECT_TCP_CHECK = (f'{{ type = "tcp", interval = {INTERVAL}, timeout = {TIMEOUT}, rise = 2, '
+                    f"fall = {FALL}, retry_interval = {RETRY} }}")
 
 
 class RecordingBackend:
@@ -343,6 +345,7 @@ class Options:
     kernel: bool
     probes: bool = True  # the reload part without probes: only the event loop's lag
     max_in_flight: int = 0  # 0: the config's default
+    detect_check: str = "http"
 
 
 # --- P7: memory -------------------------------------------------------------------------------
@@ -467,7 +470,9 @@ def time_steps(daemon: Daemon) -> dict[str, list[float]]:
         total[2] = clock()  # when it last ended (monotonic: the loop's clock)
 
     def wrap(owner: object, name: str, label: str) -> None:
-        original = getattr(owner, name)
+        original = getattr(owner, name, None)
+        if original is None:  # a step the daemon no longer has under that name
+            return
         if asyncio.iscoroutinefunction(original):
 
             async def timed_async(*args: Any, **kwargs: Any) -> Any:
@@ -491,7 +496,7 @@ def time_steps(daemon: Daemon) -> dict[str, list[float]]:
 
     wrap(lvsd.daemon, "load", "config parse (worker thread)")
     wrap(daemon, "_refresh_view", "dump + view")
-    wrap(daemon, "_start_drains", "drains")
+    wrap(daemon, "_drain_unconfigured", "drains")
     wrap(daemon, "_watch", "watch (check keys, health)")
     wrap(daemon.runner, "update", "runner.update")
     wrap(lvsd.daemon, "desired", "desired()")
@@ -613,7 +618,8 @@ async def detect_part(options: Options, n: int) -> None:
         with tempfile.TemporaryDirectory(prefix="lvsd-bench-") as state:
             limit_line = (f"max_probes_in_flight = {options.max_in_flight}\n"
                           if options.max_in_flight else "")
-            config = loads(config_text(Path(state), detect_servers(n), HTTP_CHECK,
+            check = HTTP_CHECK if options.detect_check == "http" else DETECT_TCP_CHECK
+            config = loads(config_text(Path(state), detect_servers(n), check,
                                        extra_daemon=limit_line))
             backend = RecordingBackend(make_backend(options.kernel))
             daemon = LatenessDaemon(config, backend)
@@ -649,7 +655,8 @@ async def detect_part(options: Options, n: int) -> None:
             else:
                 black.append(None if at is None else at - failed_at)
     bound = (FALL - 1) * INTERVAL + TIMEOUT + 0.1
-    print(f"detection, {n:,} servers (half refused, half black-holed) HTTP interval "
+    print(f"detection, {n:,} servers (half refused, half black-holed) "
+          f"{options.detect_check.upper()} interval "
           f"{INTERVAL:.0f} s timeout {TIMEOUT:.0f} s fall {FALL} retry {RETRY:.0f} s "
           f"max_probes_in_flight {config.daemon.max_probes_in_flight} "
           f"({'kernel' if options.kernel else 'fake'} backend):")
@@ -735,6 +742,8 @@ def main() -> None:
     parser.add_argument("--flips", type=int, default=21)
     parser.add_argument("--max-in-flight", type=int, default=0,
                         help="detect part: max_probes_in_flight (default: the config's)")
+    parser.add_argument("--detect-check", choices=("http", "tcp"), default="http",
+                        help="detect part: the check type")
     parser.add_argument("--no-probes", action="store_true",
                         help="reload part: no probe runs (the VM cannot run 5,000 checks/s)")
     parser.add_argument("--serve", nargs="+", type=int, help=argparse.SUPPRESS)
@@ -749,7 +758,8 @@ def main() -> None:
         parser.error("--max-in-flight must be 0..100000")
     if args.kernel and not os.path.exists("/proc/net/ip_vs"):
         parser.error("--kernel needs a kernel with IPVS: run it in the VM")
-    options = Options(args.servers, args.kernel, not args.no_probes, args.max_in_flight)
+    options = Options(args.servers, args.kernel, not args.no_probes, args.max_in_flight,
+                      args.detect_check)
     logs.configure("info", fmt="json", stream=open(os.devnull, "w"))  # noqa: SIM115
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
@@ -771,7 +781,7 @@ def main() -> None:
     common = ["--servers", str(args.servers), "--flips", str(args.flips)]
     common += ["--kernel"] if args.kernel else []
     common += ["--no-probes"] if args.no_probes else []
-    common += ["--max-in-flight", str(args.max_in_flight)]
+    common += ["--max-in-flight", str(args.max_in_flight), "--detect-check", args.detect_check]
     print(f"lvsd daemon benchmark: {LOOP_NAME}, {load_note()}", flush=True)
     began = time.monotonic()
     for part in args.parts:
