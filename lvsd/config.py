@@ -578,7 +578,9 @@ def _dest(
                     f"port: the server must listen on {key.port} (or use masq)",
                 )
             )
-    tunnel = None
+    # The kernel reports every tunnel's type: a sorry server gets the default ipip spelled out,
+    # or each pass would see a difference.
+    tunnel = Tunnel() if forward is Forward.TUNNEL else None
     if rs is not None:
         if forward is Forward.TUNNEL:
             tunnel = Tunnel(_TUNNEL[rs.tunnel_type], rs.tunnel_port, _TUN_CSUM[rs.tunnel_csum])
