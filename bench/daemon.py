@@ -1,7 +1,9 @@
 """P7, a reload under probe load, P2 at scale and P5's daemon side: the daemon on the host.
 
     .venv/bin/python bench/daemon.py [--parts memory reload detect event] [--servers 10000]
-    bash tests/vm/run-in-vm.sh .venv/bin/python bench/daemon.py --kernel --servers 1000
+        [--no-probes] [--detect-check http|tcp] [--max-in-flight N]
+    bash tests/vm/run-in-vm.sh .venv/bin/python bench/daemon.py --kernel --servers 300 \
+        --parts reload detect
 
 Needs root: the benchmark first moves itself into a network namespace of its own, holding only
 ``lo`` and a veth pair, so the responder listening on 0.0.0.0 and every probe stay inside it.
@@ -16,16 +18,18 @@ in a process of its own, so that its memory figures are its own.
   checks (interval 2 s) after start and after three intervals of probing the responder with
   the real ``ProbeRunner``; then, in another process, tracemalloc's current and peak Python
   heap with the ``ProbeRunner`` created and loaded but not started. Goal <= 100 MB.
-- reload: N TCP checks every 2 s against the responder, then ``await daemon.reload()`` of a
-  config with one weight changed and 100 servers added. Probe start lateness p50/p99/max by
-  when probes were scheduled (3 s before, during, 3 s after), and the event loop's lag
-  measured by a 10 ms ticker. If the loop stalls for more than 100 ms, the reload is run again
-  under cProfile and the top of the profile is printed.
-- detect (P2): 1,000 and N servers with HTTP checks (interval 2 s, timeout 1 s, fall 3,
-  retry 1 s); half refuse (their listener closes), half are black-holed (their route changes)
-  at one moment. Time from then to the backend receiving each server's EditDest to weight 0:
-  p50/p99/max against (fall-1)*interval + timeout + 100 ms, and whether all are out within
-  interval*fall + 2 s.
+- reload: N TCP checks every 2 s against the responder (``--no-probes``: none run, only the
+  loop's lag counts), then ``await daemon.reload()`` of a config with one weight changed and
+  100 servers added. Probe start lateness p50/p99/max by when probes were scheduled (3 s
+  before, during, 3 s after), the event loop's lag measured by a 10 ms ticker, garbage
+  collections, and the wall/CPU time of each step of the reload. If the loop stalls for more
+  than 100 ms, the reload is run again under cProfile and the top of the profile is printed.
+- detect (P2): 1,000 and N servers with HTTP (or ``--detect-check tcp``) checks (interval
+  2 s, timeout 1 s, fall 3, retry 1 s); half refuse (their listener closes), half are
+  black-holed (their route changes) at one moment. Time from then to the backend receiving
+  each server's EditDest to weight 0: p50/p99/max against (fall-1)*interval + timeout +
+  100 ms, and whether all are out within interval*fall + 2 s. ``--max-in-flight`` overrides
+  the config's max_probes_in_flight.
 - event (P5, daemon side): one health event -> EditDest through the daemon at 100, 1,000 and
   10,000 destinations on the fake backend (no kernel), and a no-op full reconcile. The
   kernel's part is measured in the VM by bench/table.py.
@@ -685,8 +689,8 @@ async def bring_all_up(daemon: Daemon) -> None:
 
 
 async def event_part(options: Options, flips: int) -> None:
-    print(f"P5, daemon side (fake backend): one health event -> EditDest applied, median of "
-          f"{flips}; no-op full reconcile, median of 5")
+    print(f"P5, daemon side ({'kernel' if options.kernel else 'fake'} backend): one health event "
+          f"-> EditDest applied, median of {flips}; no-op full reconcile, median of 5")
     print(f"  {'services x servers':<20}{'event ms':>10}{'noop ms':>10}")
     for services, per in ((10, 10), (100, 10), (1000, 10), (10, 1000)):
         with tempfile.TemporaryDirectory(prefix="lvsd-bench-") as state:
