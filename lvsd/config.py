@@ -13,7 +13,6 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -41,6 +40,7 @@ from lvsd.model import (
     Tunnel,
     TunnelType,
 )
+from lvsd.spec import Config, DaemonSettings, ServerSpec, ServiceSpec
 
 DEFAULT_CONFIG_PATH = Path("/etc/lvsd/lvsd.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/lvsd")
@@ -152,68 +152,6 @@ class ConfigSchema(_Schema):
     daemon: DaemonSchema = Field(default_factory=DaemonSchema)
     timeouts: TimeoutsSchema | None = None
     services: list[dict[str, Any]] = Field(default_factory=list)  # each a ServiceSchema
-
-
-# --- What the rest of lvsd sees ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonSettings:
-    state_dir: Path
-    save_file: Path
-    listen_host: str
-    listen_port: int
-    resync_interval: float
-    reconcile_delay: float
-    drain_timeout: float
-    on_stop: Literal["keep", "withdraw"]
-    log_level: str
-    max_probes_in_flight: int
-    dr_check_mark_base: int
-
-    @property
-    def state_file(self) -> Path:
-        return self.state_dir / "state.json"
-
-
-@dataclass(frozen=True, slots=True)
-class ServerSpec:
-    """A configured real server: the destination at its configured weight, and its check."""
-
-    dest: Dest
-    check: CheckSpec | None
-    disabled: bool = False
-
-    @property
-    def key(self) -> DestKey:
-        return self.dest.key
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceSpec:
-    service: Service
-    name: str
-    servers: tuple[ServerSpec, ...]
-    on_failure: Literal["weight0", "remove"] = "weight0"
-    quorum: int = 1
-    sorry_server: Dest | None = None
-    fail_open: bool = False
-    on_change: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> ServiceKey:
-        return self.service.key
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    daemon: DaemonSettings
-    services: tuple[ServiceSpec, ...] = ()
-    timeouts: Timeouts | None = None
-    source: str = "<config>"
-
-    def service(self, key: ServiceKey) -> ServiceSpec | None:
-        return next((s for s in self.services if s.key == key), None)
 
 
 def load(path: str | Path) -> Config:

@@ -24,7 +24,7 @@ from lvsd import logs
 from lvsd.checks import CheckKey, CheckSpec, check_key
 from lvsd.checks.drpath import director_problems
 from lvsd.checks.runner import ProbeReport, ProbeRunner
-from lvsd.config import Config, ServerSpec, ServiceSpec, load
+from lvsd.config import load
 from lvsd.errors import ConfigError, IpvsError, LvsdError
 from lvsd.health import HealthState, Status, initial, observe
 from lvsd.ipvs.backend import IpvsBackend
@@ -57,6 +57,7 @@ from lvsd.snapshot import (
     ServiceStatus,
     Snapshot,
 )
+from lvsd.spec import Config, ServerSpec, ServiceSpec
 from lvsd.systemd import Notifier, start_watchdog
 
 log = logs.get_logger(__name__)

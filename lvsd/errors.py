@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lvsd.model import Op
 
 
 class LvsdError(Exception):
@@ -42,14 +46,30 @@ class SaveFormatError(LvsdError):
 
 
 class IpvsError(LvsdError):
-    """A netlink operation on the IPVS table failed."""
+    """A netlink operation on the IPVS table failed.
 
-    def __init__(self, operation: str, target: str, errno: int, message: str) -> None:
+    ``op`` is the planned operation that failed (None for table-wide requests such as a dump);
+    ``operation`` and ``target`` are its words ("add destination", "tcp:192.0.2.1:80 -> …").
+    """
+
+    def __init__(
+        self, operation: str, target: str, errno: int, message: str, op: Op | None = None
+    ) -> None:
         self.operation = operation
         self.target = target
         self.errno = errno
         self.reason = message
+        self.op = op
         super().__init__(f"{operation} {target}: {message} (errno {errno})")
+
+    @classmethod
+    def of(cls, op: Op, errno: int, message: str) -> IpvsError:
+        return cls(op.operation, op.target, errno, message, op)
+
+    @property
+    def name(self) -> str:
+        """The metric label: the op's (``add_dest``), or the request's (``dump``)."""
+        return self.op.name if self.op is not None else self.operation.replace(" ", "_").lower()
 
 
 class IpvsUnavailable(LvsdError):

@@ -37,20 +37,14 @@ from prometheus_client import (
 import lvsd
 from lvsd.errors import IpvsError
 from lvsd.model import (
-    AddDest,
-    AddService,
-    DeleteDest,
-    DeleteService,
+    OP_NAMES,
     Dest,
     DestKey,
-    EditDest,
-    EditService,
     Op,
     Protocol,
     Service,
     ServiceKey,
     ServiceStats,
-    SetTimeouts,
 )
 from lvsd.snapshot import ServerStatus, ServiceStatus, Snapshot
 
@@ -62,37 +56,6 @@ LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 RECONCILE_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )
-
-OP_KINDS: dict[type, str] = {
-    AddService: "add_service",
-    EditService: "edit_service",
-    DeleteService: "delete_service",
-    AddDest: "add_dest",
-    EditDest: "edit_dest",
-    DeleteDest: "delete_dest",
-    SetTimeouts: "set_timeouts",
-}
-# IpvsError.operation as lvsd.ipvs writes it -> the kind label of lvsd_reconcile_operations_total.
-_ERROR_KINDS = {
-    "add service": "add_service",
-    "edit service": "edit_service",
-    "delete service": "delete_service",
-    "add destination": "add_dest",
-    "edit destination": "edit_dest",
-    "delete destination": "delete_dest",
-    "set timeouts": "set_timeouts",
-}
-
-
-def op_kind(op: Op) -> str:
-    return OP_KINDS[type(op)]
-
-
-def error_kind(error: IpvsError) -> str:
-    """The op kind an error belongs to; table-wide failures ("dump") keep their own name."""
-    known = _ERROR_KINDS.get(error.operation)
-    return known if known is not None else error.operation.replace(" ", "_").lower()
-
 
 def errno_name(code: int) -> str:
     return errno.errorcode.get(code, str(code))
@@ -168,7 +131,7 @@ class DaemonMetrics:
             "pyroute2": _package_version("pyroute2"),
         })
         ProcessCollector(registry=reg)
-        for kind in OP_KINDS.values():
+        for kind in OP_NAMES:
             self._operations.labels(kind)
         for result in ("success", "failure"):
             self._reloads.labels(result)
@@ -199,12 +162,11 @@ class DaemonMetrics:
     ) -> None:
         counts: dict[str, int] = {}
         for op in ops:
-            kind = op_kind(op)
-            counts[kind] = counts.get(kind, 0) + 1
+            counts[op.name] = counts.get(op.name, 0) + 1
         for kind, count in counts.items():
             self._operations.labels(kind).inc(count)
         for error in errors:
-            self._errors.labels(error_kind(error), errno_name(error.errno)).inc()
+            self._errors.labels(error.name, errno_name(error.errno)).inc()
         self._reconcile_duration.observe(duration)
 
     def reload(self, ok: bool, at: float) -> None:

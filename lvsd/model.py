@@ -11,7 +11,7 @@ import enum
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -305,44 +305,122 @@ FORWARD_BY_NAME: dict[str, Forward] = {
 
 
 # --- Operations: what a plan asks the kernel to do -------------------------------------------
+#
+# Each operation describes itself: ``kind`` (what it acts on), ``verb``, ``target`` (which one),
+# ``name`` (the metric label, ``add_dest``) and ``operation`` (the words a log or an error uses,
+# "add destination"). Code that dispatches on operations matches the classes and ends in
+# ``assert_never``, so a new operation is a type error wherever it is not handled.
+
+OpKind = Literal["service", "destination", "timeouts"]
+OpVerb = Literal["add", "edit", "delete", "set"]
+_SHORT_KIND: dict[str, str] = {"service": "service", "destination": "dest", "timeouts": "timeouts"}
+
+
+class _Describes:
+    __slots__ = ()
+    kind: ClassVar[OpKind]
+    verb: ClassVar[OpVerb]
+
+    if TYPE_CHECKING:
+
+        @property
+        def target(self) -> str: ...
+
+    @property
+    def name(self) -> str:
+        return f"{self.verb}_{_SHORT_KIND[self.kind]}"
+
+    @property
+    def operation(self) -> str:
+        return f"{self.verb} {self.kind}"
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.target}"
 
 
 @dataclass(frozen=True, slots=True)
-class AddService:
+class AddService(_Describes):
     service: Service
+    kind: ClassVar[OpKind] = "service"
+    verb: ClassVar[OpVerb] = "add"
+
+    @property
+    def target(self) -> str:
+        return str(self.service.key)
 
 
 @dataclass(frozen=True, slots=True)
-class EditService:
+class EditService(_Describes):
     service: Service
+    kind: ClassVar[OpKind] = "service"
+    verb: ClassVar[OpVerb] = "edit"
+
+    @property
+    def target(self) -> str:
+        return str(self.service.key)
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteService:
+class DeleteService(_Describes):
     key: ServiceKey
+    kind: ClassVar[OpKind] = "service"
+    verb: ClassVar[OpVerb] = "delete"
+
+    @property
+    def target(self) -> str:
+        return str(self.key)
 
 
 @dataclass(frozen=True, slots=True)
-class AddDest:
+class AddDest(_Describes):
     service: ServiceKey
     dest: Dest
+    kind: ClassVar[OpKind] = "destination"
+    verb: ClassVar[OpVerb] = "add"
+
+    @property
+    def target(self) -> str:
+        return f"{self.service} -> {self.dest.key}"
 
 
 @dataclass(frozen=True, slots=True)
-class EditDest:
+class EditDest(_Describes):
     service: ServiceKey
     dest: Dest
+    kind: ClassVar[OpKind] = "destination"
+    verb: ClassVar[OpVerb] = "edit"
+
+    @property
+    def target(self) -> str:
+        return f"{self.service} -> {self.dest.key}"
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteDest:
+class DeleteDest(_Describes):
     service: ServiceKey
     dest: DestKey
+    kind: ClassVar[OpKind] = "destination"
+    verb: ClassVar[OpVerb] = "delete"
+
+    @property
+    def target(self) -> str:
+        return f"{self.service} -> {self.dest}"
 
 
 @dataclass(frozen=True, slots=True)
-class SetTimeouts:
+class SetTimeouts(_Describes):
     timeouts: Timeouts
+    kind: ClassVar[OpKind] = "timeouts"
+    verb: ClassVar[OpVerb] = "set"
+
+    @property
+    def target(self) -> str:
+        t = self.timeouts
+        return f"tcp {t.tcp} tcpfin {t.tcpfin} udp {t.udp}"
 
 
 Op = AddService | EditService | DeleteService | AddDest | EditDest | DeleteDest | SetTimeouts
+OP_NAMES: tuple[str, ...] = tuple(
+    f"{cls.verb}_{_SHORT_KIND[cls.kind]}"
+    for cls in (AddService, EditService, DeleteService, AddDest, EditDest, DeleteDest, SetTimeouts)
+)

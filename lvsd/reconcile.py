@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from lvsd.config import Config, ServerSpec, ServiceSpec
 from lvsd.health import Status
 from lvsd.model import (
     AddDest,
@@ -28,6 +27,7 @@ from lvsd.model import (
     Table,
     VirtualService,
 )
+from lvsd.spec import Config, ServerSpec, ServiceSpec
 
 
 def plan(desired: Table, actual: Table, owned: Iterable[ServiceKey] = ()) -> list[Op]:

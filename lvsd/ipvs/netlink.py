@@ -612,26 +612,6 @@ def _decode_timeouts(data: bytes, start: int, end: int) -> Timeouts:
 # --- errors -------------------------------------------------------------------------------------
 
 
-def _describe(op: Op) -> tuple[str, str]:
-    """The operation's name and the object it acts on, as an operator would write them."""
-    match op:
-        case AddService(service):
-            return "add service", str(service.key)
-        case EditService(service):
-            return "edit service", str(service.key)
-        case DeleteService(key):
-            return "delete service", str(key)
-        case AddDest(key, dest):
-            return "add destination", f"{key} -> {dest.key}"
-        case EditDest(key, dest):
-            return "edit destination", f"{key} -> {dest.key}"
-        case DeleteDest(key, dest_key):
-            return "delete destination", f"{key} -> {dest_key}"
-        case SetTimeouts(t):
-            return "set timeouts", f"tcp {t.tcp} tcpfin {t.tcpfin} udp {t.udp}"
-    return type(op).__name__, repr(op)
-
-
 def _reason(op: Op, code: int) -> str:
     on_service = isinstance(op, AddService | EditService | DeleteService)
     if code == errno.ESRCH:
@@ -655,9 +635,8 @@ def _reason(op: Op, code: int) -> str:
 
 
 def _ipvs_error(op: Op, code: int, detail: str = "") -> IpvsError:
-    operation, target = _describe(op)
     reason = _reason(op, code)
-    return IpvsError(operation, target, code, f"{reason}: {detail}" if detail else reason)
+    return IpvsError.of(op, code, f"{reason}: {detail}" if detail else reason)
 
 
 # --- the socket ---------------------------------------------------------------------------------
@@ -965,9 +944,8 @@ class NetlinkIpvs:
         errors: list[IpvsError] = []
         for op, request in zip(ops, encoded, strict=True):
             if isinstance(request, _Unencodable):
-                operation, target = _describe(op)
-                errors.append(IpvsError(operation, target, errno.EINVAL,
-                                        f"cannot be expressed to the kernel: {request.reason}"))
+                errors.append(IpvsError.of(op, errno.EINVAL,
+                                           f"cannot be expressed to the kernel: {request.reason}"))
                 continue
             code, detail = next(outcomes)
             if code:

@@ -15,7 +15,7 @@ import pytest
 
 from lvsd.checks import CheckKey, ProbeResult
 from lvsd.checks.runner import ProbeReport
-from lvsd.config import Config, load
+from lvsd.config import load
 from lvsd.daemon import Daemon
 from lvsd.health import Status
 from lvsd.ipvs.fake import FakeIpvs
@@ -37,6 +37,7 @@ from lvsd.model import (
     VirtualService,
     parse_address,
 )
+from lvsd.spec import Config
 
 WEB = ServiceKey.virtual(Protocol.TCP, "192.0.2.100", 80)
 RS1 = DestKey(parse_address("192.0.2.11"), 80)

@@ -14,12 +14,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from lvsd.errors import IpvsError
-from lvsd.metrics import DaemonMetrics, SnapshotRenderer, error_kind
+from lvsd.metrics import DaemonMetrics, SnapshotRenderer
 from lvsd.model import (
     AddDest,
     DeleteDest,
+    DeleteService,
     DestKey,
     EditDest,
+    Protocol,
+    ServiceKey,
     SetTimeouts,
     Timeouts,
     parse_address,
@@ -265,7 +268,7 @@ def test_reconcile_counts_operations_and_errors_by_kind_and_errno() -> None:
     assert dest is not None
     ops = [AddDest(WEB, dest), AddDest(DNS, dest), EditDest(WEB, dest),
            DeleteDest(MARKED, dest.key), SetTimeouts(Timeouts())]
-    errors = [IpvsError("add destination", "x", errno.EEXIST, "destination already exists"),
+    errors = [IpvsError.of(AddDest(WEB, dest), errno.EEXIST, "destination already exists"),
               IpvsError("dump", "IPVS table", errno.ENOMEM, "cannot allocate memory")]
     metrics.reconcile(ops, errors, 0.004)
     found = event_samples(metrics)
@@ -279,9 +282,10 @@ def test_reconcile_counts_operations_and_errors_by_kind_and_errno() -> None:
     assert value(found, "lvsd_reconcile_duration_seconds_count") == 1
 
 
-def test_error_kind_names() -> None:
-    assert error_kind(IpvsError("delete service", "t", 3, "")) == "delete_service"
-    assert error_kind(IpvsError("get info", "t", 1, "")) == "get_info"
+def test_error_names_come_from_the_operation() -> None:
+    key = ServiceKey.virtual(Protocol.TCP, "192.0.2.1", 80)
+    assert IpvsError.of(DeleteService(key), 3, "").name == "delete_service"
+    assert IpvsError("get info", "IPVS table", 1, "").name == "get_info"
 
 
 def test_reload_success_and_failure() -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from lvsd.config import Config, ServerSpec, ServiceSpec, loads
+from lvsd.config import loads
 from lvsd.health import Status
 from lvsd.model import Dest, DestKey, Forward, Protocol, ServiceKey, parse_address
 from lvsd.reconcile import desired, desired_service, dr_probe_marks
+from lvsd.spec import Config, ServerSpec, ServiceSpec
 
 CONFIG = """
 [[services]]

@@ -1,0 +1,72 @@
+"""What a loaded configuration is: the pure value types the daemon, the planner and the API run on.
+
+``lvsd.config`` builds these from TOML; nothing here imports a checker, pydantic or any other
+third-party library, so the planner and its tests load without them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from lvsd.model import Dest, DestKey, Service, ServiceKey, Timeouts
+
+if TYPE_CHECKING:
+    from lvsd.checks.base import CheckSpec
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    state_dir: Path
+    save_file: Path
+    listen_host: str
+    listen_port: int
+    resync_interval: float
+    reconcile_delay: float
+    drain_timeout: float
+    on_stop: Literal["keep", "withdraw"]
+    log_level: str
+    max_probes_in_flight: int
+    dr_check_mark_base: int
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """A configured real server: the destination at its configured weight, and its check."""
+
+    dest: Dest
+    check: CheckSpec | None
+    disabled: bool = False
+
+    @property
+    def key(self) -> DestKey:
+        return self.dest.key
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    service: Service
+    name: str
+    servers: tuple[ServerSpec, ...]
+    on_failure: Literal["weight0", "remove"] = "weight0"
+    quorum: int = 1
+    sorry_server: Dest | None = None
+    fail_open: bool = False
+    on_change: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> ServiceKey:
+        return self.service.key
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    daemon: DaemonSettings
+    services: tuple[ServiceSpec, ...] = ()
+    timeouts: Timeouts | None = None
+    source: str = "<config>"
