@@ -62,8 +62,9 @@ from pathlib import Path
 from typing import Any
 
 from lvsd import logs
-from lvsd.checks import CheckKey, ProbeResult
-from lvsd.checks.runner import ProbeReport
+from lvsd.checks import ProbeResult
+from lvsd.checks.manual import ManualRunner
+from lvsd.checks.runner import ProbeRunner
 from lvsd.config import loads
 from lvsd.daemon import Daemon
 from lvsd.errors import IpvsError
@@ -71,6 +72,8 @@ from lvsd.health import Status
 from lvsd.ipvs.backend import IpvsBackend, KernelInfo
 from lvsd.ipvs.fake import FakeIpvs
 from lvsd.model import DestKey, EditDest, Op, ServiceKey, Table
+from lvsd.probe import ProbeReport, ResultsCallback, RunnerFactory
+from lvsd.spec import Config
 
 try:
     import uvloop
@@ -260,37 +263,34 @@ def make_backend(kernel: bool) -> IpvsBackend:
     return FakeIpvs()
 
 
-class RecordingRunner:
-    """Stands in for ``ProbeRunner`` where no probe should run."""
-
-    def __init__(self) -> None:
-        self.keys: set[CheckKey] = set()
-
-    def update(self, keys: Iterable[CheckKey]) -> None:
-        self.keys = set(keys)
-
-    def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
+def manual(daemon: Daemon) -> ManualRunner:
+    runner = daemon.runner
+    assert isinstance(runner, ManualRunner)
+    return runner
 
 
 class LatenessDaemon(Daemon):
     """The daemon as ``lvsd run`` builds it, noting each probe's scheduled time and lateness
     as results come in (only counting them with ``record=False``)."""
 
-    def __init__(self, *args: Any, record: bool = True, **kwargs: Any) -> None:
+    def __init__(self, config: Config, *args: Any, record: bool = True,
+                 runner: RunnerFactory | None = None, **kwargs: Any) -> None:
         self.reports: list[tuple[float, float]] = []  # (scheduled, lateness), loop time
         self.record = record
         self.probes = 0
-        super().__init__(*args, freeze_gc=True, **kwargs)
+        inner: RunnerFactory = runner or (lambda deliver: ProbeRunner(
+            deliver, max_in_flight=config.daemon.max_probes_in_flight))
+        super().__init__(config, *args, freeze_gc=True,
+                         runner=lambda deliver: inner(self.noting(deliver)), **kwargs)
 
-    def _on_result(self, report: ProbeReport) -> None:
-        self.probes += 1
-        if self.record:
-            self.reports.append((report.scheduled, report.lateness))
-        super()._on_result(report)
+    def noting(self, deliver: ResultsCallback) -> ResultsCallback:
+        def on_results(reports: Sequence[ProbeReport]) -> None:
+            self.probes += len(reports)
+            if self.record:
+                self.reports.extend((r.scheduled, r.lateness) for r in reports)
+            deliver(reports)
+
+        return on_results
 
 
 async def wait_until(condition: Callable[[], bool], limit: float, what: str) -> float:
@@ -373,11 +373,10 @@ async def memory_part(options: Options, traced: bool) -> None:
             backend = make_backend(options.kernel)
             if traced:
                 # The real ProbeRunner holds every check, but is never started.
-                daemon = Daemon(config, backend)
-                real_runner = daemon.runner
-                daemon.runner = RecordingRunner()
+                daemon = Daemon(config, backend, runner=ManualRunner)
+                real_runner = ProbeRunner(lambda reports: None)
                 await daemon.start()
-                real_runner.update(daemon.watched.keys())
+                real_runner.update(manual(daemon).keys)
                 current, peak = tracemalloc.get_traced_memory()
                 tracemalloc.stop()
                 print(f"memory, tracemalloc (ProbeRunner loaded, not started), {n:,} servers: "
@@ -518,7 +517,7 @@ async def reload_part(options: Options) -> None:
             path = Path(state) / "lvsd.toml"
             path.write_text(config_text(Path(state), reload_servers(n, False), TCP_CHECK))
             config = loads(path.read_text(), str(path))
-            runner = None if options.probes else RecordingRunner()
+            runner = None if options.probes else ManualRunner
             daemon = LatenessDaemon(config, make_backend(options.kernel), config_path=path,
                                     runner=runner)
             loop = asyncio.get_running_loop()
@@ -682,9 +681,7 @@ async def detect_part(options: Options, n: int) -> None:
 
 async def bring_all_up(daemon: Daemon) -> None:
     """The first round of probes, all passing: every server goes into rotation."""
-    now = asyncio.get_running_loop().time()
-    for key in list(daemon.watched):
-        daemon._on_result(ProbeReport(key, ProbeResult(True, "bench"), now, now, now))
+    manual(daemon).report_all(True, "bench", at=asyncio.get_running_loop().time())
     await daemon.reconcile(full=False)
 
 
@@ -698,7 +695,7 @@ async def event_part(options: Options, flips: int) -> None:
             check = '{ type = "tcp", rise = 1, fall = 1 }'
             config = loads(config_text(Path(state), servers, check, per_service=per,
                                        extra_daemon="reconcile_delay = 0\n"))
-            daemon = Daemon(config, make_backend(options.kernel), runner=RecordingRunner())
+            daemon = Daemon(config, make_backend(options.kernel), runner=ManualRunner)
             await daemon.start()
             await bring_all_up(daemon)
             spec = config.services[services // 2]
@@ -710,7 +707,7 @@ async def event_part(options: Options, flips: int) -> None:
                 now = loop.time()
                 report = ProbeReport(key, ProbeResult(flip % 2 == 1, "bench"), now, now, now)
                 started = time.perf_counter()
-                daemon._on_result(report)
+                manual(daemon).deliver((report,))
                 ops = await daemon.reconcile(full=False)
                 events.append(time.perf_counter() - started)
                 if len(ops) != 1:

@@ -35,13 +35,15 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httptools
 
 from lvsd.checks import CheckKey, HttpCheck, ProbeTarget, check_key
-from lvsd.checks.runner import ProbeReport, ProbeRunner
+from lvsd.checks.runner import ProbeRunner
 from lvsd.health import HealthState, initial, observe
+from lvsd.probe import ProbeReport
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 BIN = 0.010
@@ -107,7 +109,11 @@ class Recorder:
     failures: collections.Counter[str] = field(default_factory=collections.Counter)
     first_start: dict[CheckKey, float] = field(default_factory=dict)
 
-    def __call__(self, report: ProbeReport) -> None:
+    def __call__(self, reports: Sequence[ProbeReport]) -> None:
+        for report in reports:
+            self.record(report)
+
+    def record(self, report: ProbeReport) -> None:
         spec = report.key.spec
         self.states[report.key] = observe(self.states[report.key], report.result, spec.rise,
                                           spec.fall, now=report.finished)

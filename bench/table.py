@@ -16,8 +16,8 @@ emptied, so the kernel's teardown does not run during the next measurement.
 - Dump of those tables: ``NetlinkIpvs.dump()`` against ``ipvsadm-save -n``.
 - P5, through the real ``Daemon`` over the real ``NetlinkIpvs`` with a recording runner (no
   probe runs): a ``ProbeReport`` that flips one server (tcp check, rise = fall = 1) is fed to
-  ``daemon._on_result``; timed until the ``EditDest`` has been acknowledged by the kernel,
-  directly (``_on_result`` + ``reconcile(full=False)``) and through ``run()`` (which waits
+  the daemon's ``ManualRunner``; timed until the ``EditDest`` has been acknowledged by the kernel,
+  directly (``deliver`` + ``reconcile(full=False)``) and through ``run()`` (which waits
   ``reconcile_delay``, 5 ms, to coalesce a burst). At 100, 1,000 and 10,000 destinations, as
   ratios to the 100-destination figure and to one ``ipvsadm -e`` process. Between events the
   daemon's save loop (a dump 0.5 s after each change) is let finish. Then a no-op full
@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 
 from lvsd import logs
 from lvsd.checks import CheckKey, ProbeResult
-from lvsd.checks.runner import ProbeReport
+from lvsd.checks.manual import ManualRunner
 from lvsd.config import loads
 from lvsd.daemon import Daemon
 from lvsd.errors import IpvsError
@@ -70,6 +70,7 @@ from lvsd.model import (
     Table,
     VirtualService,
 )
+from lvsd.probe import ProbeReport
 from lvsd.reconcile import desired, plan
 
 try:
@@ -287,22 +288,6 @@ def bench_program(shapes: Iterable[tuple[int, int, str]], runs: int) -> Samples:
 # --- P5 -----------------------------------------------------------------------------------------
 
 
-class RecordingRunner:
-    """Stands in for ``ProbeRunner``: the benchmark feeds the results."""
-
-    def __init__(self) -> None:
-        self.keys: set[CheckKey] = set()
-
-    def update(self, keys: Iterable[CheckKey]) -> None:
-        self.keys = set(keys)
-
-    def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-
 class CountingBackend:
     """``NetlinkIpvs`` that counts dumps and writes and tells when an apply returned."""
 
@@ -391,7 +376,9 @@ async def bench_event(services: int, per_service: int, flips: int, runs: int,
         want, _ = desired(config, lambda spec, server: Status.UP)
         if errors := await backend.inner.apply(plan(want, Table())):
             raise RuntimeError(f"programming the table failed: {errors[0]}")
-        daemon = Daemon(config, backend, runner=RecordingRunner())
+        daemon = Daemon(config, backend, runner=ManualRunner)
+        runner = daemon.runner
+        assert isinstance(runner, ManualRunner)
         started = time.perf_counter()
         await daemon.start()
         samples.add(f"{name} daemon start", time.perf_counter() - started)
@@ -406,13 +393,13 @@ async def bench_event(services: int, per_service: int, flips: int, runs: int,
         for flip in range(flips):
             ok = flip % 2 == 1
             started = time.perf_counter()
-            daemon._on_result(health_event(key, ok))
+            runner.deliver((health_event(key, ok),))
             ops = await daemon.reconcile(full=False)
             samples.add(f"{name} event direct", time.perf_counter() - started)
             expect_one_edit(ops, weight if ok else 0)
             await settle(daemon, backend)
         if daemon.health[key].status is not Status.UP:
-            daemon._on_result(health_event(key, True))
+            runner.deliver((health_event(key, True),))
             await daemon.reconcile(full=False)
             await settle(daemon, backend)
         # Through run(): reconcile_delay, then the pass.
@@ -422,7 +409,7 @@ async def bench_event(services: int, per_service: int, flips: int, runs: int,
             ok = flip % 2 == 1
             backend.applied.clear()
             started = time.perf_counter()
-            daemon._on_result(health_event(key, ok))
+            runner.deliver((health_event(key, ok),))
             await asyncio.wait_for(backend.applied.wait(), 30)
             samples.add(f"{name} event run()", backend.applied_at - started)
             expect_one_edit(backend.last_ops, weight if ok else 0)

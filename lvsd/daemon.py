@@ -15,15 +15,14 @@ import json
 import os
 import signal
 import time
-import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lvsd import logs
 from lvsd.checks import CheckKey, CheckSpec, check_key
 from lvsd.checks.drpath import director_problems
-from lvsd.checks.runner import ProbeReport, ProbeRunner
+from lvsd.checks.runner import ProbeRunner
 from lvsd.config import load
 from lvsd.errors import ConfigError, IpvsError, LvsdError
 from lvsd.health import HealthState, Status, initial, observe
@@ -47,6 +46,7 @@ from lvsd.model import (
     Table,
     VirtualService,
 )
+from lvsd.probe import ProbeReport, Runner, RunnerFactory
 from lvsd.reconcile import ServiceDecision, desired, desired_service, dr_probe_marks, plan
 from lvsd.snapshot import (
     EMPTY_SNAPSHOT,
@@ -66,16 +66,6 @@ ServerRef = tuple[ServiceKey, DestKey]
 SAVE_DEBOUNCE = 0.5
 RETRY_AFTER_ERROR = 1.0
 DRAIN_POLL = 1.0
-
-
-class Runner(typing.Protocol):
-    """What the daemon needs of ``ProbeRunner`` (unit tests feed results by hand)."""
-
-    def update(self, keys: Iterable[CheckKey]) -> None: ...
-
-    def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +90,7 @@ class Daemon:
         *,
         config_path: Path | None = None,
         notifier: Notifier | None = None,
-        runner: Runner | None = None,
+        runner: RunnerFactory | None = None,
         freeze_gc: bool = False,
     ) -> None:
         self.config = config
@@ -134,9 +124,9 @@ class Daemon:
         self.stop_requested = asyncio.Event()
         self.save_requested = asyncio.Event()
         self.runner: Runner = (
-            runner
+            runner(self._on_results)
             if runner is not None
-            else ProbeRunner(self._on_result, max_in_flight=config.daemon.max_probes_in_flight)
+            else ProbeRunner(self._on_results, max_in_flight=config.daemon.max_probes_in_flight)
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._specs: dict[ServiceKey, ServiceSpec] = {}
@@ -416,6 +406,11 @@ class Daemon:
     def _health_of(self, spec: ServiceSpec, server: ServerSpec) -> Status:
         key = self.check_of.get((spec.key, server.key))
         return Status.UP if key is None else self.health[key].status
+
+    def _on_results(self, reports: Sequence[ProbeReport]) -> None:
+        for report in reports:
+            if not report.inconclusive:
+                self._on_result(report)
 
     def _on_result(self, report: ProbeReport) -> None:
         key, result = report.key, report.result

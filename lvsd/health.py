@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from lvsd.checks.base import ProbeResult
+from lvsd.probe import ProbeResult
 
 
 class Status(enum.Enum):

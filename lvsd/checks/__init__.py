@@ -7,17 +7,17 @@ and a spec share one key, hence one probe and one health state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Annotated, Any, get_args
 
 from pydantic import Field, TypeAdapter
 
-from lvsd.checks.base import CheckSpec, Prober, ProbeResult, ProbeTarget
+from lvsd.checks.base import CheckSpec, Prober, ProbeTarget
 from lvsd.checks.dns import DnsCheck
 from lvsd.checks.exec import ExecCheck
 from lvsd.checks.file import FileCheck
 from lvsd.checks.http import HttpCheck, HttpsCheck
 from lvsd.checks.tcp import TcpCheck
+from lvsd.probe import CheckKey, ProbeResult, check_key
 
 CheckSpecUnion = Annotated[
     TcpCheck
@@ -39,28 +39,6 @@ _ADAPTER: TypeAdapter[CheckSpec] = TypeAdapter(CheckSpecUnion)
 def parse_check(data: Any) -> CheckSpec:
     """A spec from a mapping such as a TOML table; raises pydantic.ValidationError."""
     return _ADAPTER.validate_python(data)
-
-
-@dataclass(frozen=True, slots=True)
-class CheckKey:
-    """One probe: a spec and the target it needs (already reduced by ``spec.relevant``)."""
-
-    spec: CheckSpec
-    target: ProbeTarget
-    _hash: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.spec, self.target)))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __str__(self) -> str:
-        return self.spec.describe(self.target)
-
-
-def check_key(target: ProbeTarget, spec: CheckSpec) -> CheckKey:
-    return CheckKey(spec, spec.relevant(target))
 
 
 __all__ = [

@@ -28,15 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lvsd import model
 from lvsd.model import Address, format_endpoint
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """The answer of one probe: ``reason`` is short text for logs and /status."""
-
-    ok: bool
-    reason: str = ""
-    latency: float = 0.0
+from lvsd.probe import ProbeResult
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,13 +25,13 @@ from pydantic import field_validator, model_validator
 from lvsd.checks.base import (
     CheckSpec,
     Prober,
-    ProbeResult,
     ProbeTarget,
     close_with_reset,
     open_stream,
     os_error_reason,
     set_stage,
 )
+from lvsd.probe import ProbeResult
 
 _MAX_TCP_MESSAGE = 65535
 

@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from lvsd.checks.base import CheckSpec, Prober, ProbeResult, ProbeTarget, set_stage
+from lvsd.checks.base import CheckSpec, Prober, ProbeTarget, set_stage
+from lvsd.probe import ProbeResult
 
 _OUTPUT_KEPT = 200
 

@@ -14,7 +14,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lvsd.checks.base import CheckSpec, Prober, ProbeResult, ProbeTarget
+from lvsd.checks.base import CheckSpec, Prober, ProbeTarget
+from lvsd.probe import ProbeResult
 
 PLACEHOLDERS = frozenset({"address", "port", "vip", "vport"})
 _NO_ADDRESS = ipaddress.IPv4Address(0)

@@ -21,13 +21,13 @@ from lvsd.checks.base import (
     CheckSpec,
     ProbeProtocol,
     Prober,
-    ProbeResult,
     ProbeTarget,
     open_stream,
     os_error_reason,
     set_stage,
 )
 from lvsd.model import Address
+from lvsd.probe import ProbeResult
 
 StatusRange = tuple[int, int]
 

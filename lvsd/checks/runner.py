@@ -30,11 +30,10 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lvsd.checks import CheckKey
-from lvsd.checks.base import CheckSpec, Prober, ProbeResult, ProbeTarget, current_stage, set_stage
+from lvsd.checks.base import CheckSpec, Prober, ProbeTarget, current_stage, set_stage
+from lvsd.probe import CheckKey, ProbeReport, ProbeResult, ResultsCallback
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +51,6 @@ class Clock(Protocol):
     def time(self) -> float: ...
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> Cancellable: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeReport:
-    key: CheckKey
-    result: ProbeResult
-    scheduled: float
-    started: float
-    finished: float
-
-    @property
-    def lateness(self) -> float:
-        """How late the probe started against its schedule (slots full, loop busy)."""
-        return self.started - self.scheduled
 
 
 def stable_hash(key: CheckKey, spec_digest: bytes = b"") -> int:
@@ -148,24 +133,22 @@ class _Entry:
         self.timed_out = False
 
 
-ResultCallback = Callable[[ProbeReport], None]
-
-
 class ProbeRunner:
-    """Runs the probes of a set of ``CheckKey``s and hands each result to ``on_result``.
+    """Runs the probes of a set of ``CheckKey``s and hands their reports to ``on_results``
+    (one batch per finished probe, for now).
 
-    ``on_result`` runs on the event loop and must not block; it is not called for a check
+    ``on_results`` runs on the event loop and must not block; it is not given a check
     removed while its probe ran.
     """
 
-    def __init__(self, on_result: ResultCallback, *, max_in_flight: int = 1000,
+    def __init__(self, on_results: ResultsCallback, *, max_in_flight: int = 1000,
                  jitter: float = 0.05, batch: float = DEFAULT_BATCH,
                  clock: Clock | None = None, rng: random.Random | None = None) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         if not 0.0 <= jitter < 1.0:
             raise ValueError("jitter must be in [0, 1)")
-        self._on_result = on_result
+        self._on_results = on_results
         self._max_in_flight = max_in_flight
         self._jitter = jitter
         self._batch = batch
@@ -353,6 +336,6 @@ class ProbeRunner:
         self._push(entry, due)
         self._arm()
         try:
-            self._on_result(ProbeReport(entry.key, result, scheduled, started, finished))
+            self._on_results((ProbeReport(entry.key, result, scheduled, started, finished),))
         except Exception:
             log.exception("result callback failed for %s", entry.key)

@@ -13,12 +13,12 @@ from lvsd.checks.base import (
     CheckSpec,
     ProbeProtocol,
     Prober,
-    ProbeResult,
     ProbeTarget,
     open_stream,
     os_error_reason,
     set_stage,
 )
+from lvsd.probe import ProbeResult
 
 
 class TcpCheck(CheckSpec):

@@ -11,7 +11,7 @@ import asyncio
 import ctypes
 import ipaddress
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +21,8 @@ import uvloop
 from lvsd.checks import CheckKey, HttpCheck, ProbeResult, TcpCheck, check_key
 from lvsd.checks.base import CheckSpec
 from lvsd.checks.drpath import director_problems
-from lvsd.checks.runner import ProbeReport, ProbeRunner
+from lvsd.checks.runner import ProbeRunner
+from lvsd.probe import ProbeReport
 from tests.integration.conftest import DrLab, dr_lab_context
 
 pytestmark = pytest.mark.kernel
@@ -59,8 +60,9 @@ async def first_results(keys: list[CheckKey], within: float = 30.0) -> dict[Chec
     results: dict[CheckKey, ProbeResult] = {}
     all_in = asyncio.Event()
 
-    def collect(report: ProbeReport) -> None:
-        results.setdefault(report.key, report.result)
+    def collect(reports: Sequence[ProbeReport]) -> None:
+        for report in reports:
+            results.setdefault(report.key, report.result)
         if len(results) == len(keys):
             all_in.set()
 

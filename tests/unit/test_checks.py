@@ -48,8 +48,9 @@ from lvsd.checks import (
     parse_check,
 )
 from lvsd.checks.drpath import director_problems, interfaces_holding, route_interface
-from lvsd.checks.runner import ProbeReport, ProbeRunner
+from lvsd.checks.runner import ProbeRunner
 from lvsd.model import Protocol
+from lvsd.probe import ProbeReport
 
 T = TypeVar("T")
 LOCAL = ipaddress.ip_address("127.0.0.1")
@@ -86,7 +87,7 @@ def first_report(run: Callable[[Coroutine[Any, Any, ProbeReport]], ProbeReport],
 
     async def go() -> ProbeReport:
         got: asyncio.Future[ProbeReport] = asyncio.get_running_loop().create_future()
-        runner = ProbeRunner(lambda report: got.done() or got.set_result(report))
+        runner = ProbeRunner(lambda reports: got.done() or got.set_result(reports[0]))
         runner.update([key])
         runner.start()
         try:

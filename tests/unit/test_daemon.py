@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
-from lvsd.checks import CheckKey, ProbeResult
-from lvsd.checks.runner import ProbeReport
+from lvsd.checks.manual import ManualRunner
 from lvsd.config import load
 from lvsd.daemon import Daemon
 from lvsd.health import Status
@@ -63,22 +61,6 @@ check = {{ type = "http", path = "/", rise = 2, fall = 2 }}
     return text
 
 
-class RecordingRunner:
-    def __init__(self) -> None:
-        self.keys: set[CheckKey] = set()
-        self.updates = 0
-
-    def update(self, keys: Iterable[CheckKey]) -> None:
-        self.keys = set(keys)
-        self.updates += 1
-
-    def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "lvsd.toml"
@@ -89,16 +71,15 @@ def config_file(tmp_path: Path) -> Path:
 async def make(config_file: Path, table: Table | None = None) -> tuple[Daemon, FakeIpvs]:
     backend = FakeIpvs(table)
     daemon = Daemon(load(config_file), backend, config_path=config_file,
-                    runner=RecordingRunner())
+                    runner=ManualRunner)
     await daemon.start()
     return daemon, backend
 
 
 def feed(daemon: Daemon, server: DestKey, ok: bool, times: int = 1) -> None:
-    key = daemon.check_of[(WEB, server)]
-    for _ in range(times):
-        daemon._on_result(ProbeReport(key, ProbeResult(ok, "" if ok else "refused", 0.001),
-                                      0.0, 0.0, 0.001))
+    runner = daemon.runner
+    assert isinstance(runner, ManualRunner)
+    runner.report(daemon.check_of[(WEB, server)], ok, times=times)
 
 
 def kernel_weights(backend: FakeIpvs) -> dict[str, int]:
@@ -222,7 +203,7 @@ async def test_ownership_survives_a_restart_so_a_removed_service_is_deleted(
     assert any(isinstance(op, AddDest) for op in backend.applied)
     config_file.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n')
     restarted = Daemon(load(config_file), backend, config_path=config_file,
-                       runner=RecordingRunner())
+                       runner=ManualRunner)
     await restarted.start()
     assert WEB not in backend.table.entries
 
@@ -254,3 +235,13 @@ async def test_stop_keeps_the_table_unless_told_to_withdraw(config_file: Path,
     daemon, backend = await make(config_file, healthy_table())
     await daemon.stop()
     assert WEB not in backend.table.entries
+
+
+async def test_an_inconclusive_report_leaves_health_alone(config_file: Path) -> None:
+    daemon, backend = await make(config_file, healthy_table())
+    runner = daemon.runner
+    assert isinstance(runner, ManualRunner)
+    runner.report(daemon.check_of[(WEB, RS1)], False, times=2, inconclusive=True)
+    await daemon.reconcile(full=False)
+    assert backend.applied == []
+    assert kernel_weights(backend)["192.0.2.11:80"] == 1

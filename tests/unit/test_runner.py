@@ -140,7 +140,7 @@ def keys(count: int, spec: CheckSpec | None = None, first_port: int = 1) -> list
 
 
 def make_runner(world: World, reports: list[ProbeReport], **options: Any) -> ProbeRunner:
-    return ProbeRunner(reports.append, clock=world.clock, rng=random.Random(7), **options)
+    return ProbeRunner(reports.extend, clock=world.clock, rng=random.Random(7), **options)
 
 
 def peak_over_mean(times: list[float], start: float, end: float) -> float:
