@@ -1,10 +1,15 @@
-"""systemd/lvsd.service passes `systemd-analyze verify` (Debian package: systemd)."""
+"""systemd/lvsd.service passes `systemd-analyze verify` (Debian package: systemd), and its
+ExecReload= refuses a config the daemon would reject before any SIGHUP is sent."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,9 +37,8 @@ def local_exec_start() -> str:
 def unit_for_verify(tmp_path: Path, text: str) -> Path:
     assert f"ExecStart={INSTALLED_BINARY} " in text
     unit = tmp_path / "lvsd.service"
-    unit.write_text(
-        text.replace(f"ExecStart={INSTALLED_BINARY} ", f"ExecStart={local_exec_start()} ")
-    )
+    unit.write_text(re.sub(rf"^(Exec\w+=){re.escape(INSTALLED_BINARY)} ",
+                           lambda m: f"{m[1]}{local_exec_start()} ", text, flags=re.M))
     return unit
 
 
@@ -87,3 +91,108 @@ def test_exposure_level_is_reported(tmp_path: Path) -> None:
     # Printed for the reader (pytest -s); what counts is the directives above, not a score.
     print(*overall or [result.stdout[-500:], result.stderr[-500:]], sep="\n")
     assert result.returncode == 0, result.stderr
+
+
+# --- ExecReload=, run as systemd runs it ---------------------------------------------------
+
+
+def directives(text: str, name: str) -> list[str]:
+    """Every value of ``name=`` in the unit, in order (ExecReload= may repeat)."""
+    return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(f"{name}=")]
+
+
+def command_line(value: str, environment: dict[str, str]) -> list[str]:
+    """What systemd executes for one Exec line: ``${VAR}`` and ``$VAR`` expanded, then split."""
+    assert value[:1] not in "-@:+!", f"prefix not handled here: {value}"
+
+    def expand(match: re.Match[str]) -> str:
+        return environment[match[1] or match[2]]
+
+    words = shlex.split(value)
+    return [re.sub(r"\$\{(\w+)\}|\$(\w+)", expand, word) for word in words]
+
+
+def reload_as_systemd(config: Path, main_pid: int) -> list[subprocess.CompletedProcess[str]]:
+    """Run the unit's ExecReload= lines in order with its Environment= (LVSD_CONFIG pointed at
+    ``config``), stopping at the first failure as systemd does; every command's result."""
+    text = UNIT.read_text()
+    environment = dict(item.split("=", 1) for value in directives(text, "Environment")
+                       for item in shlex.split(value))
+    environment |= {"LVSD_CONFIG": str(config), "MAINPID": str(main_pid)}
+    results = []
+    for value in directives(text, "ExecReload"):
+        argv = command_line(value, environment)
+        if argv[0] == INSTALLED_BINARY:
+            argv = [*shlex.split(local_exec_start()), *argv[1:]]
+        results.append(subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                                      check=False))
+        if results[-1].returncode != 0:
+            break
+    return results
+
+
+HUP_WATCHER = """
+import signal, sys, time
+signal.signal(signal.SIGHUP, lambda *_: (print("HUP", flush=True), sys.exit(0)))
+print("waiting", flush=True)
+time.sleep(30)
+"""
+
+
+def hup_watcher() -> subprocess.Popen[str]:
+    """A stand-in for the main process that prints HUP when it gets SIGHUP."""
+    process = subprocess.Popen([sys.executable, "-c", HUP_WATCHER], stdout=subprocess.PIPE,
+                               text=True)
+    assert process.stdout is not None and process.stdout.readline() == "waiting\n"
+    return process
+
+
+def got_hup(process: subprocess.Popen[str]) -> bool:
+    deadline = time.monotonic() + 10
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    out, _ = process.communicate(timeout=10)
+    return "HUP" in out
+
+
+def test_reload_checks_the_config_the_daemon_runs_with() -> None:
+    text = UNIT.read_text()
+    (start,) = directives(text, "ExecStart")
+    reloads = directives(text, "ExecReload")
+    assert start == f"{INSTALLED_BINARY} run --config ${{LVSD_CONFIG}}"
+    assert reloads == [f"{INSTALLED_BINARY} check-config ${{LVSD_CONFIG}}",
+                       "/bin/kill -HUP $MAINPID"]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        '[[services]]\nname = "web"\naddress = "192.0.2.1"\nport = 80\nscheduler = "nope"\n',
+        "[daemon\n",
+    ],
+    ids=["invalid", "not-toml"],
+)
+def test_reload_fails_on_a_broken_config_without_signalling(tmp_path: Path, broken: str) -> None:
+    config = tmp_path / "lvsd.toml"
+    config.write_text(broken)
+    main = hup_watcher()
+    results = reload_as_systemd(config, main.pid)
+    assert results[-1].returncode != 0
+    assert len(results) == 1, "the SIGHUP was sent after a failed check"
+    assert str(config) in results[-1].stderr
+    assert not got_hup(main)
+
+
+def test_reload_signals_the_daemon_when_the_config_is_valid(tmp_path: Path) -> None:
+    config = tmp_path / "lvsd.toml"
+    config.write_text(
+        '[daemon]\nlisten = "127.0.0.1:9163"\n'
+        '[[services]]\nname = "web"\naddress = "192.0.2.1"\nport = 80\nscheduler = "rr"\n'
+        '[[services.real_servers]]\naddress = "198.51.100.1"\n'
+    )
+    main = hup_watcher()
+    results = reload_as_systemd(config, main.pid)
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert got_hup(main)
