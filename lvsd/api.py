@@ -3,21 +3,31 @@
 Every handler reads a frozen ``Snapshot`` from the daemon and never its mutable state. The
 ``/metrics`` body is rendered and compressed in a worker thread: at 10,000 real servers that is
 tens of milliseconds the event loop (and the probe scheduler on it) does not wait for.
+
+The API is served before the daemon first reads the kernel: until the snapshot is ready,
+handlers answer from it as it is (``/readyz`` 503) and never ask for a fresh kernel dump.
+A malformed request or a client that goes away is the client's problem, logged at debug.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import html
+import logging
 import math
+import os
+import socket
 import time
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 import lvsd
+from lvsd.errors import ListenError
 from lvsd.metrics import CONTENT_TYPE, PROTO_LABEL, DaemonMetrics
 from lvsd.model import (
     Dest,
@@ -60,16 +70,58 @@ def create_app(
 
 
 async def start_api(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Serve ``app`` on host:port; the caller awaits ``runner.cleanup()`` to stop."""
-    runner = web.AppRunner(app, access_log=None)
+    """Serve ``app`` on host:port; the caller awaits ``runner.cleanup()`` to stop.
+
+    Raises ``ListenError`` (with the address) when the port is taken, the address is not
+    this host's, or the host name does not resolve."""
+    runner = web.AppRunner(app, access_log=None, logger=ClientFaultsAtDebug(SERVER_LOG))
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(host, port, _socket_reason(exc)) from None
     except BaseException:
         await runner.cleanup()
         raise
     return runner
+
+
+def _socket_reason(exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host ({exc.strerror})"
+    reasons = {
+        errno.EADDRINUSE: "the port is already in use",
+        errno.EADDRNOTAVAIL: "the address is not on this host",
+        errno.EACCES: "permission denied",
+    }
+    if exc.errno in reasons:
+        return reasons[exc.errno]
+    return exc.strerror or os.strerror(exc.errno or 0) or str(exc)
+
+
+SERVER_LOG = logging.getLogger("aiohttp.server")
+
+
+def is_client_fault(exc: BaseException | None) -> bool:
+    """A malformed request (bad HTTP, absurd headers) or a client that went away."""
+    return isinstance(exc, HttpProcessingError | ConnectionError)
+
+
+class ClientFaultsAtDebug(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, with its ERROR-and-traceback for a client's mistake (a
+    malformed request, a reset connection) turned into one debug line: any client could
+    otherwise fill ``journalctl -p warning``. An error in lvsd's own handlers stays ERROR."""
+
+    def log(self, level: int, msg: object, *args: object, exc_info: Any = None,
+            **kwargs: Any) -> None:
+        fault = exc_info if isinstance(exc_info, BaseException) else None
+        if is_client_fault(fault):
+            detail = " ".join(str(getattr(fault, "message", None) or fault).split())[:200]
+            self.logger.debug("%s: %s: %s", str(msg) % args, type(fault).__name__, detail)
+            return
+        super().log(level, msg, *args, exc_info=exc_info, **kwargs)
 
 
 def accepts_gzip(header: str) -> bool:
@@ -102,9 +154,19 @@ def _exposition(metrics: DaemonMetrics, snapshot: Snapshot, compress: bool) -> l
     return [b"".join(parts)]
 
 
+async def _latest(app: web.Application) -> Snapshot:
+    """The snapshot to answer with: fresh counters once the daemon is ready; before that the
+    daemon has not read the kernel yet, and a request must not make the first dump."""
+    source = app[SOURCE_KEY]
+    current = source.snapshot()
+    if not current.ready:
+        return current
+    return await source.fresh_snapshot(FRESHNESS)
+
+
 async def _metrics(request: web.Request) -> web.StreamResponse:
     app = request.app
-    snapshot = await app[SOURCE_KEY].fresh_snapshot(FRESHNESS)
+    snapshot = await _latest(app)
     compress = accepts_gzip(request.headers.get("Accept-Encoding", ""))
     loop = asyncio.get_running_loop()
     async with app[RENDER_LOCK_KEY]:
@@ -134,14 +196,14 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _status(request: web.Request) -> web.StreamResponse:
-    snapshot = await request.app[SOURCE_KEY].fresh_snapshot(FRESHNESS)
+    snapshot = await _latest(request.app)
     response = web.json_response(status_document(snapshot, request.app[CLOCK_KEY]()))
     response.enable_compression()
     return response
 
 
 async def _page(request: web.Request) -> web.StreamResponse:
-    snapshot = await request.app[SOURCE_KEY].fresh_snapshot(FRESHNESS)
+    snapshot = await _latest(request.app)
     refresh = _refresh_seconds(request.query.get("refresh"))
     page = render_page(snapshot, request.app[CLOCK_KEY](), refresh)
     response = web.Response(text=page, content_type="text/html", charset="utf-8",

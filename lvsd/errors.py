@@ -74,3 +74,14 @@ class IpvsError(LvsdError):
 
 class IpvsUnavailable(LvsdError):
     """The kernel has no IPVS (module not loaded or not built) or we lack CAP_NET_ADMIN."""
+
+
+class ListenError(LvsdError):
+    """The HTTP API cannot listen on its configured address (in use, not local, unresolvable)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        super().__init__(f"daemon.listen: cannot listen on {address}: {reason}")

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import gzip
 import html
+import logging
 import re
+import socket
+import struct
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from lvsd.api import accepts_gzip, create_app, render_page, start_api
+from lvsd.errors import ListenError
 from lvsd.metrics import DaemonMetrics
 from lvsd.snapshot import LastProbe, Snapshot
 from tests.unit.snapshot_builders import NOW, WEB, lab_snapshot, server, service
@@ -211,3 +217,184 @@ async def test_start_api_serves_on_the_given_address(source: StaticSource) -> No
             assert await response.text() == "ok\n"
     finally:
         await runner.cleanup()
+
+
+# --- a daemon that is not started yet -------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/status", "/metrics", "/", "/readyz", "/healthz"])
+async def test_before_ready_nothing_asks_the_kernel(
+    client: TestClient[object, object], source: StaticSource, path: str
+) -> None:
+    source.current = dataclasses.replace(lab_snapshot(ready=False), services=(), foreign=())
+    response = await client.get(path)
+    assert response.status == (503 if path == "/readyz" else 200)
+    assert source.fresh_asked == []
+    if path == "/status":
+        assert (await response.json())["ready"] is False
+
+
+# --- what a client sends is never lvsd's error ----------------------------------------------
+
+
+class FailingSource(StaticSource):
+    """A source whose fresh snapshot comes late, or raises: a bug in lvsd, not the client."""
+
+    def __init__(self, snapshot: Snapshot, *, delay: float = 0.0, fail: bool = False) -> None:
+        super().__init__(snapshot)
+        self.delay = delay
+        self.fail = fail
+
+    async def fresh_snapshot(self, max_age: float) -> Snapshot:
+        await asyncio.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("a bug in lvsd")
+        return self.current
+
+
+@contextlib.asynccontextmanager
+async def serving(source: StaticSource) -> AsyncIterator[int]:
+    runner = await start_api(create_app(source, DaemonMetrics()), "127.0.0.1", 0)
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+async def exchange(port: int, request: bytes, *, hang_up: bool = False) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        if hang_up:
+            # RST, not FIN: the connection is gone before lvsd writes its answer.
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return b""
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+def loud(records: list[logging.LogRecord]) -> list[str]:
+    return [f"{r.levelname} {r.name}: {r.getMessage()}" for r in records
+            if r.levelno >= logging.WARNING or r.exc_info]
+
+
+MALFORMED = {
+    "tls-handshake": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64),
+    "bad-version": b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+    "garbage-line": b"\x00\xff\xfe nonsense\r\n\r\n",
+    "nul-in-path": b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+    "huge-header": b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n",
+    "too-many-headers": b"GET / HTTP/1.1\r\n"
+                        + b"".join(b"X-%d: a\r\n" % i for i in range(20_000)) + b"\r\n",
+    "bad-content-length": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    "bad-chunk": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    "no-host-http11": b"GET / HTTP/1.1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_malformed_request_is_answered_400_and_logged_at_debug_only(
+    source: StaticSource, caplog: pytest.LogCaptureFixture, request_bytes: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with serving(source) as port:
+        answer = await exchange(port, request_bytes)
+    assert answer.split(b"\r\n", 1)[0].split()[1:2] in ([b"400"], [b"200"]), answer[:100]
+    assert loud(caplog.records) == []
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"404"),
+        (b"DELETE /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"405"),
+        (b"POST /metrics HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc", b"405"),
+    ],
+    ids=["unknown-path", "wrong-method", "post-with-body"],
+)
+async def test_unknown_paths_and_methods_are_quiet(
+    source: StaticSource, caplog: pytest.LogCaptureFixture, request_bytes: bytes, status: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with serving(source) as port:
+        answer = await exchange(port, request_bytes)
+    assert answer.split(b"\r\n", 1)[0].split()[1] == status
+    assert loud(caplog.records) == []
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"GET /metrics HTTP/1.1\r\nHo", b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+     b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n"],
+    ids=["mid-request", "before-the-metrics-answer", "before-the-status-answer"],
+)
+async def test_a_client_that_hangs_up_is_not_an_error(
+    caplog: pytest.LogCaptureFixture, request_bytes: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    source = FailingSource(lab_snapshot(), delay=0.2)
+    async with serving(source) as port:
+        for _ in range(3):
+            await exchange(port, request_bytes, hang_up=True)
+        await asyncio.sleep(0.5)
+    assert loud(caplog.records) == []
+
+
+async def test_an_error_in_lvsd_itself_is_still_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with serving(FailingSource(lab_snapshot(), fail=True)) as port:
+        answer = await exchange(port, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 500")
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and errors[0].exc_info is not None
+    assert "a bug in lvsd" in str(errors[0].exc_info[1])
+
+
+# --- the listen address ---------------------------------------------------------------------
+
+
+async def test_a_port_in_use_is_a_listen_error_naming_the_address(source: StaticSource) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ListenError) as caught:
+            await start_api(create_app(source, DaemonMetrics()), "127.0.0.1", port)
+    assert str(caught.value) == (
+        f"daemon.listen: cannot listen on 127.0.0.1:{port}: the port is already in use"
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "shown", "reason"),
+    [("192.0.2.1", "192.0.2.1:9", "the address is not on this host"),
+     ("2001:db8::1", "[2001:db8::1]:9", "")],
+)
+async def test_an_address_not_on_this_host_is_a_listen_error(
+    source: StaticSource, host: str, shown: str, reason: str
+) -> None:
+    with pytest.raises(ListenError) as caught:
+        await start_api(create_app(source, DaemonMetrics()), host, 9)
+    assert str(caught.value).startswith(f"daemon.listen: cannot listen on {shown}: ")
+    assert reason in str(caught.value)
+
+
+def test_the_cli_turns_a_listen_error_into_exit_1_with_the_address(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import lvsd.daemon
+    from lvsd.cli import EXIT_FAILED, main
+
+    def refuse(path: object) -> int:
+        raise ListenError("127.0.0.1", 9163, "the port is already in use")
+
+    monkeypatch.setattr(lvsd.daemon, "run_daemon", refuse)
+    assert main(["run", "--config", "/nonexistent"]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err == ("lvsd: daemon.listen: cannot listen on 127.0.0.1:9163: "
+                   "the port is already in use\n")
