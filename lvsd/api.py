@@ -227,6 +227,7 @@ def _refresh_seconds(value: str | None) -> int:
 def status_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
     """Everything the status page shows, as JSON-ready data."""
     reload = snapshot.last_reload
+    sync = snapshot.table_sync
     return {
         "version": lvsd.__version__,
         "ready": snapshot.ready,
@@ -236,6 +237,12 @@ def status_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
         "kernel_version": snapshot.kernel_version,
         "last_reload": None if reload is None else {
             "ok": reload.ok, "at": reload.at, "error": reload.error,
+        },
+        "table_sync": {
+            "in_sync": sync.in_sync,
+            "last_error": sync.last_error,
+            "consecutive_failures": sync.consecutive_failures,
+            "failing_since": sync.failing_since,
         },
         "services": [_service_json(s, now) for s in snapshot.services],
         "foreign": [_foreign_json(vs) for vs in snapshot.foreign],
@@ -409,8 +416,15 @@ def _summary(snapshot: Snapshot, now: float) -> str:
     else:
         reload_text = (f'<span class="badge bad">last reload failed {_e(_ago(reload.at, now))}'
                        f"</span> {_e(reload.error or '')}")
+    sync = snapshot.table_sync
+    sync_text = "" if sync.in_sync else (
+        f'<span><span class="badge bad">table not in sync</span> '
+        f"{sync.consecutive_failures} failed pass(es), since "
+        f"{_e(_ago(sync.failing_since, now))}: {_e(sync.last_error or '')}</span>"
+    )
     return (
         f"<h1>lvsd {_e(lvsd.__version__)} {ready}</h1><div class=\"summary\">"
+        f"{sync_text}"
         f"<span>{len(snapshot.services)} services</span>"
         f"<span>{len(servers)} real servers: {up} up, {down} down</span>"
         f"<span>table read {_e(_ago(snapshot.taken_at, now))}</span>"

@@ -338,6 +338,12 @@ def _global_families(out: list[bytes], snapshot: Snapshot) -> None:
          1 if snapshot.ready else 0),
         ("lvsd_snapshot_timestamp_seconds",
          "When lvsd last read the IPVS table from the kernel (Unix time).", snapshot.taken_at),
+        ("lvsd_table_in_sync",
+         "0 while the kernel table may differ from lvsd's plan: the last pass's dump or writes "
+         "failed (retried with backoff).", 1 if snapshot.table_sync.in_sync else 0),
+        ("lvsd_table_sync_failures",
+         "Reconcile passes in a row that failed to read or write the kernel table "
+         "(0 when in sync).", snapshot.table_sync.consecutive_failures),
     ):
         out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{name} {value}\n".encode())
 

@@ -63,6 +63,20 @@ class ReloadStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class TableSync:
+    """Whether the kernel table is what lvsd last planned: False after a pass whose dump or
+    writes failed, until a pass succeeds (lvsd retries with backoff meanwhile)."""
+
+    in_sync: bool = True
+    last_error: str | None = None  # the failed dump or refused write, as the log says it
+    consecutive_failures: int = 0  # failed passes in a row; 0 when in sync
+    failing_since: float | None = None  # wall time of the first failure in this streak
+
+
+IN_SYNC = TableSync()
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     services: tuple[ServiceStatus, ...]
     foreign: tuple[VirtualService, ...]  # in the kernel, not lvsd's: exported, never changed
@@ -71,6 +85,7 @@ class Snapshot:
     config_source: str
     last_reload: ReloadStatus | None = None
     kernel_version: str = ""
+    table_sync: TableSync = IN_SYNC
 
 
 EMPTY_SNAPSHOT = Snapshot((), (), 0.0, False, "")

@@ -27,7 +27,7 @@ from lvsd.model import (
     Timeouts,
     parse_address,
 )
-from lvsd.snapshot import Snapshot
+from lvsd.snapshot import Snapshot, TableSync
 from tests.unit.snapshot_builders import (
     DNS,
     MARKED,
@@ -237,6 +237,18 @@ def test_ready_and_snapshot_time() -> None:
     found = render(lab_snapshot(ready=False))
     assert value(found, "lvsd_ready") == 0
     assert value(found, "lvsd_snapshot_timestamp_seconds") == NOW - 0.5
+
+
+def test_table_sync_is_two_series() -> None:
+    in_sync = render(lab_snapshot())
+    assert value(in_sync, "lvsd_table_in_sync") == 1
+    assert value(in_sync, "lvsd_table_sync_failures") == 0
+    failing = dataclasses.replace(lab_snapshot(), table_sync=TableSync(
+        False, "dump: Connection reset by peer (errno 104)", 7, NOW - 60))
+    found = render(failing)
+    assert value(found, "lvsd_table_in_sync") == 0
+    assert value(found, "lvsd_table_sync_failures") == 7
+    assert sum(1 for s in found if s.name.startswith("lvsd_table_")) == 2
 
 
 # --- event metrics ----------------------------------------------------------------------------
