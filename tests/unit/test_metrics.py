@@ -233,6 +233,19 @@ def test_service_name_is_escaped_in_label_values() -> None:
     assert value(render(snapshot), "lvsd_service_info", name=name) == 1
 
 
+def test_percent_signs_in_label_values_are_written_as_they_are() -> None:
+    name = "100% web %s %d %%"
+    scoped = "fe80::1%eth0"
+    key = ServiceKey.virtual(Protocol.TCP, parse_address(scoped), 443)
+    snapshot = Snapshot((service(key, name, [server("2001:db8::7")]),), (), NOW, True, "x")
+    found = render(snapshot)
+    assert value(found, "lvsd_service_info", name=name, local_address=scoped) == 1
+    live = snapshot.services[0].servers[0].kernel
+    assert live is not None
+    assert value(found, "lvsd_backend_weight", local_address=scoped,
+                 remote_address="2001:db8::7") == live.weight
+
+
 def test_ready_and_snapshot_time() -> None:
     found = render(lab_snapshot(ready=False))
     assert value(found, "lvsd_ready") == 0
@@ -249,6 +262,13 @@ def test_table_sync_is_two_series() -> None:
     assert value(found, "lvsd_table_in_sync") == 0
     assert value(found, "lvsd_table_sync_failures") == 7
     assert sum(1 for s in found if s.name.startswith("lvsd_table_")) == 2
+
+
+def test_snapshot_age_is_how_old_the_table_read_is_at_the_scrape() -> None:
+    taken = time.time() - 7.25
+    found = render(Snapshot((service(WEB, "web", [server("198.51.100.1")]),), (), taken, True,
+                            "x"))
+    assert 7.2 <= value(found, "lvsd_snapshot_age_seconds") <= 8.5
 
 
 # --- event metrics ----------------------------------------------------------------------------
