@@ -1,8 +1,8 @@
 """``lvsd`` command line: run | check-config | save | restore | show.
 
-Exit codes: 0 success; 1 an operation failed (kernel refused, invalid config); 2 bad usage or
-an unreadable/invalid input file (nothing was changed); 3 the kernel has no IPVS or lvsd lacks
-CAP_NET_ADMIN.
+Exit codes: 0 success (check-config: valid, warnings printed); 1 an operation failed (kernel
+refused); 2 bad usage or an unreadable/invalid input file, config included (nothing was
+changed); 3 the kernel has no IPVS or lvsd lacks CAP_NET_ADMIN.
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_config(path: Path) -> int:
+    """Exit 0 when the config is valid (its warnings printed), 2 when it is not."""
     from lvsd.config import load
 
     try:
@@ -94,11 +95,18 @@ def check_config(path: Path) -> int:
         print(f"{exc.source}: invalid, {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_BAD_INPUT
     servers = sum(len(s.servers) for s in config.services)
     checked = sum(1 for s in config.services for r in s.servers if r.check is not None)
     print(f"{path}: OK, {len(config.services)} service(s), {servers} real server(s), "
           f"{checked} checked")
+    if not config.services:
+        print(f"{path}: allow_empty = true: at start and on reload lvsd deletes every "
+              f"service it owns")
+    if config.warnings:
+        print(f"{path}: {len(config.warnings)} warning(s):")
+        for warning in config.warnings:
+            print(f"  warning: {warning}")
     return EXIT_OK
 
 

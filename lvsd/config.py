@@ -1,24 +1,46 @@
 """The TOML configuration: schema, validation, and the pure ``Config`` the daemon runs on.
 
-Validation has two phases and reports every problem of both, each with its place
-(``services[2].real_servers[0].port: …``): pydantic checks types and ranges field by field,
-then ``_build`` checks what spans fields (duplicate services, DR ports, flags that need a
-scheduler) and turns the schema into model types. ``load`` never exits and never half-applies:
-it returns a whole ``Config`` or raises ``ConfigError``.
+Every part is validated on its own — ``[daemon]``, ``[timeouts]``, each service, each real
+server, each check — so one run reports every independent problem, each with its place
+(``services[2] "web" (tcp:192.0.2.1:80).real_servers[0].port: …``). pydantic checks types and
+ranges field by field, in strict mode (``port = true`` is not port 1); ``_build`` then checks
+what spans fields against the kernel's and ipvsadm's limits (``lvsd.limits``) and turns the
+schema into model types. What is legal but probably wrong becomes a warning on the ``Config``.
+
+``load``/``loads`` never exit, never half-apply and raise nothing but ``ConfigError``, whatever
+the input: they return a whole ``Config`` or raise.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import json
+import os
 import re
+import shutil
 import tomllib
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+)
 
-from lvsd.checks import CheckSpec, parse_check
+from lvsd import limits
+from lvsd.checks import CHECKS, CheckSpec, parse_check
+from lvsd.checks.base import parse_duration
+from lvsd.checks.exec import ExecCheck
+from lvsd.checks.file import FileCheck
 from lvsd.errors import ConfigError, Problem
 from lvsd.model import (
     HOST_NETMASK_V4,
@@ -44,27 +66,7 @@ from lvsd.spec import Config, DaemonSettings, ServerSpec, ServiceSpec
 
 DEFAULT_CONFIG_PATH = Path("/etc/lvsd/lvsd.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/lvsd")
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def _seconds(value: object) -> object:
-    """Accept 2, 2.5, "2s", "500ms", "1m": operators write durations both ways."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise ValueError(
-                f"not a duration: {value!r} (use seconds, or e.g. '500ms', '2s', '1m')"
-            )
-        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
-Port = Annotated[int, Field(ge=0, le=65535)]
-Weight = Annotated[int, Field(ge=0, le=65535)]
-ForwardName = Literal["route", "masq", "tunnel"]
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
 
 _FORWARD = {"route": Forward.ROUTE, "masq": Forward.MASQ, "tunnel": Forward.TUNNEL}
 _PROTOCOL = {"tcp": Protocol.TCP, "udp": Protocol.UDP, "sctp": Protocol.SCTP}
@@ -81,110 +83,184 @@ _SCHED_FLAG_BITS = {
 }
 
 
+def _within(check: Callable[[int], str | None]) -> AfterValidator:
+    """A field validator raising the message of one of ``lvsd.limits``' checks."""
+
+    def validate(value: int) -> int:
+        error = check(value)
+        if error is not None:
+            raise ValueError(error)
+        return value
+
+    return AfterValidator(validate)
+
+
+def _path(value: object) -> object:
+    if isinstance(value, str) and (not value or "\x00" in value):
+        raise ValueError("expected a non-empty path without NUL bytes")
+    return value
+
+
+def _name(value: str) -> str:
+    if not value or not value.isprintable():
+        raise ValueError(f"expected a non-empty name of printable characters, got {value!r}")
+    return value
+
+
+def _argv(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value or not value[0] or any("\x00" in arg for arg in value):
+        raise ValueError("needs a program: an array of strings, the first one naming it, "
+                         "without NUL bytes")
+    return value
+
+
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Text = Annotated[str, Strict()]
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, allow_inf_nan=False)]
+Port = Annotated[int, Strict(), _within(limits.port_error)]
+Weight = Annotated[int, Strict(), _within(limits.weight_error)]
+Threshold = Annotated[int, Strict(), Field(ge=0, le=limits.THRESHOLD_MAX)]
+ConnectionTimeout = Annotated[int, Strict(), Field(ge=1), _within(limits.connection_timeout_error)]
+FilePath = Annotated[Path, BeforeValidator(_path)]
+ForwardName = Literal["route", "masq", "tunnel"]
+
+
 class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DaemonSchema(_Schema):
-    state_dir: Path = DEFAULT_STATE_DIR
-    save_file: Path | None = None
-    listen: str = "127.0.0.1:9163"
-    resync_interval: Seconds = 30.0
-    reconcile_delay: Annotated[float, BeforeValidator(_seconds), Field(ge=0, le=10)] = 0.005
-    drain_timeout: Seconds = 300.0
+    state_dir: FilePath = DEFAULT_STATE_DIR
+    save_file: FilePath | None = None
+    listen: Text = "127.0.0.1:9163"
+    resync_interval: Annotated[Seconds, Field(le=86400)] = 30.0
+    reconcile_delay: Annotated[
+        float, BeforeValidator(parse_duration), Field(ge=0, le=10, allow_inf_nan=False)
+    ] = 0.005
+    drain_timeout: Annotated[Seconds, Field(le=7 * 86400)] = 300.0
     on_stop: Literal["keep", "withdraw"] = "keep"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    max_probes_in_flight: Annotated[int, Field(ge=1, le=100_000)] = 2000
-    dr_check_mark_base: Annotated[int, Field(ge=1, le=0xFFFF0000)] = 0x4C560000
+    max_probes_in_flight: Annotated[Int, Field(ge=1, le=100_000)] = 2000
+    dr_check_mark_base: Annotated[Int, _within(limits.probe_mark_base_error)] = 0x4C560000
+    allow_empty: Bool = False
 
 
 class TimeoutsSchema(_Schema):
-    tcp: Annotated[int, Field(ge=1)] = 900
-    tcpfin: Annotated[int, Field(ge=1)] = 120
-    udp: Annotated[int, Field(ge=1)] = 300
+    tcp: ConnectionTimeout = 900
+    tcpfin: ConnectionTimeout = 120
+    udp: ConnectionTimeout = 300
 
 
 class RealServerSchema(_Schema):
-    address: str
+    address: Text
     port: Port | None = None
     weight: Weight = 1
     forward: ForwardName | None = None
-    upper_threshold: Annotated[int, Field(ge=0)] = 0
-    lower_threshold: Annotated[int, Field(ge=0)] = 0
+    upper_threshold: Threshold = 0
+    lower_threshold: Threshold = 0
     tunnel_type: Literal["ipip", "gue", "gre"] = "ipip"
     tunnel_port: Port = 0
     tunnel_csum: Literal["nocsum", "csum", "remcsum"] = "nocsum"
     check: dict[str, Any] | None = None
-    disabled: bool = False
+    disabled: Bool = False
 
 
 class SorryServerSchema(_Schema):
-    address: str
+    address: Text
     port: Port | None = None
-    weight: Annotated[int, Field(ge=1, le=65535)] = 1
+    weight: Annotated[Int, Field(ge=1, le=limits.WEIGHT_MAX)] = 1
     forward: ForwardName | None = None
 
 
 class ServiceSchema(_Schema):
-    name: str | None = None
+    name: Annotated[Text, AfterValidator(_name)] | None = None
     protocol: Literal["tcp", "udp", "sctp"] = "tcp"
-    address: str | None = None
+    address: Text | None = None
     port: Port | None = None
-    fwmark: Annotated[int, Field(ge=1, le=0xFFFFFFFF)] | None = None
+    fwmark: Annotated[Int, _within(limits.fwmark_error)] | None = None
     family: Literal["ipv4", "ipv6"] = "ipv4"
-    scheduler: str = "wlc"
-    sched_flags: list[str] = Field(default_factory=list)
-    ops: bool = False
-    persistence: Annotated[int, Field(ge=1, le=0x7FFFFFFF)] | None = None
-    persistence_netmask: str | int | None = None
+    scheduler: Text = "wlc"
+    sched_flags: list[Text] = Field(default_factory=list)
+    ops: Bool = False
+    persistence: Annotated[Int, _within(limits.persistence_timeout_error)] | None = None
+    persistence_netmask: Text | Int | None = None
     pe: Literal["sip"] | None = None
     forward: ForwardName = "route"
     on_failure: Literal["weight0", "remove"] = "weight0"
-    quorum: Annotated[int, Field(ge=0)] = 1
+    quorum: Annotated[Int, Field(ge=0)] = 1
     sorry_server: SorryServerSchema | None = None
-    fail_open: bool = False
+    fail_open: Bool = False
     check: dict[str, Any] | None = None
-    on_change: list[str] | None = None
-    real_servers: list[dict[str, Any]] = Field(default_factory=list)  # each a RealServerSchema
+    on_change: Annotated[tuple[Text, ...], AfterValidator(_argv)] | None = None
+    real_servers: list[Any] = Field(default_factory=list)  # each a RealServerSchema
 
 
-class ConfigSchema(_Schema):
-    daemon: DaemonSchema = Field(default_factory=DaemonSchema)
-    timeouts: TimeoutsSchema | None = None
-    services: list[dict[str, Any]] = Field(default_factory=list)  # each a ServiceSchema
+_TOP_LEVEL = {"daemon": DaemonSchema, "timeouts": TimeoutsSchema, "services": None}
 
+
+# --- reading ---------------------------------------------------------------------------------
 
 def load(path: str | Path) -> Config:
-    path = Path(path)
+    source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [Problem("", f"cannot read: {exc.strerror or exc}")]) from exc
-    return loads(text, source=str(path))
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(source, [Problem("", f"cannot read: {reason}")]) from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, [Problem("", f"larger than {MAX_CONFIG_BYTES} bytes")])
+    return loads(_decoded(data, source), source=source)
+
+
+def _decoded(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(source, [Problem(
+            f"line {line}, column {column}",
+            f"not UTF-8 (byte {data[exc.start]:#04x}); save the file as UTF-8",
+        )]) from exc
 
 
 def loads(text: str, source: str = "<config>") -> Config:
+    """The ``Config`` described by ``text``; raises ``ConfigError`` listing every problem."""
+    try:
+        return _loads(text, source)
+    except ConfigError:
+        raise
+    except Exception as exc:  # nothing an operator writes may escape as another exception
+        raise ConfigError(source, [Problem("", f"cannot be read: {type(exc).__name__}: {exc}")]
+                          ) from exc
+
+
+def _loads(text: str, source: str) -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [Problem("", f"not valid TOML: {exc}")]) from exc
-    try:
-        schema = ConfigSchema.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(source, [_problem_of(err) for err in exc.errors()]) from exc
+        raise ConfigError(source, [_toml_problem(str(exc))]) from exc
+    except RecursionError as exc:
+        raise ConfigError(source, [Problem("", "not valid TOML: nested too deeply")]) from exc
     problems: list[Problem] = []
-    config = _build(schema, source, problems)
-    if problems:
+    warnings: list[Problem] = []
+    config = _build(raw, source, problems, warnings)
+    if problems or config is None:
         raise ConfigError(source, problems)
     return config
 
 
-def _problem_of(error: Mapping[str, Any], prefix: str = "") -> Problem:
-    inner = format_location(error["loc"])
-    if prefix and inner:
-        inner = f"{prefix}{inner}" if inner.startswith("[") else f"{prefix}.{inner}"
-    return Problem(inner or prefix, str(error["msg"]))
+def _toml_problem(message: str) -> Problem:
+    match = re.fullmatch(r"(.*) \(at (line \d+, column \d+|end of document)\)", message,
+                         re.DOTALL)
+    if match is None:
+        return Problem("", f"not valid TOML: {message}")
+    return Problem(match.group(2), f"not valid TOML: {match.group(1)}")
 
+
+# --- pydantic's findings in an operator's words ------------------------------------------------
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
@@ -192,14 +268,48 @@ SchemaT = TypeVar("SchemaT", bound=BaseModel)
 def _validate(
     schema: type[SchemaT], raw: object, where: str, problems: list[Problem]
 ) -> SchemaT | None:
+    if not isinstance(raw, dict):
+        problems.append(Problem(where, f"expected a table, got {_shown(raw)}"))
+        return None
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        problems.extend(_problem_of(err, where) for err in exc.errors())
+        problems.extend(_problems_of(exc, where, schema))
         return None
 
 
-def format_location(loc: tuple[int | str, ...] | list[int | str]) -> str:
+def _problems_of(
+    exc: ValidationError, where: str, schema: type[BaseModel], skip_tag: str | None = None
+) -> list[Problem]:
+    found = []
+    for error in exc.errors():
+        loc = [part for part in error["loc"] if not _is_internal(part)]
+        if skip_tag is not None and loc and loc[0] == skip_tag:
+            loc = loc[1:]  # pydantic prefixes the discriminator's value
+        if error["type"] == "extra_forbidden" and loc:
+            key = loc.pop()
+            known = _known_keys(schema, loc)
+            message = f"unknown key {str(key)!r}{_suggestion(str(key), known)}"
+        else:
+            message = _message(error)
+        found.append(Problem(_joined(where, format_location(loc)), message))
+    return found
+
+
+def _is_internal(part: int | str) -> bool:
+    """pydantic names the branches of unions and validator chains in ``loc``."""
+    return isinstance(part, str) and bool(re.search(r"[\[\]()]", part))
+
+
+def _joined(where: str, inner: str) -> str:
+    if not inner:
+        return where
+    if not where:
+        return inner
+    return f"{where}{inner}" if inner.startswith("[") else f"{where}.{inner}"
+
+
+def format_location(loc: Sequence[int | str]) -> str:
     """("services", 2, "real_servers", 0, "port") -> "services[2].real_servers[0].port"."""
     out = ""
     for part in loc:
@@ -210,44 +320,224 @@ def format_location(loc: tuple[int | str, ...] | list[int | str]) -> str:
     return out
 
 
-def _build(schema: ConfigSchema, source: str, problems: list[Problem]) -> Config:
-    daemon = _build_daemon(schema.daemon, problems)
-    services: list[ServiceSpec] = []
-    seen: dict[ServiceKey, int] = {}
-    for index, raw_service in enumerate(schema.services):
-        where = f"services[{index}]"
+def _suggestion(word: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _known_keys(schema: type[BaseModel], path: Sequence[int | str]) -> list[str]:
+    model: type[BaseModel] | None = schema
+    for part in path:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = None if field is None else _model_in(field.annotation)
+    return [] if model is None else list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list, tuple,
+                                         typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _shown(value: object) -> str:
+    """A value as the operator wrote it in TOML, shortened."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_KIND = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "a string", "list_type": "an array", "tuple_type": "an array",
+    "set_type": "an array", "dict_type": "a table", "model_type": "a table",
+    "model_attributes_type": "a table", "path_type": "a path (a string)",
+}
+_BOUND = {"less_than_equal": ("le", "at most"), "less_than": ("lt", "below"),
+          "greater_than_equal": ("ge", "at least"), "greater_than": ("gt", "above")}
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    if kind in _KIND:
+        return f"expected {_KIND[kind]}, got {_shown(value)}"
+    if kind in _BOUND:
+        name, words = _BOUND[kind]
+        bound = ctx.get(name)
+        return f"must be {words} {bound:g}, got {_shown(value)}" if isinstance(
+            bound, float) else f"must be {words} {bound}, got {_shown(value)}"
+    if kind == "missing":
+        return "missing (required)"
+    if kind == "literal_error":
+        expected = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return (f"expected {' or '.join(map(repr, expected))}, got {_shown(value)}"
+                f"{_suggestion(str(value), expected) if isinstance(value, str) else ''}")
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    if kind == "union_tag_invalid":
+        return (f"unknown check type {_shown(ctx.get('tag'))}"
+                f"{_suggestion(str(ctx.get('tag')), list(CHECKS))} (one of {', '.join(CHECKS)})")
+    if kind == "union_tag_not_found":
+        return f"needs a type (one of {', '.join(CHECKS)})"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s)"
+    if kind == "too_long":
+        return f"has more than {ctx.get('max_length')} item(s)"
+    if kind == "finite_number":
+        return f"must be a finite number, got {_shown(value)}"
+    return re.sub(r"^Input should be", "must be", str(error["msg"]))
+
+
+# --- building the model --------------------------------------------------------------------------
+
+def _build(
+    raw: Mapping[str, Any], source: str, problems: list[Problem], warnings: list[Problem]
+) -> Config | None:
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            problems.append(Problem("top level", f"unknown key {key!r}"
+                                                 f"{_suggestion(key, list(_TOP_LEVEL))}"))
+    daemon_schema = _validate(DaemonSchema, raw.get("daemon", {}), "daemon", problems)
+    daemon = None if daemon_schema is None else _build_daemon(daemon_schema, problems, warnings)
+    timeouts = None
+    if "timeouts" in raw:
+        schema = _validate(TimeoutsSchema, raw["timeouts"], "timeouts", problems)
+        if schema is not None:
+            timeouts = Timeouts(schema.tcp, schema.tcpfin, schema.udp)
+    raw_services = raw.get("services", [])
+    if not isinstance(raw_services, list):
+        problems.append(Problem("services", "expected an array of tables ([[services]]), "
+                                            f"got {_shown(raw_services)}"))
+        raw_services = []
+    services = _build_services(raw_services, problems, warnings)
+    mark_base = daemon.dr_check_mark_base if daemon else DaemonSchema().dr_check_mark_base
+    for where, spec in services:
+        if spec.key.is_fwmark:
+            clash = limits.probe_mark_clash_error(spec.key.fwmark, mark_base)
+            if clash is not None:
+                problems.append(Problem(f"{where}.fwmark", clash))
+    raw_daemon = raw.get("daemon")
+    allow_empty = daemon.allow_empty if daemon is not None else (
+        isinstance(raw_daemon, dict) and raw_daemon.get("allow_empty") is True)
+    if not raw_services and not allow_empty:
+        problems.append(Problem("services", EMPTY_CONFIG_MESSAGE))
+    if daemon is None:
+        return None
+    return Config(daemon, tuple(spec for _, spec in services), timeouts, source,
+                  warnings=tuple(warnings))
+
+
+EMPTY_CONFIG_MESSAGE = (
+    "no services: lvsd would delete every service it owns (a truncated or empty file?); "
+    "set allow_empty = true in [daemon] if that is what you want"
+)
+
+
+def _build_services(
+    raw_services: Sequence[object], problems: list[Problem], warnings: list[Problem]
+) -> list[tuple[str, ServiceSpec]]:
+    built: list[tuple[str, ServiceSpec]] = []
+    seen: dict[ServiceKey, str] = {}
+    names: dict[str, str] = {}
+    for index, raw_service in enumerate(raw_services):
+        where = _service_place(index, raw_service)
         svc = _validate(ServiceSchema, raw_service, where, problems)
         if svc is None:
+            _report_inside(raw_service, where, problems)
             continue
-        key, spec = _build_service(svc, where, problems)
+        key, spec = _build_service(svc, where, problems, warnings)
         if key is not None and key in seen:
-            problems.append(Problem(where, f"duplicate of services[{seen[key]}] ({key})"))
+            problems.append(Problem(where, f"duplicate of {seen[key]}"))
             continue
         if key is not None:
-            seen[key] = index
-        if spec is not None:
-            services.append(spec)
-    names: dict[str, int] = {}
-    for index, spec in enumerate(services):
+            seen[key] = where
+        if spec is None:
+            continue
         if spec.name in names:
-            problems.append(Problem(f"services[{index}].name", f"duplicate name {spec.name!r}"))
-        names[spec.name] = index
-    timeouts = None
-    if schema.timeouts is not None:
-        timeouts = Timeouts(schema.timeouts.tcp, schema.timeouts.tcpfin, schema.timeouts.udp)
-    return Config(daemon, tuple(services), timeouts, source)
+            problems.append(Problem(f"{where}.name",
+                                    f"duplicate name {spec.name!r} (also {names[spec.name]})"))
+        names.setdefault(spec.name, where)
+        built.append((where, spec))
+    return built
 
 
-def _build_daemon(schema: DaemonSchema, problems: list[Problem]) -> DaemonSettings:
+def _report_inside(raw_service: object, where: str, problems: list[Problem]) -> None:
+    """A service that failed validation still has its real servers and check examined, so that
+    one run reports every mistake."""
+    if not isinstance(raw_service, dict):
+        return
+    if isinstance(raw_service.get("check"), dict):
+        _check(raw_service["check"], f"{where}.check", problems, [])
+    raw_servers = raw_service.get("real_servers")
+    if isinstance(raw_servers, list):
+        for index, raw_server in enumerate(raw_servers):
+            rs_where = f"{where}.{_server_place(index, raw_server)}"
+            rs = _validate(RealServerSchema, raw_server, rs_where, problems)
+            if rs is not None and rs.check is not None and "check" not in raw_service:
+                _check(rs.check, f"{rs_where}.check", problems, [])
+
+
+def _service_place(index: int, raw: object) -> str:
+    """``services[2] "web" (tcp:192.0.2.1:80)``: as much as the raw table tells."""
+    place = f"services[{index}]"
+    if not isinstance(raw, dict):
+        return place
+    name = raw.get("name")
+    if isinstance(name, str) and name:
+        place += f" {json.dumps(name, ensure_ascii=False)}"
+    fwmark, address, port = raw.get("fwmark"), raw.get("address"), raw.get("port")
+    protocol = raw.get("protocol", "tcp")
+    if isinstance(fwmark, int) and not isinstance(fwmark, bool):
+        place += f" (fwm:{fwmark})"
+    elif isinstance(address, str) and isinstance(port, int) and not isinstance(port, bool):
+        shown = f"[{address}]" if ":" in address and not address.startswith("[") else address
+        place += f" ({protocol if isinstance(protocol, str) else '?'}:{shown}:{port})"
+    return place
+
+
+def _server_place(index: int, raw: object) -> str:
+    place = f"real_servers[{index}]"
+    if isinstance(raw, dict) and isinstance(raw.get("address"), str):
+        place += f" ({raw['address']})"
+    return place
+
+
+def _build_daemon(
+    schema: DaemonSchema, problems: list[Problem], warnings: list[Problem]
+) -> DaemonSettings:
     host, port = "127.0.0.1", 9163
-    match = re.fullmatch(r"\[?([^\[\]]*?)\]?:(\d+)", schema.listen)
-    if match is None or int(match.group(2)) > 65535:
-        problems.append(Problem("daemon.listen", f"expected HOST:PORT, got {schema.listen!r}"))
+    listen = _listen_address(schema.listen)
+    if isinstance(listen, str):
+        problems.append(Problem("daemon.listen", listen))
     else:
-        host, port = match.group(1), int(match.group(2))
+        host, port = listen
+        if ipaddress.ip_address(host).is_unspecified:
+            warnings.append(Problem("daemon.listen", f"{schema.listen} listens on every "
+                                    "interface: /metrics, /status and the API are reachable "
+                                    "from any network (use 127.0.0.1 or one address)"))
+    save_file = schema.save_file or schema.state_dir / "ipvsadm.rules"
+    for name, value in (("state_dir", schema.state_dir), ("save_file", schema.save_file)):
+        if value is not None and not value.is_absolute():
+            warnings.append(Problem(f"daemon.{name}", _relative_path_warning(value)))
     return DaemonSettings(
         state_dir=schema.state_dir,
-        save_file=schema.save_file or schema.state_dir / "ipvsadm.rules",
+        save_file=save_file,
         listen_host=host,
         listen_port=port,
         resync_interval=schema.resync_interval,
@@ -257,7 +547,32 @@ def _build_daemon(schema: DaemonSchema, problems: list[Problem]) -> DaemonSettin
         log_level=schema.log_level,
         max_probes_in_flight=schema.max_probes_in_flight,
         dr_check_mark_base=schema.dr_check_mark_base,
+        allow_empty=schema.allow_empty,
     )
+
+
+def _listen_address(text: str) -> tuple[str, int] | str:
+    """``127.0.0.1:9163`` or ``[::1]:9163`` as (host, port), or what is wrong with it."""
+    usage = "expected IP:PORT, e.g. 127.0.0.1:9163 or [::1]:9163"
+    match = re.fullmatch(r"\[([^\[\]]+)\]:(\d{1,5})|([^\[\]:]+):(\d{1,5})", text)
+    if match is None:
+        return f"{usage}, got {text!r}"
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"{usage}: {host!r} is not an IP address (host names are not looked up)"
+    if match.group(1) is not None and address.version != 6:
+        return f"{usage}: only IPv6 addresses go in brackets"
+    if not 1 <= port <= limits.PORT_MAX:
+        return f"{usage}: port {port} is out of range 1..{limits.PORT_MAX}"
+    return host, port
+
+
+def _relative_path_warning(path: Path | str) -> str:
+    return (f"relative path {str(path)!r} is resolved against the daemon's working directory "
+            f"(/ under systemd): write an absolute path")
 
 
 def _address(text: str, where: str, problems: list[Problem]) -> Address | None:
@@ -268,18 +583,22 @@ def _address(text: str, where: str, problems: list[Problem]) -> Address | None:
         return None
 
 
+def _limit(error: str | None, where: str, problems: list[Problem]) -> bool:
+    """Record ``error`` (from ``lvsd.limits``) at ``where``; True when there was none."""
+    if error is not None:
+        problems.append(Problem(where, error))
+    return error is None
+
+
 def _build_service(
-    svc: ServiceSchema, where: str, problems: list[Problem]
+    svc: ServiceSchema, where: str, problems: list[Problem], warnings: list[Problem]
 ) -> tuple[ServiceKey | None, ServiceSpec | None]:
     before = len(problems)
     key = _service_key(svc, where, problems)
     if svc.scheduler not in SCHEDULERS:
-        problems.append(
-            Problem(
-                f"{where}.scheduler",
-                f"unknown scheduler {svc.scheduler!r} (one of {', '.join(SCHEDULERS)})",
-            )
-        )
+        problems.append(Problem(f"{where}.scheduler", f"unknown scheduler {svc.scheduler!r}"
+                                f"{_suggestion(svc.scheduler, SCHEDULERS)} "
+                                f"(one of {', '.join(SCHEDULERS)})"))
     sched_flags = 0
     for flag in svc.sched_flags:
         owner = _SCHED_FLAG_BITS.get(flag)
@@ -287,7 +606,8 @@ def _build_service(
             problems.append(
                 Problem(
                     f"{where}.sched_flags",
-                    f"unknown flag {flag!r} (one of {', '.join(_SCHED_FLAG_BITS)})",
+                    f"unknown flag {flag!r}{_suggestion(flag, list(_SCHED_FLAG_BITS))} "
+                    f"(one of {', '.join(_SCHED_FLAG_BITS)})",
                 )
             )
         elif owner[0] is not None and owner[0] != svc.scheduler:
@@ -310,27 +630,31 @@ def _build_service(
         problems.append(Problem(f"{where}.persistence_netmask", "needs persistence (a timeout)"))
     if svc.pe is not None and persistence is None:
         problems.append(Problem(f"{where}.pe", "a persistence engine needs persistence"))
+    if key is not None:
+        _limit(limits.zero_port_error(key.port, persistence is not None, key.protocol),
+               f"{where}.port", problems)
+        if svc.ops:
+            _limit(limits.onepacket_error(key.protocol), f"{where}.ops", problems)
 
     check = None
     if svc.check is not None:
-        check = _check(svc.check, f"{where}.check", problems)
+        check = _check(svc.check, f"{where}.check", problems, warnings)
 
     servers: list[ServerSpec] = []
-    seen: dict[DestKey, int] = {}
+    seen: dict[DestKey, str] = {}
     for index, raw_server in enumerate(svc.real_servers):
-        rs_where = f"{where}.real_servers[{index}]"
+        rs_place = _server_place(index, raw_server)
+        rs_where = f"{where}.{rs_place}"
         rs = _validate(RealServerSchema, raw_server, rs_where, problems)
         if rs is None:
             continue
-        server = _build_server(rs, svc, key, check, rs_where, problems)
+        server = _build_server(rs, svc, key, check, rs_where, problems, warnings)
         if server is None:
             continue
         if server.key in seen:
-            problems.append(
-                Problem(rs_where, f"duplicate of real_servers[{seen[server.key]}] ({server.key})")
-            )
+            problems.append(Problem(rs_where, f"duplicate of {seen[server.key]}"))
             continue
-        seen[server.key] = index
+        seen[server.key] = rs_place
         servers.append(server)
 
     sorry = None
@@ -348,8 +672,11 @@ def _build_service(
         )
         if sorry is not None and sorry.key in seen:
             problems.append(Problem(sorry_where, f"{sorry.key} is also a real server"))
-    if svc.on_change is not None and not svc.on_change:
-        problems.append(Problem(f"{where}.on_change", "needs a program (an argv list)"))
+    total_weight = sum(server.dest.weight for server in servers if not server.disabled)
+    if servers and svc.quorum > total_weight:
+        warnings.append(Problem(f"{where}.quorum", f"quorum {svc.quorum} is above the total "
+                                f"weight {total_weight} of the real servers: the service is "
+                                f"always below quorum"))
 
     if key is None or len(problems) > before:
         return key, None
@@ -383,6 +710,8 @@ def _service_key(svc: ServiceSchema, where: str, problems: list[Problem]) -> Ser
     address = _address(svc.address, f"{where}.address", problems)
     if address is None:
         return None
+    if not _limit(limits.virtual_address_error(address), f"{where}.address", problems):
+        return None
     if "family" in svc.model_fields_set:
         problems.append(Problem(f"{where}.family", "only for fwmark services (the address tells)"))
     return ServiceKey.virtual(_PROTOCOL[svc.protocol], address, svc.port)
@@ -394,7 +723,7 @@ def _netmask(
     if value is None:
         return None
     if family is Family.INET6:
-        if isinstance(value, int) and 1 <= value <= HOST_PREFIX_V6:
+        if isinstance(value, int) and limits.ipv6_prefix_error(value) is None:
             return None if value == HOST_PREFIX_V6 else value
         problems.append(
             Problem(where, f"an IPv6 persistence netmask is a prefix length 1..128, got {value!r}")
@@ -408,25 +737,45 @@ def _netmask(
     return None if mask == HOST_NETMASK_V4 else mask
 
 
-_CHECK_DURATIONS = ("interval", "timeout", "retry_interval")
-
-
-def _check(raw: Mapping[str, Any], where: str, problems: list[Problem]) -> CheckSpec | None:
+def _check(
+    raw: Mapping[str, Any], where: str, problems: list[Problem], warnings: list[Problem]
+) -> CheckSpec | None:
+    tag = raw.get("type")
     try:
-        durations = {k: _seconds(raw[k]) for k in _CHECK_DURATIONS if k in raw}
-    except ValueError as exc:
-        problems.append(Problem(where, str(exc)))
-        return None
-    try:
-        return parse_check({**raw, **durations})
+        spec = parse_check(raw)
     except ValidationError as exc:
-        for error in exc.errors():
-            loc = list(error["loc"])
-            if loc and loc[0] == raw.get("type"):
-                loc = loc[1:]  # pydantic prefixes the discriminator's value
-            inner = format_location(loc)
-            problems.append(Problem(f"{where}.{inner}" if inner else where, str(error["msg"])))
+        schema = CHECKS.get(tag) if isinstance(tag, str) else None
+        problems.extend(_problems_of(exc, where, schema or CheckSpec,
+                                     tag if isinstance(tag, str) else None))
         return None
+    _check_warnings(spec, where, warnings)
+    return spec
+
+
+def _check_warnings(spec: CheckSpec, where: str, warnings: list[Problem]) -> None:
+    if spec.timeout > spec.interval:
+        warnings.append(Problem(f"{where}.timeout", f"{spec.timeout:g} s is longer than the "
+                                f"interval {spec.interval:g} s: a hung probe delays the next"))
+    if isinstance(spec, FileCheck) and not os.path.isabs(spec.path):
+        warnings.append(Problem(f"{where}.path", _relative_path_warning(spec.path)))
+    if isinstance(spec, ExecCheck):
+        problem = _program_problem(spec.argv[0])
+        if problem is not None:
+            warnings.append(Problem(f"{where}.argv", problem))
+
+
+def _program_problem(program: str) -> str | None:
+    if "/" not in program:
+        if shutil.which(program) is None:
+            return f"program {program!r} is not found in PATH"
+        return None
+    if not os.path.isabs(program):
+        return _relative_path_warning(program)
+    if not os.path.isfile(program):
+        return f"program {program!r} does not exist"
+    if not os.access(program, os.X_OK):
+        return f"program {program!r} is not executable"
+    return None
 
 
 def _merged_check(
@@ -448,29 +797,44 @@ def _build_server(
     service_check: CheckSpec | None,
     where: str,
     problems: list[Problem],
+    warnings: list[Problem],
 ) -> ServerSpec | None:
     dest = _dest(
         rs.address, rs.port, rs.weight, rs.forward or svc.forward, svc, key, where, problems, rs
     )
     check = service_check
     if rs.check is not None:
-        check = _check(_merged_check(svc.check, rs.check), f"{where}.check", problems)
+        check = _check(_merged_check(svc.check, rs.check), f"{where}.check", problems, warnings)
     if dest is None:
         return None
-    if check is not None and check.dr_path:
+    if check is not None:
+        _check_fits_server(check, dest, key, f"{where}.check", problems)
+    return ServerSpec(dest, check, rs.disabled)
+
+
+def _check_fits_server(
+    check: CheckSpec, dest: Dest, key: ServiceKey | None, where: str, problems: list[Problem]
+) -> None:
+    """What a check needs of the server and service it probes."""
+    if check.dr_path:
         if key is not None and key.is_fwmark:
             problems.append(
                 Problem(
-                    f"{where}.check.dr_path",
+                    f"{where}.dr_path",
                     "needs a service with a VIP, not a "
                     "fwmark service (the probe is addressed to the VIP)",
                 )
             )
         elif dest.forward is not Forward.ROUTE:
             problems.append(
-                Problem(f"{where}.check.dr_path", 'only for direct routing (forward = "route")')
+                Problem(f"{where}.dr_path", 'only for direct routing (forward = "route")')
             )
-    return ServerSpec(dest, check, rs.disabled)
+    probed_port = key.port if check.dr_path and key is not None else dest.key.port
+    if check.connects and check.connect_port is None and probed_port == 0:
+        kind = "fwmark" if key is not None and key.is_fwmark else "port-0"
+        problems.append(Problem(where, f"this {check.type} check would probe port 0 (a {kind} "
+                                f"service's server has no port): set connect_port in the "
+                                f"check, or give the real server a port"))
 
 
 def _dest(
@@ -486,6 +850,8 @@ def _dest(
 ) -> Dest | None:
     address = _address(address_text, f"{where}.address", problems)
     if address is None or key is None:
+        return None
+    if not _limit(limits.real_server_address_error(address), f"{where}.address", problems):
         return None
     forward = _FORWARD[forward_name]
     if key.is_fwmark:
@@ -520,12 +886,18 @@ def _dest(
     # or each pass would see a difference.
     tunnel = Tunnel() if forward is Forward.TUNNEL else None
     if rs is not None:
+        tunnel_keys = {"tunnel_type", "tunnel_port", "tunnel_csum"} & rs.model_fields_set
         if forward is Forward.TUNNEL:
             tunnel = Tunnel(_TUNNEL[rs.tunnel_type], rs.tunnel_port, _TUN_CSUM[rs.tunnel_csum])
-            if rs.tunnel_type == "gue" and rs.tunnel_port == 0:
-                problems.append(Problem(f"{where}.tunnel_port", "a gue tunnel needs a port"))
-        if rs.upper_threshold and rs.lower_threshold > rs.upper_threshold:
-            problems.append(Problem(f"{where}.lower_threshold", "above upper_threshold"))
+            error = limits.tunnel_error(tunnel.type, tunnel.port, tunnel.csum)
+            if error is not None:
+                field = "tunnel_port" if "port" in error else "tunnel_csum"
+                problems.append(Problem(f"{where}.{field}", error))
+        elif tunnel_keys:
+            problems.append(Problem(f"{where}.{sorted(tunnel_keys)[0]}",
+                                    'only for tunnel forwarding (forward = "tunnel")'))
+        _limit(limits.thresholds_error(rs.upper_threshold, rs.lower_threshold),
+               f"{where}.lower_threshold", problems)
     return Dest(
         DestKey(address, port),
         weight=weight,
@@ -534,3 +906,4 @@ def _dest(
         upper_threshold=rs.upper_threshold if rs else 0,
         lower_threshold=rs.lower_threshold if rs else 0,
     )
+

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from lvsd.errors import Problem
 from lvsd.model import Dest, DestKey, Service, ServiceKey, Timeouts
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ class DaemonSettings:
     log_level: str
     max_probes_in_flight: int
     dr_check_mark_base: int
+    allow_empty: bool = False  # a config without services may delete every owned service
 
     @property
     def state_file(self) -> Path:
@@ -70,3 +72,5 @@ class Config:
     services: tuple[ServiceSpec, ...] = ()
     timeouts: Timeouts | None = None
     source: str = "<config>"
+    # legal but probably wrong (check-config prints them, the daemon logs them)
+    warnings: tuple[Problem, ...] = ()

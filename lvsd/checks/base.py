@@ -17,18 +17,71 @@ import asyncio
 import contextlib
 import contextvars
 import errno
+import ipaddress
 import os
+import re
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
-from lvsd import model
+from lvsd import limits, model
 from lvsd.model import Address, format_endpoint
 from lvsd.probe import ProbeResult
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> object:
+    """Accept 2, 2.5, "2s", "500ms", "1m": operators write durations both ways. A boolean is
+    not a duration (pydantic would take ``true`` as 1 second)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration (seconds, or e.g. '2s'), got {str(value).lower()}")
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(
+                f"not a duration: {value!r} (use seconds, or e.g. '500ms', '2s', '1m')"
+            )
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+def parse_ip(value: object) -> object:
+    """An IP literal usable as a probe's destination (one message, not one per family)."""
+    if value is None or isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected an IP address (a string), got {value!r}")
+    try:
+        address = ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        raise ValueError(f"not an IP address: {value!r}") from None
+    error = limits.virtual_address_error(address)
+    if error is not None:
+        raise ValueError(error)
+    return address
+
+
+def checked_regex(value: str | None, what: str) -> str | None:
+    """``value`` if it compiles as a bytes regex; a huge repeat count (``a{99999999999}``) is
+    an OverflowError in ``re``, reported like any other bad pattern."""
+    if value is not None:
+        try:
+            re.compile(value.encode())
+        except (re.error, OverflowError, RecursionError, ValueError) as exc:
+            raise ValueError(f"{what} is not a valid regex: {exc}") from None
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(allow_inf_nan=False)]
+Count = Annotated[int, Strict()]
+Flag = Annotated[bool, Strict()]
+Text = Annotated[str, Strict()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +143,18 @@ class CheckSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Whether the probe opens a connection to ``connect_ip``/``connect_port`` or the server.
+    connects: ClassVar[bool] = True
+
     type: str
-    interval: float = Field(default=2.0, gt=0, le=86400)
-    timeout: float = Field(default=1.0, gt=0, le=3600)
-    rise: int = Field(default=2, ge=1, le=1000)
-    fall: int = Field(default=3, ge=1, le=1000)
-    retry_interval: float = Field(default=1.0, gt=0, le=86400)
-    connect_ip: Address | None = None
-    connect_port: int | None = Field(default=None, ge=1, le=65535)
-    dr_path: bool = False
+    interval: Duration = Field(default=2.0, gt=0, le=86400)
+    timeout: Duration = Field(default=1.0, gt=0, le=3600)
+    rise: Count = Field(default=2, ge=1, le=1000)
+    fall: Count = Field(default=3, ge=1, le=1000)
+    retry_interval: Duration = Field(default=1.0, gt=0, le=86400)
+    connect_ip: Annotated[Address | None, BeforeValidator(parse_ip)] = None
+    connect_port: Count | None = Field(default=None, ge=1, le=65535)
+    dr_path: Flag = False
 
     @model_validator(mode="after")
     def _dr_path_goes_to_the_vip(self) -> CheckSpec:

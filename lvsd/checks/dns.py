@@ -24,8 +24,10 @@ from pydantic import field_validator, model_validator
 
 from lvsd.checks.base import (
     CheckSpec,
+    Flag,
     Prober,
     ProbeTarget,
+    Text,
     close_with_reset,
     open_stream,
     os_error_reason,
@@ -38,19 +40,19 @@ _MAX_TCP_MESSAGE = 65535
 
 class DnsCheck(CheckSpec):
     type: Literal["dns"] = "dns"
-    query_name: str
-    query_type: str = "A"
-    expect_rcode: str = "NOERROR"
-    expect_answer: tuple[str, ...] = ()
+    query_name: Text
+    query_type: Text = "A"
+    expect_rcode: Text = "NOERROR"
+    expect_answer: tuple[Text, ...] = ()
     transport: Literal["udp", "tcp"] = "udp"
-    recursion_desired: bool = True
+    recursion_desired: Flag = True
 
     @field_validator("query_name")
     @classmethod
     def _name_parses(cls, value: str) -> str:
         try:
             dns.name.from_text(value)
-        except dns.exception.DNSException as exc:
+        except (dns.exception.DNSException, ValueError) as exc:
             raise ValueError(f"bad query_name {value!r}: {exc}") from None
         return value
 
@@ -59,7 +61,7 @@ class DnsCheck(CheckSpec):
     def _type_parses(cls, value: str) -> str:
         try:
             dns.rdatatype.from_text(value)
-        except dns.exception.DNSException:
+        except (dns.exception.DNSException, ValueError):
             raise ValueError(f"unknown query_type {value!r}") from None
         return value.upper()
 
@@ -68,7 +70,7 @@ class DnsCheck(CheckSpec):
     def _rcode_parses(cls, value: str) -> str:
         try:
             dns.rcode.from_text(value)
-        except dns.exception.DNSException:
+        except (dns.exception.DNSException, ValueError):
             raise ValueError(f"unknown rcode {value!r}") from None
         return value.upper()
 
@@ -82,7 +84,7 @@ class DnsCheck(CheckSpec):
         try:
             return frozenset(dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
                              for text in self.expect_answer)
-        except dns.exception.DNSException as exc:
+        except (dns.exception.DNSException, ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"expect_answer is not {self.query_type} data: {exc}") from None
 
     def prober(self) -> Prober:

@@ -15,11 +15,11 @@ import contextlib
 import os
 import signal
 import subprocess
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from lvsd.checks.base import CheckSpec, Prober, ProbeTarget, set_stage
+from lvsd.checks.base import CheckSpec, Prober, ProbeTarget, Text, set_stage
 from lvsd.probe import ProbeResult
 
 _OUTPUT_KEPT = 200
@@ -27,8 +27,9 @@ _OUTPUT_KEPT = 200
 
 class ExecCheck(CheckSpec):
     type: Literal["exec"] = "exec"
-    argv: tuple[str, ...] = Field(min_length=1)
-    env: tuple[tuple[str, str], ...] = ()
+    connects: ClassVar[bool] = False
+    argv: tuple[Text, ...] = Field(min_length=1)
+    env: tuple[tuple[Text, Text], ...] = ()
 
     @field_validator("argv")
     @classmethod
@@ -42,7 +43,16 @@ class ExecCheck(CheckSpec):
     @field_validator("env", mode="before")
     @classmethod
     def _env_from_mapping(cls, value: Any) -> Any:
-        return list(value.items()) if isinstance(value, dict) else value
+        pairs = list(value.items()) if isinstance(value, dict) else value
+        if isinstance(pairs, list | tuple):
+            for pair in pairs:
+                if not (isinstance(pair, list | tuple) and len(pair) == 2
+                        and all(isinstance(part, str) for part in pair)):
+                    raise ValueError(f"expected NAME = \"value\" strings, got {pair!r}")
+                name, content = pair
+                if not name or "=" in name or "\x00" in name + content:
+                    raise ValueError(f"bad environment variable {name!r}")
+        return pairs
 
     def prober(self) -> Prober:
         return ExecProber(self)

@@ -10,11 +10,11 @@ import asyncio
 import ipaddress
 import os
 import string
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lvsd.checks.base import CheckSpec, Prober, ProbeTarget
+from lvsd.checks.base import CheckSpec, Count, Prober, ProbeTarget, Text
 from lvsd.probe import ProbeResult
 
 PLACEHOLDERS = frozenset({"address", "port", "vip", "vport"})
@@ -28,9 +28,10 @@ def placeholders(template: str) -> frozenset[str]:
 
 class FileCheck(CheckSpec):
     type: Literal["file"] = "file"
-    path: str
-    rise: int = Field(default=1, ge=1, le=1000)
-    fall: int = Field(default=1, ge=1, le=1000)
+    connects: ClassVar[bool] = False
+    path: Text
+    rise: Count = Field(default=1, ge=1, le=1000)
+    fall: Count = Field(default=1, ge=1, le=1000)
 
     @field_validator("path")
     @classmethod
@@ -45,6 +46,12 @@ class FileCheck(CheckSpec):
         if unknown:
             raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; "
                              f"known: {sorted(PLACEHOLDERS)}")
+        if "\x00" in value:
+            raise ValueError("path contains a NUL byte")
+        try:  # conversions and format specs fail only when formatted: try them now
+            value.format(address=_NO_ADDRESS, port=0, vip="", vport=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            raise ValueError(f"bad path template: {exc}") from None
         return value
 
     @model_validator(mode="after")

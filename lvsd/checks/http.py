@@ -19,9 +19,13 @@ from pydantic import Field, field_validator, model_validator
 
 from lvsd.checks.base import (
     CheckSpec,
+    Count,
+    Flag,
     ProbeProtocol,
     Prober,
     ProbeTarget,
+    Text,
+    checked_regex,
     open_stream,
     os_error_reason,
     set_stage,
@@ -35,20 +39,28 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FORBIDDEN_IN_HEADER = re.compile(r"[\r\n\x00]")
 
 
+def _status_code(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a status code or a range like '200-299', got {value!r}")
+    if isinstance(value, str):
+        if not re.fullmatch(r"\s*\d{3}\s*", value):
+            raise ValueError(f"expected a status code or a range like '200-299', got {value!r}")
+        return int(value)
+    return value
+
+
 def parse_status_ranges(value: Any) -> tuple[StatusRange, ...]:
     """``[200, "300-399"]`` → ``((200, 200), (300, 399))``, sorted and merged."""
-    items = [value] if isinstance(value, int | str) else list(value)
+    items = list(value) if isinstance(value, list | tuple) else [value]
     ranges: list[StatusRange] = []
     for item in items:
         if isinstance(item, tuple | list) and len(item) == 2:
-            low, high = int(item[0]), int(item[1])
-        elif isinstance(item, int) and not isinstance(item, bool):
-            low = high = item
-        elif isinstance(item, str) and re.fullmatch(r"\s*\d{3}\s*(-\s*\d{3}\s*)?", item):
+            low, high = _status_code(item[0]), _status_code(item[1])
+        elif isinstance(item, str) and re.fullmatch(r"\s*\d{3}\s*-\s*\d{3}\s*", item):
             low_text, _, high_text = item.partition("-")
-            low, high = int(low_text), int(high_text or low_text)
+            low, high = int(low_text), int(high_text)
         else:
-            raise ValueError(f"expected a status code or a range like '200-299', got {item!r}")
+            low = high = _status_code(item)
         if not 100 <= low <= high <= 599:
             raise ValueError(f"status range {low}-{high} is not within 100-599")
         ranges.append((low, high))
@@ -64,19 +76,41 @@ def parse_status_ranges(value: Any) -> tuple[StatusRange, ...]:
     return tuple(merged)
 
 
+def _header_pairs(value: Any) -> list[tuple[str, str]]:
+    """A table ``{ X-Probe = "1" }`` or an array of ``["name", "value"]`` pairs."""
+    if isinstance(value, dict):
+        items: list[Any] = list(value.items())
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError(f"expected a table of header names to values, got {value!r}")
+    pairs = []
+    for item in items:
+        if not (isinstance(item, list | tuple) and len(item) == 2
+                and all(isinstance(part, str) for part in item)):
+            raise ValueError(f"expected a header as a [name, value] pair of strings, got {item!r}")
+        name, content = item
+        if not _TOKEN.fullmatch(name) or _FORBIDDEN_IN_HEADER.search(content):
+            raise ValueError(f"bad header {name!r}")
+        if name.lower() in ("host", "connection", "content-length"):
+            raise ValueError(f"header {name!r} is set by the check itself")
+        pairs.append((name, content))
+    return pairs
+
+
 class HttpCheck(CheckSpec):
     """``expect_status``: codes and ranges (``[200, "300-399"]``); ``expect_body``: a regex
     searched in the first ``max_bytes`` of the response; ``host``: the Host header (default:
     the address probed, with its port when not the scheme's default)."""
 
     type: Literal["http"] = "http"
-    method: str = "GET"
-    path: str = "/"
-    host: str | None = None
+    method: Text = "GET"
+    path: Text = "/"
+    host: Text | None = None
     headers: tuple[tuple[str, str], ...] = ()
     expect_status: tuple[StatusRange, ...] = ((200, 299),)
-    expect_body: str | None = None
-    max_bytes: int = Field(default=65536, ge=64, le=16 * 1024 * 1024)
+    expect_body: Text | None = None
+    max_bytes: Count = Field(default=65536, ge=64, le=16 * 1024 * 1024)
 
     @field_validator("method")
     @classmethod
@@ -102,14 +136,7 @@ class HttpCheck(CheckSpec):
     @field_validator("headers", mode="before")
     @classmethod
     def _headers_from_mapping(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            value = list(value.items())
-        for name, content in value:
-            if not _TOKEN.fullmatch(str(name)) or _FORBIDDEN_IN_HEADER.search(str(content)):
-                raise ValueError(f"bad header {name!r}")
-            if str(name).lower() in ("host", "connection", "content-length"):
-                raise ValueError(f"header {name!r} is set by the check itself")
-        return value
+        return _header_pairs(value)
 
     @field_validator("expect_status", mode="before")
     @classmethod
@@ -119,12 +146,7 @@ class HttpCheck(CheckSpec):
     @field_validator("expect_body")
     @classmethod
     def _body_is_a_regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value.encode())
-            except re.error as exc:
-                raise ValueError(f"expect_body is not a valid regex: {exc}") from None
-        return value
+        return checked_regex(value, "expect_body")
 
     @model_validator(mode="after")
     def _head_has_no_body(self) -> HttpCheck:
@@ -148,17 +170,17 @@ class HttpsCheck(HttpCheck):
     address probed). ``verify = false`` is the explicit opt-out."""
 
     type: Literal["https"] = "https"  # type: ignore[assignment]
-    server_name: str | None = None
-    verify: bool = True
-    ca_file: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
+    server_name: Text | None = None
+    verify: Flag = True
+    ca_file: Text | None = None
+    client_cert: Text | None = None
+    client_key: Text | None = None
 
     @field_validator("ca_file", "client_cert", "client_key")
     @classmethod
     def _file_is_readable(cls, value: str | None) -> str | None:
-        if value is not None and not os.access(value, os.R_OK):
-            raise ValueError(f"cannot read {value}")
+        if value is not None and ("\x00" in value or not os.access(value, os.R_OK)):
+            raise ValueError(f"cannot read {value!r}")
         return value
 
     @model_validator(mode="after")
@@ -170,6 +192,10 @@ class HttpsCheck(HttpCheck):
         if self.server_name is not None and (
                 not self.server_name or _FORBIDDEN_IN_HEADER.search(self.server_name)):
             raise ValueError("server_name must be a non-empty single line")
+        try:  # a readable file that holds no certificate would fail only when probing starts
+            self.ssl_context()
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ValueError(f"cannot load the TLS files: {exc}") from None
         return self
 
     def ssl_context(self) -> ssl.SSLContext:

@@ -11,9 +11,12 @@ from pydantic import Field, field_validator, model_validator
 
 from lvsd.checks.base import (
     CheckSpec,
+    Count,
     ProbeProtocol,
     Prober,
     ProbeTarget,
+    Text,
+    checked_regex,
     open_stream,
     os_error_reason,
     set_stage,
@@ -23,19 +26,14 @@ from lvsd.probe import ProbeResult
 
 class TcpCheck(CheckSpec):
     type: Literal["tcp"] = "tcp"
-    send: str | None = None
-    expect: str | None = None
-    max_bytes: int = Field(default=4096, ge=1, le=1024 * 1024)
+    send: Text | None = None
+    expect: Text | None = None
+    max_bytes: Count = Field(default=4096, ge=1, le=1024 * 1024)
 
     @field_validator("expect")
     @classmethod
     def _expect_is_a_regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value.encode())
-            except re.error as exc:
-                raise ValueError(f"expect is not a valid regex: {exc}") from None
-        return value
+        return checked_regex(value, "expect")
 
     @model_validator(mode="after")
     def _send_is_not_empty(self) -> TcpCheck:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsd.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
+from lvsd.cli import EXIT_BAD_INPUT, EXIT_OK, main
 
 CONFIG = Path(__file__).parents[2] / "config" / "lvsd.toml"
 
@@ -21,11 +21,12 @@ def test_check_config_prints_every_problem_with_its_place(
     bad = tmp_path / "bad.toml"
     bad.write_text('[[services]]\naddress = "192.0.2.1"\nport = 80\nscheduler = "nope"\n'
                    '[[services.real_servers]]\naddress = "192.0.2.11"\nweight = 70000\n')
-    assert main(["check-config", str(bad)]) == EXIT_FAILED
+    assert main(["check-config", str(bad)]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert f"{bad}: invalid, 2 problem(s):" in err
-    assert "services[0].scheduler: unknown scheduler 'nope'" in err
-    assert "services[0].real_servers[0].weight: Input should be less than or equal to 65535" in err
+    assert "services[0] (tcp:192.0.2.1:80).scheduler: unknown scheduler 'nope'" in err
+    assert ("services[0] (tcp:192.0.2.1:80).real_servers[0] (192.0.2.11).weight: "
+            "weight 70000 is out of range 0..65535") in err
 
 
 def test_restore_refuses_a_bad_file_before_touching_the_kernel(

@@ -154,18 +154,19 @@ check = { type = "tcp", timeout = 0 }
 fwmark = 8
 protocol = "tcp"
 """)
+    svc = "services[0] (tcp:192.0.2.1:80)"
     assert found == [
-        "daemon.listen: expected HOST:PORT, got 'nowhere'",
-        "services[0].scheduler: unknown scheduler 'rrr' (one of rr, wrr, lc, wlc, lblc, lblcr, "
-        "dh, sh, sed, nq, fo, ovf, mh, twos)",
-        "services[0].sched_flags: 'mh-port' needs scheduler 'mh', not 'rrr'",
-        "services[0].check.pth: Extra inputs are not permitted",
-        "services[0].real_servers[0].address: not an IP address: '192.0.2.300'",
-        "services[0].real_servers[1].weight: Input should be greater than or equal to 0",
-        "services[0].real_servers[2].port: route forwarding cannot change the port: the server "
-        "must listen on 80 (or use masq)",
-        "services[0].real_servers[2].check.timeout: Input should be greater than 0",
-        "services[1].protocol: a fwmark service has no protocol",
+        "daemon.listen: expected IP:PORT, e.g. 127.0.0.1:9163 or [::1]:9163, got 'nowhere'",
+        f"{svc}.scheduler: unknown scheduler 'rrr' (did you mean 'rr'?) (one of rr, wrr, lc, "
+        "wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos)",
+        f"{svc}.sched_flags: 'mh-port' needs scheduler 'mh', not 'rrr'",
+        f"{svc}.check: unknown key 'pth' (did you mean 'path'?)",
+        f"{svc}.real_servers[0] (192.0.2.300).address: not an IP address: '192.0.2.300'",
+        f"{svc}.real_servers[1] (192.0.2.3).weight: weight -1 is out of range 0..65535",
+        f"{svc}.real_servers[2] (192.0.2.4).port: route forwarding cannot change the port: the "
+        "server must listen on 80 (or use masq)",
+        f"{svc}.real_servers[2] (192.0.2.4).check.timeout: must be above 0, got 0",
+        "services[1] (fwm:8).protocol: a fwmark service has no protocol",
     ]
 
 
@@ -184,15 +185,17 @@ address = "192.0.2.1"
 port = 80
 """)
     assert found == [
-        "services[0].real_servers[1]: duplicate of real_servers[0] (192.0.2.3:80)",
-        "services[1]: duplicate of services[0] (tcp:192.0.2.1:80)",
+        "services[0] (tcp:192.0.2.1:80).real_servers[1] (192.0.2.3): duplicate of "
+        "real_servers[0] (192.0.2.3)",
+        "services[1] (tcp:192.0.2.1:80): duplicate of services[0] (tcp:192.0.2.1:80)",
     ]
 
 
 def test_unknown_keys_and_bad_toml_are_problems() -> None:
-    assert problems_of("[daemon]\nlistn = 1\n") == ["daemon.listn: Extra inputs are not permitted"]
+    assert problems_of("[daemon]\nlistn = 1\nallow_empty = true\n") == [
+        "daemon: unknown key 'listn' (did you mean 'listen'?)"]
     (bad,) = problems_of("[[services]\n")
-    assert bad.startswith("not valid TOML") and "line 1" in bad
+    assert bad.startswith("line 1, column 11: not valid TOML")
 
 
 def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
