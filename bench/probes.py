@@ -108,6 +108,7 @@ class Recorder:
     lateness: list[float] = field(default_factory=list)
     failures: collections.Counter[str] = field(default_factory=collections.Counter)
     first_start: dict[CheckKey, float] = field(default_factory=dict)
+    inconclusive: int = 0
 
     def __call__(self, reports: Sequence[ProbeReport]) -> None:
         for report in reports:
@@ -115,11 +116,14 @@ class Recorder:
 
     def record(self, report: ProbeReport) -> None:
         spec = report.key.spec
-        self.states[report.key] = observe(self.states[report.key], report.result, spec.rise,
-                                          spec.fall, now=report.finished)
         self.starts.append(report.started)
         self.lateness.append(report.lateness)
         self.first_start.setdefault(report.key, report.started)
+        if report.inconclusive:
+            self.inconclusive += 1
+            return
+        self.states[report.key] = observe(self.states[report.key], report.result, spec.rise,
+                                          spec.fall, now=report.finished)
         if not report.result.ok:
             self.failures[report.result.reason] += 1
 

@@ -18,13 +18,14 @@ import contextlib
 import contextvars
 import errno
 import ipaddress
+import logging
 import os
 import re
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
@@ -115,13 +116,64 @@ class ProbeTarget:
         return text
 
 
+class RunningProbe(Protocol):
+    """One probe in flight, as the runner holds it."""
+
+    @property
+    def stage(self) -> str:
+        """What the probe waits for now ("connect", "response", …), for a timeout's reason."""
+
+    def cancel(self) -> None:
+        """Stop and release everything; its ``done`` callback is then never called."""
+
+
 class Prober(abc.ABC):
     @abc.abstractmethod
     async def probe(self, target: ProbeTarget) -> ProbeResult:
         """Run one probe. Must release everything it holds when cancelled (the timeout)."""
 
+    def start(self, target: ProbeTarget, done: Callable[[ProbeResult], None]) -> RunningProbe:
+        """Start one probe; ``done`` gets its result on the event loop, never from inside
+        ``start``. By default ``probe()`` runs as a task; the stream checkers override this
+        with a callback-driven probe that needs no task (``lvsd.checks.sockets``)."""
+        return TaskProbe(self, target, done)
+
 
 _stage: contextvars.ContextVar[str] = contextvars.ContextVar("lvsd_probe_stage", default="")
+
+
+class TaskProbe:
+    """``Prober.probe`` run as a task (the default ``Prober.start``)."""
+
+    __slots__ = ("context", "done", "task")
+
+    def __init__(self, prober: Prober, target: ProbeTarget,
+                 done: Callable[[ProbeResult], None]) -> None:
+        self.done: Callable[[ProbeResult], None] | None = done
+        self.context = contextvars.copy_context()
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(prober, target), context=self.context)
+
+    @property
+    def stage(self) -> str:
+        return self.context.get(_stage, "")
+
+    def cancel(self) -> None:
+        self.done = None
+        self.task.cancel()
+
+    async def _run(self, prober: Prober, target: ProbeTarget) -> None:
+        _stage.set("")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            result = await prober.probe(target)
+        except Exception as exc:  # a checker bug must cost one probe, not the runner
+            logging.getLogger(__name__).exception("probe of %s raised", target)
+            result = ProbeResult(False, f"check error: {type(exc).__name__}: {exc}",
+                                 loop.time() - started)
+        if self.done is not None:
+            self.done(result)
 
 
 def set_stage(stage: str) -> None:

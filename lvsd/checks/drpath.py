@@ -66,20 +66,25 @@ def source_for(target: ProbeTarget) -> Address | None:
     return None
 
 
+def prepare_socket(sock: socket.socket, target: ProbeTarget, *, stream: bool) -> None:
+    """Give a new socket towards ``target`` its mark and source address, before connect."""
+    if target.mark:
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, target.mark)
+    source = source_for(target)
+    if source is not None:
+        if stream:  # without it, binding picks the port before the peer is known
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((str(source), 0))
+
+
 async def connected_socket(target: ProbeTarget, *, stream: bool) -> socket.socket:
     """A non-blocking socket connected to ``target`` with its mark and source address."""
     family = socket.AF_INET if target.address.version == 4 else socket.AF_INET6
     sock = socket.socket(family, socket.SOCK_STREAM if stream else socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        if target.mark:
-            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, target.mark)
-        source = source_for(target)
-        if source is not None:
-            if stream:  # without it, binding picks the port before the peer is known
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-            sock.bind((str(source), 0))
+        prepare_socket(sock, target, stream=stream)
         await asyncio.get_running_loop().sock_connect(sock, (str(target.address), target.port))
     except BaseException:
         sock.close()

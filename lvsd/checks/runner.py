@@ -14,8 +14,19 @@
   wake-up per probe would cost more CPU than the probes), for at most ``batch`` lateness.
 - At most ``max_in_flight`` probes run; due probes beyond that wait in arrival order (their
   wait shows as start lateness). A probe still running at ``timeout`` is cancelled and fails
-  with the step it was stuck in: "timeout (connect)", "timeout (response)", …
+  with the step it was stuck in: "timeout (connect)", "timeout (response)", … Deadlines sit
+  in one queue per timeout value (they expire in start order) and are swept at the wake-ups:
+  no timer per probe, at most ``batch`` late.
+- A probe is an object the prober starts with a callback (``Prober.start``), not a task for
+  the stream checkers; results go to ``on_results`` in batches, one per loop iteration.
 - ``update(keys)`` adds and removes only what changed: unchanged checks keep their schedule.
+
+An overloaded lvsd must not take healthy servers out. A failed probe is reported
+``inconclusive`` (the health book ignores it) when lvsd, not the server, may be the cause:
+it started later than ``late_bound(spec)`` (its timeout, or half its interval if shorter),
+or it timed out while the event loop stalled (a wake-up ``lag_bound`` or more behind its
+timer, the reply may have sat unread). ``load()`` says how late lvsd runs; a warning is
+logged, at most every ``LOG_EVERY`` seconds, while it is.
 
 Time comes from an injectable ``Clock`` (the event loop by default; a fake one in tests).
 """
@@ -23,6 +34,7 @@ Time comes from an injectable ``Clock`` (the event loop by default; a fake one i
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import heapq
 import logging
@@ -30,15 +42,18 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lvsd.checks.base import CheckSpec, Prober, ProbeTarget, current_stage, set_stage
+from lvsd.checks.base import CheckSpec, Prober, ProbeTarget, RunningProbe, TaskProbe
 from lvsd.probe import CheckKey, ProbeReport, ProbeResult, ResultsCallback
 
 log = logging.getLogger(__name__)
 
 TIMER_TICK = 0.001  # uvloop's timer resolution
 DEFAULT_BATCH = 0.005
+DEFAULT_LAG_BOUND = 0.1
+LOG_EVERY = 10.0
 
 
 class Cancellable(Protocol):
@@ -51,6 +66,31 @@ class Clock(Protocol):
     def time(self) -> float: ...
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> Cancellable: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """How far behind the probe engine runs, since the previous ``load()``."""
+
+    probes: int = 0
+    inconclusive: int = 0
+    late: int = 0  # probes that started later than their late bound
+    max_lateness: float = 0.0
+    max_lag: float = 0.0  # the longest event-loop stall seen at a wake-up
+
+    @property
+    def overloaded(self) -> bool:
+        return self.late > 0 or self.inconclusive > 0
+
+    def __add__(self, other: EngineLoad) -> EngineLoad:
+        return EngineLoad(self.probes + other.probes, self.inconclusive + other.inconclusive,
+                          self.late + other.late, max(self.max_lateness, other.max_lateness),
+                          max(self.max_lag, other.max_lag))
+
+
+def late_bound(spec: CheckSpec) -> float:
+    """A probe that started later than this after its schedule proves nothing by failing."""
+    return min(spec.timeout, spec.interval / 2)
 
 
 def stable_hash(key: CheckKey, spec_digest: bytes = b"") -> int:
@@ -118,7 +158,8 @@ class _SharedProber:
 
 
 class _Entry:
-    __slots__ = ("alive", "anchor", "due", "key", "prober", "seq", "shared", "task", "timed_out")
+    __slots__ = ("alive", "anchor", "due", "generation", "key", "prober", "report", "running",
+                 "scheduled", "seq", "shared", "started")
 
     def __init__(self, key: CheckKey, shared: _SharedProber, anchor: float) -> None:
         self.key = key
@@ -129,20 +170,31 @@ class _Entry:
         self.due = anchor
         self.seq = 0
         self.alive = True
-        self.task: asyncio.Task[None] | None = None
-        self.timed_out = False
+        self.running: RunningProbe | None = None
+        self.generation = 0  # counts probes: tells a stale deadline from the current one
+        self.scheduled = 0.0
+        self.started = 0.0
+        self.report: Callable[[ProbeResult], None] = _noop
+
+
+def _noop(result: ProbeResult) -> None:
+    return None
+
+
+_Deadlines = deque[tuple[float, int, _Entry]]
 
 
 class ProbeRunner:
-    """Runs the probes of a set of ``CheckKey``s and hands their reports to ``on_results``
-    (one batch per finished probe, for now).
+    """Runs the probes of a set of ``CheckKey``s and hands their reports to ``on_results``,
+    a batch at a time.
 
-    ``on_results`` runs on the event loop and must not block; it is not given a check
+    ``on_results`` runs on the event loop and must not block; it gets no report of a check
     removed while its probe ran.
     """
 
     def __init__(self, on_results: ResultsCallback, *, max_in_flight: int = 1000,
                  jitter: float = 0.05, batch: float = DEFAULT_BATCH,
+                 lag_bound: float = DEFAULT_LAG_BOUND,
                  clock: Clock | None = None, rng: random.Random | None = None) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -152,18 +204,26 @@ class ProbeRunner:
         self._max_in_flight = max_in_flight
         self._jitter = jitter
         self._batch = batch
+        self._lag_bound = lag_bound
         self._last_wake = float("-inf")
-        self._clock: Clock = clock if clock is not None else asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
+        self._clock: Clock = clock if clock is not None else self._loop
         self._rng = rng if rng is not None else random.Random()
         self._entries: dict[CheckKey, _Entry] = {}
         self._probers: dict[CheckSpec, _SharedProber] = {}
         self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = 0
         self._waiting: deque[tuple[_Entry, float]] = deque()
+        self._deadlines: dict[float, _Deadlines] = {}
         self._in_flight = 0
         self._running = False
         self._timer: Cancellable | None = None
         self._timer_when = 0.0
+        self._reports: list[ProbeReport] = []
+        self._stall_end = float("-inf")  # when the last event-loop stall was seen
+        self._window = _LoadCounter()  # since _window_start, for the log
+        self._window_start = self._clock.time()
+        self._since_load = EngineLoad()  # earlier windows not yet read by load()
 
     # --- public -------------------------------------------------------------------------
 
@@ -185,9 +245,16 @@ class ProbeRunner:
     def due(self, key: CheckKey) -> float | None:
         """When ``key``'s next probe is due (None while it runs or waits for a slot)."""
         entry = self._entries.get(key)
-        if entry is None or entry.task is not None or entry.seq < 0:
+        if entry is None or entry.running is not None or entry.seq < 0:
             return None
         return entry.due
+
+    def load(self) -> EngineLoad:
+        """How late the engine ran since the previous call (for /status and the log)."""
+        load = self._since_load + self._window.freeze()
+        self._since_load = EngineLoad()
+        self._window = _LoadCounter()
+        return load
 
     def update(self, keys: Iterable[CheckKey]) -> None:
         """Make the set of checks ``keys``: new ones are spread over their interval from now,
@@ -205,6 +272,7 @@ class ProbeRunner:
             if shared is None:
                 shared = by_identity[id(key.spec)] = self._prober_for(key.spec)
             entry = _Entry(key, shared, now + offset)
+            entry.report = functools.partial(self._finished, entry)
             self._entries[key] = entry
             self._push(entry, entry.anchor)
         self._arm()
@@ -219,11 +287,17 @@ class ProbeRunner:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        tasks = [entry.task for entry in self._entries.values() if entry.task is not None]
-        for task in tasks:
-            task.cancel()
+        tasks = []
+        for entry in self._entries.values():
+            if entry.running is not None:
+                if isinstance(entry.running, TaskProbe):
+                    tasks.append(entry.running.task)
+                entry.running.cancel()
+                entry.running = None
+        self._in_flight = 0
         await asyncio.gather(*tasks, return_exceptions=True)
         self._waiting.clear()
+        self._deadlines.clear()
         for entry in self._entries.values():
             if entry.seq < 0:  # was running or waiting for a slot: due again at once
                 self._push(entry, entry.due)
@@ -242,8 +316,11 @@ class ProbeRunner:
 
     def _remove(self, entry: _Entry) -> None:
         entry.alive = False
-        if entry.task is not None:
-            entry.task.cancel()
+        if entry.running is not None:
+            entry.running.cancel()
+            entry.running = None
+            self._in_flight -= 1
+            self._fill_slots()
         entry.shared.users -= 1
         if entry.shared.users == 0:
             del self._probers[entry.key.spec]
@@ -264,8 +341,14 @@ class ProbeRunner:
         heap = self._heap
         while heap and (not heap[0][2].alive or heap[0][1] != heap[0][2].seq):
             heapq.heappop(heap)
-        if heap:
-            self._timer_when = max(heap[0][0], self._last_wake + self._batch)
+        wake = heap[0][0] if heap else float("inf")
+        for deadlines in self._deadlines.values():
+            while deadlines and _stale(deadlines[0]):
+                deadlines.popleft()
+            if deadlines and deadlines[0][0] < wake:
+                wake = deadlines[0][0]
+        if wake != float("inf"):
+            self._timer_when = max(wake, self._last_wake + self._batch)
             self._timer = self._clock.call_at(self._timer_when, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -273,8 +356,13 @@ class ProbeRunner:
         # Timers may fire up to a tick early (uvloop counts whole milliseconds and caches the
         # time per loop iteration): take what is due within a tick rather than spin.
         now = self._clock.time()
+        lag = now - self._timer_when
+        if lag >= self._lag_bound:
+            self._stall_end = now
+        self._window.lag(lag)
         self._last_wake = now
         limit = now + TIMER_TICK
+        self._expire(now)
         heap = self._heap
         while heap and heap[0][0] <= limit:
             due, seq, entry = heapq.heappop(heap)
@@ -286,10 +374,31 @@ class ProbeRunner:
             else:
                 self._waiting.append((entry, due))
         self._arm()
+        if now - self._window_start >= LOG_EVERY:
+            window = self._window
+            if window.overloaded:
+                window.log()
+            self._since_load += window.freeze()
+            self._window = _LoadCounter()
+            self._window_start = now
 
     def _launch(self, entry: _Entry, scheduled: float) -> None:
         self._in_flight += 1
-        entry.task = asyncio.get_running_loop().create_task(self._run(entry, scheduled))
+        entry.scheduled = scheduled
+        entry.started = started = self._clock.time()
+        entry.generation += 1
+        timeout = entry.key.spec.timeout
+        deadlines = self._deadlines.get(timeout)
+        if deadlines is None:
+            deadlines = self._deadlines[timeout] = deque()
+        deadlines.append((started + timeout, entry.generation, entry))
+        try:
+            entry.running = entry.prober.start(entry.key.target, entry.report)
+        except Exception as exc:  # a checker bug must cost one probe, not the runner
+            log.exception("probe %s raised", entry.key)
+            entry.running = _NOT_STARTED
+            self._loop.call_soon(entry.report, ProbeResult(
+                False, f"check error: {type(exc).__name__}: {exc}"))
 
     def _fill_slots(self) -> None:
         while self._running and self._waiting and self._in_flight < self._max_in_flight:
@@ -297,45 +406,105 @@ class ProbeRunner:
             if entry.alive:
                 self._launch(entry, scheduled)
 
-    def _expire(self, entry: _Entry) -> None:
-        if entry.task is not None:
-            entry.timed_out = True
-            entry.task.cancel()
-
-    async def _run(self, entry: _Entry, scheduled: float) -> None:
-        clock = self._clock
-        started = clock.time()
-        spec = entry.key.spec
-        task = entry.task
-        assert task is not None
-        entry.timed_out = False
-        set_stage("")
-        deadline = clock.call_at(started + spec.timeout, self._expire, entry)
-        try:
-            result = await entry.prober.probe(entry.key.target)
-        except asyncio.CancelledError:
-            if not entry.timed_out or task.uncancel() > 0:
-                raise
-            stage = current_stage()
-            result = ProbeResult(False, f"timeout ({stage})" if stage else "timeout",
-                                 clock.time() - started)
-        except Exception as exc:  # a checker bug must cost one probe, not the runner
-            log.exception("probe %s raised", entry.key)
-            result = ProbeResult(False, f"check error: {type(exc).__name__}: {exc}",
-                                 clock.time() - started)
-        finally:
-            deadline.cancel()
-            entry.task = None
-            self._in_flight -= 1
+    def _expire(self, now: float) -> None:
+        """Fail the probes whose deadline passed (never early: a timer that fired a tick
+        early leaves them to the next wake-up), with the step each was stuck in."""
+        expired = False
+        for deadlines in self._deadlines.values():
+            while deadlines and deadlines[0][0] <= now:
+                deadline, generation, entry = deadlines.popleft()
+                running = entry.running
+                if running is None or generation != entry.generation:
+                    continue
+                stage = running.stage
+                running.cancel()
+                entry.running = None
+                self._in_flight -= 1
+                expired = True
+                stalled = now - deadline >= self._lag_bound or self._stall_end >= entry.started
+                result = ProbeResult(False, f"timeout ({stage})" if stage else "timeout",
+                                     now - entry.started)
+                self._complete(entry, result, now, stalled)
+        if expired:
             self._fill_slots()
-        finished = clock.time()
+
+    def _finished(self, entry: _Entry, result: ProbeResult) -> None:
+        if entry.running is None:
+            return  # cancelled (timed out, removed, stopped) before it answered
+        entry.running = None
+        self._in_flight -= 1
+        self._complete(entry, result, self._clock.time(), False)
+        self._fill_slots()
+
+    def _complete(self, entry: _Entry, result: ProbeResult, finished: float,
+                  stalled: bool) -> None:
         if not entry.alive:
             return
+        spec = entry.key.spec
+        lateness = entry.started - entry.scheduled
+        late = lateness > late_bound(spec)
+        inconclusive = not result.ok and (late or stalled)
+        self._window.probe(lateness, late, inconclusive)
         entry.anchor, due = next_schedule(entry.anchor, finished, probe_period(spec, result.ok),
                                           self._jitter, self._rng.random())
         self._push(entry, due)
         self._arm()
+        if not self._reports:
+            self._loop.call_soon(self._flush)
+        self._reports.append(ProbeReport(entry.key, result, entry.scheduled, entry.started,
+                                         finished, inconclusive))
+
+    def _flush(self) -> None:
+        reports, self._reports = self._reports, []
         try:
-            self._on_results((ProbeReport(entry.key, result, scheduled, started, finished),))
+            self._on_results(reports)
         except Exception:
-            log.exception("result callback failed for %s", entry.key)
+            log.exception("the results callback failed for %d reports", len(reports))
+
+
+def _stale(item: tuple[float, int, _Entry]) -> bool:
+    entry = item[2]
+    return entry.running is None or item[1] != entry.generation
+
+
+class _NotStarted:
+    """Stands for a probe whose ``start`` raised, until its failure is recorded."""
+
+    stage = ""
+
+    def cancel(self) -> None:
+        return None
+
+
+_NOT_STARTED = _NotStarted()
+
+
+class _LoadCounter:
+    __slots__ = ("inconclusive", "late", "max_lag", "max_lateness", "probes")
+
+    def __init__(self) -> None:
+        self.probes = self.inconclusive = self.late = 0
+        self.max_lateness = self.max_lag = 0.0
+
+    def probe(self, lateness: float, late: bool, inconclusive: bool) -> None:
+        self.probes += 1
+        self.late += late
+        self.inconclusive += inconclusive
+        self.max_lateness = max(self.max_lateness, lateness)
+
+    def lag(self, lag: float) -> None:
+        self.max_lag = max(self.max_lag, lag)
+
+    @property
+    def overloaded(self) -> bool:
+        return self.late > 0 or self.inconclusive > 0
+
+    def freeze(self) -> EngineLoad:
+        return EngineLoad(self.probes, self.inconclusive, self.late, self.max_lateness,
+                          self.max_lag)
+
+    def log(self) -> None:
+        log.warning("probe engine overloaded: %d of %d probes started late (up to %.3f s), "
+                    "event loop stalled up to %.3f s; %d failures not counted against their "
+                    "servers", self.late, self.probes, self.max_lateness, self.max_lag,
+                    self.inconclusive)

@@ -3,24 +3,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from typing import Literal, cast
+from collections.abc import Callable
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from lvsd.checks.base import (
     CheckSpec,
     Count,
-    ProbeProtocol,
     Prober,
     ProbeTarget,
+    RunningProbe,
     Text,
     checked_regex,
-    open_stream,
     os_error_reason,
-    set_stage,
 )
+from lvsd.checks.sockets import SocketProbe, Verdict, run_to_end
 from lvsd.probe import ProbeResult
 
 
@@ -45,77 +44,52 @@ class TcpCheck(CheckSpec):
         return TcpProber(self)
 
 
-class _Exchange(ProbeProtocol):
-    """Writes ``payload`` and collects the reply until ``pattern`` matches, EOF, or the cap."""
+class _Exchange:
+    """Sends ``payload`` and collects the reply until ``pattern`` matches, EOF, or the cap
+    (``sockets.Exchange``); without a pattern the open connection is the answer."""
 
-    def __init__(self, payload: bytes | None, pattern: re.Pattern[bytes] | None, max_bytes: int,
-                 done: asyncio.Future[str]) -> None:
-        self.payload = payload
+    __slots__ = ("max_bytes", "pattern", "reply", "request")
+
+    stage = "reply"
+
+    def __init__(self, payload: bytes, pattern: re.Pattern[bytes] | None, max_bytes: int) -> None:
+        self.request = payload
         self.pattern = pattern
         self.max_bytes = max_bytes
-        self.done = done
-        self.received = bytearray()
+        self.reply = bytearray()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        if self.payload:
-            cast(asyncio.Transport, transport).write(self.payload)
-        if self.pattern is None:
-            self._finish("")
+    def connected(self) -> Verdict | None:
+        return _CONNECTED if self.pattern is None else None
 
-    def data_received(self, data: bytes) -> None:
-        if self.done.done() or self.pattern is None:
-            return
-        self.received += data[:self.max_bytes - len(self.received)]
-        if self.pattern.search(self.received):
-            self._finish("")
-        elif len(self.received) >= self.max_bytes:
-            self._finish(f"expect mismatch in the first {self.max_bytes} bytes")
-
-    def eof_received(self) -> bool | None:
-        self._closed(None)
+    def received(self, data: bytes) -> Verdict | None:
+        assert self.pattern is not None
+        self.reply += data[:self.max_bytes - len(self.reply)]
+        if self.pattern.search(self.reply):
+            return _CONNECTED
+        if len(self.reply) >= self.max_bytes:
+            return False, f"expect mismatch in the first {self.max_bytes} bytes"
         return None
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self._closed(exc)
+    def closed(self, error: OSError | None) -> Verdict:
+        if error is not None:
+            return False, os_error_reason(error)
+        if self.reply:
+            return False, f"expect mismatch ({len(self.reply)} bytes before close)"
+        return False, "closed before a reply"
 
-    def _closed(self, exc: Exception | None) -> None:
-        if isinstance(exc, OSError):
-            self._finish(os_error_reason(exc))
-        elif self.received:
-            self._finish(f"expect mismatch ({len(self.received)} bytes before close)")
-        else:
-            self._finish("closed before a reply")
 
-    def _finish(self, error: str) -> None:
-        if not self.done.done():
-            self.done.set_result(error)
-        self.answered()
+_CONNECTED: Verdict = (True, "connected")
 
 
 class TcpProber(Prober):
     def __init__(self, spec: TcpCheck) -> None:
-        self.payload = spec.send.encode() if spec.send is not None else None
+        self.payload = spec.send.encode() if spec.send is not None else b""
         self.pattern = re.compile(spec.expect.encode()) if spec.expect is not None else None
         self.max_bytes = spec.max_bytes
 
+    def start(self, target: ProbeTarget, done: Callable[[ProbeResult], None]) -> RunningProbe:
+        return SocketProbe(target, _Exchange(self.payload, self.pattern, self.max_bytes), done)
+
     async def probe(self, target: ProbeTarget) -> ProbeResult:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        done: asyncio.Future[str] = loop.create_future()
-
-        def protocol() -> _Exchange:
-            return _Exchange(self.payload, self.pattern, self.max_bytes, done)
-
-        set_stage("connect")
-        try:
-            _, exchange = await open_stream(protocol, target)
-        except OSError as exc:
-            return ProbeResult(False, os_error_reason(exc), loop.time() - start)
-        set_stage("reply")
-        try:
-            error = await done
-        finally:
-            exchange.close()
-        return ProbeResult(not error, error or "connected", loop.time() - start)
+        return await run_to_end(lambda done: SocketProbe(
+            target, _Exchange(self.payload, self.pattern, self.max_bytes), done))

@@ -50,12 +50,14 @@ class FakeClock:
         self.now = now
         self._timers: list[tuple[float, int, FakeTimer]] = []
         self._seq = 0
+        self.scheduled = 0  # timers asked for, ever
 
     def time(self) -> float:
         return self.now
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> FakeTimer:
         timer = FakeTimer(when, callback, args)
+        self.scheduled += 1
         self._seq += 1
         heapq.heappush(self._timers, (when, self._seq, timer))
         return timer
@@ -349,4 +351,84 @@ async def test_stop_then_start_resumes_every_check(world: World) -> None:
     runner.start()
     await world.clock.advance(2.6)
     assert {t.port for time_, t in world.starts if time_ > START + 6.0} == set(range(1, 21))
+    await runner.stop()
+
+
+# --- batches, and lvsd's own lateness ----------------------------------------------------
+
+async def test_results_come_in_batches_not_one_call_per_probe(world: World) -> None:
+    batches: list[int] = []
+    runner = ProbeRunner(lambda reports: batches.append(len(reports)), clock=world.clock,
+                         rng=random.Random(7), max_in_flight=10_000)
+    runner.update(keys(1_000))
+    runner.start()
+    await world.clock.advance(2.0)
+    assert sum(batches) >= 1_000
+    assert len(batches) <= 2.0 / 0.005 + 1  # at most one batch per wake-up
+    await runner.stop()
+
+
+async def test_a_failure_that_started_late_is_inconclusive(world: World) -> None:
+    reports: list[ProbeReport] = []
+    # one slot, probes of 0.6 s: the later ones wait beyond their late bound (1 s)
+    runner = make_runner(world, reports, max_in_flight=1)
+    runner.update(keys(5, FakeCheck(interval=2.0, timeout=1.0, duration=0.6)))
+    world.failing.update(range(1, 6))
+    runner.start()
+    await world.clock.advance(4.0)
+    assert reports
+    for report in reports:
+        assert not report.result.ok
+        assert report.inconclusive == (report.lateness > 1.0)
+    assert any(r.inconclusive for r in reports) and any(not r.inconclusive for r in reports)
+    load = runner.load()
+    assert load.overloaded and load.late == load.inconclusive > 0
+    assert load.max_lateness > 1.0 and load.probes == len(reports)
+    assert runner.load().probes == 0  # each call covers the time since the previous one
+    await runner.stop()
+
+
+async def test_a_success_that_started_late_still_counts(world: World) -> None:
+    reports: list[ProbeReport] = []
+    runner = make_runner(world, reports, max_in_flight=1)
+    runner.update(keys(5, FakeCheck(interval=2.0, timeout=1.0, duration=0.6)))
+    runner.start()
+    await world.clock.advance(4.0)
+    assert max(r.lateness for r in reports) > 1.0
+    assert not any(r.inconclusive for r in reports)
+    await runner.stop()
+
+
+async def test_a_timeout_during_an_event_loop_stall_is_inconclusive(world: World) -> None:
+    reports: list[ProbeReport] = []
+    runner = make_runner(world, reports, jitter=0.0)
+    (key,) = keys(1, FakeCheck(interval=2.0, timeout=0.5, duration=3.0))
+    runner.update([key])
+    runner.start()
+    while not world.starts:
+        await world.clock.advance(0.01)
+    await world.clock.advance(0.45)  # on time: no report yet
+    world.clock.now += 0.4  # the loop was busy elsewhere: every timer fires 0.35 s late
+    await world.clock.advance(0.0)
+    (stalled,) = reports
+    assert stalled.result.reason == "timeout (response)" and stalled.inconclusive
+    assert runner.load().max_lag >= 0.35
+    while len(reports) < 2:
+        await world.clock.advance(0.01)
+    assert reports[1].result.reason == "timeout (response)"
+    assert not reports[1].inconclusive  # the loop kept time: the server did not answer
+    await runner.stop()
+
+
+async def test_deadlines_need_no_timer_per_probe(world: World) -> None:
+    reports: list[ProbeReport] = []
+    runner = make_runner(world, reports, max_in_flight=10_000)
+    runner.update(keys(2_000, FakeCheck(interval=2.0, timeout=0.2, duration=0.1)))
+    runner.start()
+    timers_before = world.clock.scheduled
+    await world.clock.advance(2.0)
+    probes = len(world.starts)
+    assert probes >= 2_000
+    # the runner's own wake-ups (at most one per batch) and the fake probes' sleeps
+    assert world.clock.scheduled - timers_before <= probes + 2.0 / 0.005 + 1
     await runner.stop()
