@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from lvsd.errors import IpvsUnavailable
+from lvsd.errors import IpvsError, IpvsUnavailable
+from lvsd.ipvs import codec
+from lvsd.ipvs.abi import Cmd
+from lvsd.ipvs.channel import Channel, open_socket
 from lvsd.ipvs.netlink import WINDOW, NetlinkIpvs
 from lvsd.model import (
     SVC_F_SCHED1,
@@ -358,20 +361,39 @@ async def test_the_learnt_destination_layout_decodes_as_the_attribute_walk_does(
 ) -> None:
     # dump() decodes destinations with one unpack per message once it has learnt the kernel's
     # layout; the attribute-by-attribute decoder is the reference it must agree with.
-    from lvsd.ipvs import netlink
-
     assert await ipvs.apply(build_ops(FEATURES)) == []
-    await ipvs.dump()
-    channel = ipvs._channel
-    assert channel is not None
+    channel = await Channel.open(open_socket(netns))
     compared = 0
-    for vs in FEATURES:
-        replies = await channel.dump(netlink.IPVS_CMD_GET_DEST,
-                                     netlink._service_key_nest(vs.key))
-        layout = netlink._DestLayout(*replies[0])
-        for reply in replies:
-            fast = layout.decode(*reply)
-            walked = netlink._decode_dest(*reply, vs.key.family)
-            assert fast == walked and fast is not None and fast.stats == walked.stats
-            compared += 1
+    try:
+        for vs in FEATURES:
+            replies = await channel.dump(Cmd.GET_DEST, codec.service_key_nest(vs.key))
+            layout = codec.DestLayout(*replies[0])
+            for reply in replies:
+                fast = layout.decode(*reply)
+                walked = codec.decode_dest(*reply, vs.key.family)
+                assert fast == walked and fast is not None and fast.stats == walked.stats
+                compared += 1
+    finally:
+        channel.close()
     assert compared == sum(len(vs.dests) for vs in FEATURES)
+
+
+async def test_a_dump_after_the_socket_was_closed_under_the_backend_works(
+    netns: Namespace,
+) -> None:
+    opened: list[socket.socket] = []
+
+    def open_and_keep() -> socket.socket:
+        opened.append(open_socket(netns))
+        return opened[-1]
+
+    async with NetlinkIpvs(netns, socket_factory=open_and_keep) as ipvs:
+        assert await ipvs.apply(build_ops(FEATURES[:2])) == []
+        opened[0].close()
+
+        with pytest.raises(IpvsError) as broken:
+            await ipvs.dump()
+        assert broken.value.operation == "dump" and broken.value.errno == errno.EBADF
+
+        assert await ipvs.dump() == Table(FEATURES[:2], TIMEOUTS)
+        assert len(opened) == 2
