@@ -341,7 +341,7 @@ class Daemon:
         self.health = health
         self._not_up = sum(1 for state in health.values() if state.status is not Status.UP)
         self.check_of = check_of
-        self._warn_about_dr_path(config)
+        await self._warn_about_dr_path(config)
         self.watched = {key: Watched(key, tuple(refs)) for key, refs in servers_of.items()}
         self.last_probe = {k: v for k, v in self.last_probe.items() if k in health}
 
@@ -391,7 +391,7 @@ class Daemon:
         self._made_keys = made
         return servers_of, check_of
 
-    def _warn_about_dr_path(self, config: Config) -> None:
+    async def _warn_about_dr_path(self, config: Config) -> None:
         """DR-path replies come back from the VIP: say so if this director would drop them."""
         pairs = {
             (server.key.address, spec.key.address)
@@ -400,7 +400,7 @@ class Daemon:
             if server.check is not None and server.check.dr_path
         }
         for address, vip in sorted(pairs, key=str):
-            for problem in director_problems(address, vip):
+            for problem in await director_problems(address, vip):
                 log.warning("dr_path_director_problem", server=str(address), problem=problem)
 
     def _health_of(self, spec: ServiceSpec, server: ServerSpec) -> Status:

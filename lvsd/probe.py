@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from lvsd.checks.base import CheckSpec, ProbeTarget
+    from lvsd.checks.base import CheckSpec
+    from lvsd.checks.target import ProbeTarget
 
 
 @dataclass(frozen=True, slots=True)

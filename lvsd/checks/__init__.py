@@ -11,11 +11,12 @@ from typing import Annotated, Any, get_args
 
 from pydantic import Field, TypeAdapter
 
-from lvsd.checks.base import CheckSpec, Prober, ProbeTarget
+from lvsd.checks.base import CheckSpec, Prober
 from lvsd.checks.dns import DnsCheck
 from lvsd.checks.exec import ExecCheck
 from lvsd.checks.file import FileCheck
 from lvsd.checks.http import HttpCheck, HttpsCheck
+from lvsd.checks.target import ProbeTarget
 from lvsd.checks.tcp import TcpCheck
 from lvsd.probe import CheckKey, ProbeResult, check_key
 

@@ -24,13 +24,13 @@ import re
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 from lvsd import limits, model
-from lvsd.model import Address, format_endpoint
+from lvsd.checks.target import ProbeTarget
+from lvsd.model import Address
 from lvsd.probe import ProbeResult
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -83,37 +83,6 @@ Duration = Annotated[float, BeforeValidator(parse_duration), Field(allow_inf_nan
 Count = Annotated[int, Strict()]
 Flag = Annotated[bool, Strict()]
 Text = Annotated[str, Strict()]
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeTarget:
-    """Where a probe goes, and the service context some checks report (exec, file).
-
-    ``address``/``port`` are what the probe connects to; ``mark`` (SO_MARK) and ``source`` (the
-    bound source address) are set for the DR path (see ``lvsd.checks.drpath``).
-    """
-
-    address: Address
-    port: int
-    rs_address: Address | None = None
-    rs_port: int = 0
-    vip: Address | None = None
-    vport: int = 0
-    protocol: model.Protocol | None = None
-    mark: int = 0
-    source: Address | None = None
-    host: str = field(init=False, repr=False, compare=False)  # str(address), made once
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "host", str(self.address))
-
-    def __str__(self) -> str:
-        text = format_endpoint(self.address, self.port)
-        if self.mark:
-            text += f" mark {self.mark:#x}"
-        if self.source is not None:
-            text += f" from {self.source}"
-        return text
 
 
 class RunningProbe(Protocol):

@@ -26,13 +26,13 @@ from lvsd.checks.base import (
     CheckSpec,
     Flag,
     Prober,
-    ProbeTarget,
     Text,
     close_with_reset,
     open_stream,
     os_error_reason,
     set_stage,
 )
+from lvsd.checks.target import ProbeTarget
 from lvsd.probe import ProbeResult
 
 _MAX_TCP_MESSAGE = 65535

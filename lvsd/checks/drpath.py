@@ -39,11 +39,11 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
-import struct
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from lvsd.checks.base import ProbeTarget
+from lvsd.checks.target import ProbeTarget
 from lvsd.model import Address
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
@@ -116,75 +116,69 @@ def route_interface(destination: ipaddress.IPv4Address, proc_net: Path = Path("/
     return best[2] if best else None
 
 
-_NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
-_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, interface index
-_RTATTR = struct.Struct("=HH")  # length, type
-_RTM_NEWADDR, _RTM_GETADDR = 20, 22
-_NLMSG_ERROR, _NLMSG_DONE = 2, 3
-_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
-_IFA_ADDRESS, _IFA_LOCAL = 1, 2
+ADDRESS_DUMP_TIMEOUT = 5.0  # seconds; the kernel answers at once, this bounds a stuck thread
 
 
-def interfaces_holding(address: Address) -> set[str] | None:
+async def interfaces_holding(address: Address) -> set[str] | None:
     """The names of this namespace's interfaces that hold ``address`` (None: cannot tell).
 
-    One rtnetlink address dump on a plain socket: no event loop involved, so it can run
-    from inside one (pyroute2's synchronous API cannot run inside uvloop).
+    pyroute2 answers, from a thread of its own: its asyncio socket cannot run on uvloop and
+    its synchronous API cannot run inside a running loop, and importing it takes seconds
+    under emulation. The thread is started here, so it shares the caller's network namespace.
     """
-    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-    request = (_NLMSG_HEADER.pack(_NLMSG_HEADER.size + _IFADDRMSG.size, _RTM_GETADDR,
-                                  _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
-               + _IFADDRMSG.pack(family, 0, 0, 0, 0))
-    holders: set[str] = set()
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[set[str] | None] = loop.create_future()
+
+    def settle(holders: set[str] | None) -> None:
+        if not answer.done():
+            answer.set_result(holders)
+
+    def dump() -> None:
+        try:
+            holders: set[str] | None = _holders(address)
+        except Exception:  # pyroute2 raises its own types too: any failure is "cannot tell"
+            holders = None
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, holders)
+
+    threading.Thread(target=dump, name="lvsd-address-dump", daemon=True).start()
     try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as rtnl:
-            rtnl.settimeout(2.0)
-            rtnl.send(request)
-            while True:
-                data = rtnl.recv(1 << 16)
-                offset = 0
-                while offset + _NLMSG_HEADER.size <= len(data):
-                    length, kind = _NLMSG_HEADER.unpack_from(data, offset)[:2]
-                    if kind == _NLMSG_DONE:
-                        return holders
-                    if kind == _NLMSG_ERROR or length < _NLMSG_HEADER.size:
-                        return None
-                    if kind == _RTM_NEWADDR:
-                        index = _IFADDRMSG.unpack_from(data, offset + _NLMSG_HEADER.size)[4]
-                        start = offset + _NLMSG_HEADER.size + _IFADDRMSG.size
-                        if address.packed in _address_attributes(data, start, offset + length):
-                            holders.add(socket.if_indextoname(index))
-                    offset += (length + 3) & ~3
-    except OSError:
+        return await asyncio.wait_for(answer, ADDRESS_DUMP_TIMEOUT)
+    except TimeoutError:
         return None
 
 
-def _address_attributes(data: bytes, start: int, end: int) -> list[bytes]:
-    found = []
-    while start + _RTATTR.size <= end:
-        length, kind = _RTATTR.unpack_from(data, start)
-        if length < _RTATTR.size:
-            break
-        if kind in (_IFA_ADDRESS, _IFA_LOCAL):
-            found.append(data[start + _RTATTR.size:start + length])
-        start += (length + 3) & ~3
-    return found
+def _holders(address: Address) -> set[str]:
+    from pyroute2 import IPRoute
+
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    with IPRoute() as rtnl:
+        indices = {
+            message["index"]
+            for message in rtnl.addr("dump", family=family)
+            if any(value is not None and ipaddress.ip_address(value) == address
+                   for value in (message.get("IFA_ADDRESS"), message.get("IFA_LOCAL")))
+        }
+        if not indices:
+            return set()
+        return {link.get("IFLA_IFNAME") for link in rtnl.link("dump")
+                if link["index"] in indices}
 
 
-def director_problems(
+async def director_problems(
     rs_address: Address,
     vip: Address | None = None,
     *,
     proc_sys: Path = Path("/proc/sys"),
     proc_net: Path = Path("/proc/net"),
-    holders: Callable[[Address], set[str] | None] = interfaces_holding,
+    holders: Callable[[Address], Awaitable[set[str] | None]] = interfaces_holding,
 ) -> list[str]:
     """What would drop DR-path replies from ``rs_address`` (sent from ``vip``) on this
     director, as sentences for the log; empty when nothing would. IPv4 only: IPv6 has no
     martian-source filter of this kind."""
     if rs_address.version != 4:
         return []
-    vip_holders = holders(vip) if vip is not None else None
+    vip_holders = await holders(vip) if vip is not None else None
     if vip_holders is not None and not vip_holders:
         return []  # the VIP is not an address of this director: its replies are no martians
     iface = route_interface(ipaddress.IPv4Address(rs_address), proc_net)

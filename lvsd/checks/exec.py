@@ -19,7 +19,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from lvsd.checks.base import CheckSpec, Prober, ProbeTarget, Text, set_stage
+from lvsd.checks.base import CheckSpec, Prober, Text, set_stage
+from lvsd.checks.target import ProbeTarget
 from lvsd.probe import ProbeResult
 
 _OUTPUT_KEPT = 200

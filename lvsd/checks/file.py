@@ -14,7 +14,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lvsd.checks.base import CheckSpec, Count, Prober, ProbeTarget, Text
+from lvsd.checks.base import CheckSpec, Count, Prober, Text
+from lvsd.checks.target import ProbeTarget
 from lvsd.probe import ProbeResult
 
 PLACEHOLDERS = frozenset({"address", "port", "vip", "vport"})

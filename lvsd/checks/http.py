@@ -24,7 +24,6 @@ from lvsd.checks.base import (
     Count,
     Flag,
     Prober,
-    ProbeTarget,
     RunningProbe,
     Text,
     checked_regex,
@@ -34,6 +33,7 @@ from lvsd.checks.base import (
     set_stage,
 )
 from lvsd.checks.sockets import SocketProbe, Verdict, run_to_end
+from lvsd.checks.target import ProbeTarget
 from lvsd.model import Address
 from lvsd.probe import ProbeResult
 

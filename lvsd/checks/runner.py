@@ -45,7 +45,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lvsd.checks.base import CheckSpec, Prober, ProbeTarget, RunningProbe, TaskProbe
+from lvsd.checks.base import CheckSpec, Prober, RunningProbe, TaskProbe
+from lvsd.checks.target import ProbeTarget
 from lvsd.probe import CheckKey, ProbeReport, ProbeResult, ResultsCallback
 
 log = logging.getLogger(__name__)

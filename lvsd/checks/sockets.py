@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from lvsd.checks.base import ProbeTarget, os_error_reason
+from lvsd.checks.base import os_error_reason
+from lvsd.checks.target import ProbeTarget
 from lvsd.probe import ProbeResult
 
 _LINGER_RESET = struct.pack("ii", 1, 0)

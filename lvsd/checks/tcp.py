@@ -13,13 +13,13 @@ from lvsd.checks.base import (
     CheckSpec,
     Count,
     Prober,
-    ProbeTarget,
     RunningProbe,
     Text,
     checked_regex,
     os_error_reason,
 )
 from lvsd.checks.sockets import SocketProbe, Verdict, run_to_end
+from lvsd.checks.target import ProbeTarget
 from lvsd.probe import ProbeResult
 
 

@@ -168,7 +168,7 @@ def test_director_sysctls_the_dr_path_needs(lab: DrLab, accept_local: int, rp_fi
 
         async def probe_and_diagnose() -> tuple[ProbeResult, list[str]]:
             results = await first_results([key])
-            return results[key], director_problems(rs1, vip, proc_net=THREAD_PROC_NET)
+            return results[key], await director_problems(rs1, vip, proc_net=THREAD_PROC_NET)
 
         result, problems = in_namespace(director, probe_and_diagnose)
         assert result.ok is passes, result

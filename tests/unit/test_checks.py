@@ -49,7 +49,7 @@ from lvsd.checks import (
 )
 from lvsd.checks.drpath import director_problems, interfaces_holding, route_interface
 from lvsd.checks.runner import ProbeRunner
-from lvsd.model import Protocol
+from lvsd.model import Address, Protocol
 from lvsd.probe import ProbeReport
 
 T = TypeVar("T")
@@ -734,44 +734,49 @@ def test_route_interface_is_the_longest_prefix(tmp_path: Path) -> None:
     assert route_interface(ipaddress.IPv4Address("203.0.113.1"), tmp_path / "net") == "eth1"
 
 
-def problems_with(tmp_path: Path, vip_holders: set[str] | None,
-                  vip: str | None = "192.0.2.100") -> list[str]:
-    return director_problems(ipaddress.ip_address("192.0.2.11"),
-                             None if vip is None else ipaddress.ip_address(vip),
-                             proc_sys=tmp_path / "sys", proc_net=tmp_path / "net",
-                             holders=lambda address: vip_holders)
+async def problems_with(tmp_path: Path, vip_holders: set[str] | None,
+                        vip: str | None = "192.0.2.100") -> list[str]:
+    async def holders(address: Address) -> set[str] | None:
+        return vip_holders
+
+    return await director_problems(ipaddress.ip_address("192.0.2.11"),
+                                   None if vip is None else ipaddress.ip_address(vip),
+                                   proc_sys=tmp_path / "sys", proc_net=tmp_path / "net",
+                                   holders=holders)
 
 
-def test_director_problems_name_the_sysctls(tmp_path: Path) -> None:
+async def test_director_problems_name_the_sysctls(tmp_path: Path) -> None:
     _fake_proc(tmp_path, {}, {"all": 1})
-    problems = problems_with(tmp_path, {"lo"})
+    problems = await problems_with(tmp_path, {"lo"})
     assert len(problems) == 2
     assert problems[0].startswith("net.ipv4.conf.eth0.accept_local is 0")
     assert "rp_filter" in problems[1] and "held by lo" in problems[1]
 
 
-def test_strict_rp_filter_is_fine_when_the_vip_is_on_the_reply_interface(tmp_path: Path) -> None:
+async def test_strict_rp_filter_is_fine_when_the_vip_is_on_the_reply_interface(
+    tmp_path: Path,
+) -> None:
     _fake_proc(tmp_path, {"eth0": 1}, {"eth0": 1})
-    assert problems_with(tmp_path, {"eth0"}) == []
-    assert problems_with(tmp_path, {"lo"})
-    assert problems_with(tmp_path, None, vip=None)  # cannot tell where the VIP is: say so
+    assert await problems_with(tmp_path, {"eth0"}) == []
+    assert await problems_with(tmp_path, {"lo"})
+    assert await problems_with(tmp_path, None, vip=None)  # cannot tell where the VIP is: say so
 
 
-def test_director_without_problems(tmp_path: Path) -> None:
+async def test_director_without_problems(tmp_path: Path) -> None:
     _fake_proc(tmp_path, {"eth0": 1}, {"all": 2, "eth0": 0})
-    assert problems_with(tmp_path, {"lo"}) == []
+    assert await problems_with(tmp_path, {"lo"}) == []
 
 
-def test_a_vip_the_director_does_not_hold_needs_nothing(tmp_path: Path) -> None:
+async def test_a_vip_the_director_does_not_hold_needs_nothing(tmp_path: Path) -> None:
     _fake_proc(tmp_path, {}, {"all": 1})
-    assert problems_with(tmp_path, set()) == []
+    assert await problems_with(tmp_path, set()) == []
 
 
-def test_director_problems_checks_the_right_interface(tmp_path: Path) -> None:
+async def test_director_problems_checks_the_right_interface(tmp_path: Path) -> None:
     _fake_proc(tmp_path, {"eth1": 1}, {})
-    assert problems_with(tmp_path, {"eth0"})
+    assert await problems_with(tmp_path, {"eth0"})
 
 
-def test_interfaces_holding_finds_loopback() -> None:
-    assert interfaces_holding(ipaddress.ip_address("127.0.0.1")) == {"lo"}
-    assert interfaces_holding(ipaddress.ip_address("192.0.2.250")) == set()
+async def test_interfaces_holding_finds_loopback() -> None:
+    assert await interfaces_holding(ipaddress.ip_address("127.0.0.1")) == {"lo"}
+    assert await interfaces_holding(ipaddress.ip_address("192.0.2.250")) == set()
