@@ -57,7 +57,8 @@ from lvsd.errors import IpvsError
 from lvsd.health import Status
 from lvsd.ipvs.backend import KernelInfo
 from lvsd.ipvs.netlink import NetlinkIpvs
-from lvsd.ipvs.saveformat import format_table, parse
+from lvsd.ipvsadm.restore import parse
+from lvsd.ipvsadm.save import format_table
 from lvsd.model import (
     DeleteService,
     Dest,

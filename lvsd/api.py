@@ -28,11 +28,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 import lvsd
 from lvsd.errors import ListenError
+from lvsd.ipvsadm.names import FORWARD_NAMES
 from lvsd.metrics import CONTENT_TYPE, PROTO_LABEL, DaemonMetrics
 from lvsd.model import (
     Dest,
     Family,
-    Forward,
     Service,
     ServiceKey,
     ServiceStats,
@@ -528,7 +528,7 @@ def _foreign_table(vs: VirtualService) -> str:
     )
     rows = [
         f'<tr data-server="{_e(d.key)}"><td class="name">{_e(d.key)}</td>'
-        f'<td class="text">{_e(_forward(d.forward))}</td><td>{d.weight}</td>'
+        f'<td class="text">{_e(FORWARD_NAMES[d.forward])}</td><td>{d.weight}</td>'
         f"{_num(d.stats.active)}{_num(d.stats.inactive)}{_num(d.stats.persistent)}"
         f"{''.join(_traffic_cells(d.stats.traffic))}</tr>"
         for d in vs.dests
@@ -537,11 +537,6 @@ def _foreign_table(vs: VirtualService) -> str:
                '<span class="badge muted">not managed</span></caption>')
     return (f'<table class="foreign" data-service="{_e(vs.key)}">{caption}{header}'
             f"{''.join(rows)}</table>")
-
-
-def _forward(forward: Forward) -> str:
-    return {Forward.ROUTE: "route", Forward.MASQ: "masq", Forward.TUNNEL: "tunnel",
-            Forward.LOCAL: "local"}[forward]
 
 
 def _traffic_cells(stats: ServiceStats | None) -> list[str]:

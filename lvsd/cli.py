@@ -47,11 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--noflush", action="store_true",
                          help="only add and edit; delete nothing")
     restore.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    restore.add_argument("--against", metavar="FILE",
+                         help="with --dry-run: plan against this save file instead of the "
+                              "kernel (/dev/null: an empty table); needs no IPVS")
 
     show = sub.add_parser("show", help="print the live table like ipvsadm -Ln")
     group = show.add_mutually_exclusive_group()
     group.add_argument("--stats", action="store_true", help="with traffic counters")
     group.add_argument("--rate", action="store_true", help="with rates")
+    group.add_argument("--thresholds", action="store_true", help="with connection thresholds")
+    group.add_argument("--persistent-conn", action="store_true",
+                       help="with persistent connections")
+    group.add_argument("--tun-info", action="store_true", help="with tunnel settings")
+    show.add_argument("--exact", action="store_true", help="counters unabbreviated")
     return parser
 
 
@@ -68,9 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "save":
                 return asyncio.run(save(args.file, resolve=args.resolve, compat=args.compat))
             case "restore":
-                return asyncio.run(restore(args.file, noflush=args.noflush, dry_run=args.dry_run))
+                if args.against is not None and not args.dry_run:
+                    print("lvsd: restore --against needs --dry-run", file=sys.stderr)
+                    return EXIT_BAD_INPUT
+                return asyncio.run(restore(args.file, noflush=args.noflush, dry_run=args.dry_run,
+                                           against=args.against))
             case "show":
-                return asyncio.run(show(stats=args.stats, rate=args.rate))
+                return asyncio.run(show(stats=args.stats, rate=args.rate,
+                                        thresholds=args.thresholds,
+                                        persistent_conn=args.persistent_conn,
+                                        tun_info=args.tun_info, exact=args.exact))
     except (ConfigError, SaveFormatError) as exc:
         print(f"lvsd: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -110,9 +125,17 @@ def check_config(path: Path) -> int:
     return EXIT_OK
 
 
+def _read_input(file: str) -> tuple[bytes, str]:
+    """The bytes of ``file`` (``-`` is stdin) and the name errors give it."""
+    if file == "-":
+        return sys.stdin.buffer.read(), "<stdin>"
+    return Path(file).read_bytes(), file
+
+
 async def save(file: str | None, *, resolve: bool, compat: bool) -> int:
+    from lvsd.files import write_atomic
     from lvsd.ipvs.netlink import NetlinkIpvs
-    from lvsd.ipvs.saveformat import format_table, write_atomic
+    from lvsd.ipvsadm.save import format_table
 
     backend = NetlinkIpvs()
     try:
@@ -127,29 +150,37 @@ async def save(file: str | None, *, resolve: bool, compat: bool) -> int:
     return EXIT_OK
 
 
-async def restore(file: str, *, noflush: bool, dry_run: bool) -> int:
-    from lvsd.ipvs.netlink import NetlinkIpvs
-    from lvsd.ipvs.saveformat import format_op, parse
-    from lvsd.model import AddDest, AddService, EditDest, EditService, SetTimeouts
-    from lvsd.reconcile import plan
+async def restore(file: str, *, noflush: bool, dry_run: bool, against: str | None) -> int:
+    from lvsd.ipvsadm.restore import parse, restore_plan
+    from lvsd.ipvsadm.save import format_op
+    from lvsd.model import Table
 
-    if file == "-":
-        text, source = sys.stdin.read(), "<stdin>"
-    else:
-        try:
-            text, source = await asyncio.to_thread(Path(file).read_text, encoding="utf-8"), file
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"lvsd: cannot read {file}: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-    wanted = parse(text, source)  # raises before anything touches the kernel
+    try:
+        data, source = await asyncio.to_thread(_read_input, file)
+        current = None if against is None else await asyncio.to_thread(_read_input, against)
+    except OSError as exc:
+        print(f"lvsd: cannot read {exc.filename or file}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    wanted = parse(data, source)  # raises before anything touches the kernel
+    if current is not None:
+        for op in restore_plan(wanted, parse(*current), noflush=noflush):
+            print(format_op(op))
+        return EXIT_OK
+
+    from lvsd.ipvs.netlink import NetlinkIpvs
+
     backend = NetlinkIpvs()
     try:
-        actual = await backend.dump()
-        owned = () if noflush else [vs.key for vs in actual.services]
-        ops = plan(wanted, actual, owned)
-        if noflush:
-            keep = (AddService, EditService, AddDest, EditDest, SetTimeouts)
-            ops = [op for op in ops if isinstance(op, keep)]
+        try:
+            actual = await backend.dump()
+        except IpvsUnavailable as exc:
+            if not dry_run:
+                raise
+            print(f"lvsd: {exc}; planning against an empty table (--against FILE compares "
+                  f"with a saved one)", file=sys.stderr)
+            actual = Table()
+        ops = restore_plan(wanted, actual, noflush=noflush)
         if dry_run:
             for op in ops:
                 print(format_op(op))
@@ -162,9 +193,10 @@ async def restore(file: str, *, noflush: bool, dry_run: bool) -> int:
     return EXIT_FAILED if errors else EXIT_OK
 
 
-async def show(*, stats: bool, rate: bool) -> int:
+async def show(*, stats: bool, rate: bool, thresholds: bool, persistent_conn: bool,
+               tun_info: bool, exact: bool) -> int:
     from lvsd.ipvs.netlink import NetlinkIpvs
-    from lvsd.ipvs.saveformat import format_listing
+    from lvsd.ipvsadm.listing import format_listing
 
     backend = NetlinkIpvs()
     try:
@@ -172,6 +204,8 @@ async def show(*, stats: bool, rate: bool) -> int:
         info = await backend.info()
     finally:
         await backend.close()
-    sys.stdout.write(format_listing(table, stats=stats, rate=rate, version=info.version,
+    sys.stdout.write(format_listing(table, stats=stats, rate=rate, thresholds=thresholds,
+                                    persistent_conn=persistent_conn, tun_info=tun_info,
+                                    exact=exact, version=info.version,
                                     conn_table_size=info.conn_table_size))
     return EXIT_OK

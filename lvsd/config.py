@@ -42,25 +42,28 @@ from lvsd.checks.base import parse_duration
 from lvsd.checks.exec import ExecCheck
 from lvsd.checks.file import FileCheck
 from lvsd.errors import ConfigError, Problem
+from lvsd.ipvsadm.names import (
+    FORWARD_BY_CONFIG_NAME,
+    PROTOCOL_BY_NAME,
+    SCHED_FLAGS,
+    TUNNEL_BY_NAME,
+    TUNNEL_CSUM_BY_NAME,
+    ForwardName,
+)
 from lvsd.model import (
     HOST_NETMASK_V4,
     HOST_PREFIX_V6,
     SCHEDULERS,
-    SVC_F_SCHED1,
-    SVC_F_SCHED2,
-    SVC_F_SCHED3,
     Address,
     Dest,
     DestKey,
     Family,
     Forward,
     Persistence,
-    Protocol,
     Service,
     ServiceKey,
     Timeouts,
     Tunnel,
-    TunnelType,
 )
 from lvsd.spec import Config, DaemonSettings, ServerSpec, ServiceSpec
 
@@ -68,19 +71,11 @@ DEFAULT_CONFIG_PATH = Path("/etc/lvsd/lvsd.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/lvsd")
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
 
-_FORWARD = {"route": Forward.ROUTE, "masq": Forward.MASQ, "tunnel": Forward.TUNNEL}
-_PROTOCOL = {"tcp": Protocol.TCP, "udp": Protocol.UDP, "sctp": Protocol.SCTP}
-_TUNNEL = {"ipip": TunnelType.IPIP, "gue": TunnelType.GUE, "gre": TunnelType.GRE}
-_TUN_CSUM = {"nocsum": 0, "csum": 1, "remcsum": 2}
-_SCHED_FLAG_BITS = {
-    "sh-fallback": ("sh", SVC_F_SCHED1),
-    "sh-port": ("sh", SVC_F_SCHED2),
-    "mh-fallback": ("mh", SVC_F_SCHED1),
-    "mh-port": ("mh", SVC_F_SCHED2),
-    "flag-1": (None, SVC_F_SCHED1),
-    "flag-2": (None, SVC_F_SCHED2),
-    "flag-3": (None, SVC_F_SCHED3),
-}
+_FORWARD = FORWARD_BY_CONFIG_NAME
+_PROTOCOL = PROTOCOL_BY_NAME
+_TUNNEL = TUNNEL_BY_NAME
+_TUN_CSUM = TUNNEL_CSUM_BY_NAME
+_SCHED_FLAG_BITS = SCHED_FLAGS
 
 
 def _within(check: Callable[[int], str | None]) -> AfterValidator:
@@ -123,7 +118,6 @@ Weight = Annotated[int, Strict(), _within(limits.weight_error)]
 Threshold = Annotated[int, Strict(), Field(ge=0, le=limits.THRESHOLD_MAX)]
 ConnectionTimeout = Annotated[int, Strict(), Field(ge=1), _within(limits.connection_timeout_error)]
 FilePath = Annotated[Path, BeforeValidator(_path)]
-ForwardName = Literal["route", "masq", "tunnel"]
 
 
 class _Schema(BaseModel):

@@ -25,10 +25,11 @@ from lvsd.checks.drpath import director_problems
 from lvsd.checks.runner import ProbeRunner
 from lvsd.config import load
 from lvsd.errors import ConfigError, IpvsError, LvsdError
+from lvsd.files import write_atomic
 from lvsd.health import HealthState, Status, initial, observe
 from lvsd.ipvs.backend import IpvsBackend
 from lvsd.ipvs.memory import MemoryTable
-from lvsd.ipvs.saveformat import format_table, write_atomic
+from lvsd.ipvsadm.save import format_table
 from lvsd.metrics import DaemonMetrics
 from lvsd.model import (
     AddDest,

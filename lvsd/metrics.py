@@ -37,12 +37,12 @@ from prometheus_client import (
 
 import lvsd
 from lvsd.errors import IpvsError
+from lvsd.ipvsadm.names import PROTOCOL_LABELS
 from lvsd.model import (
     OP_NAMES,
     Dest,
     DestKey,
     Op,
-    Protocol,
     Service,
     ServiceKey,
 )
@@ -187,12 +187,7 @@ class DaemonMetrics:
 
 # --- the snapshot part, rendered by hand -------------------------------------------------------
 
-PROTO_LABEL = {
-    Protocol.TCP: "TCP",
-    Protocol.UDP: "UDP",
-    Protocol.SCTP: "SCTP",
-    Protocol.FWMARK: "FWM",
-}
+PROTO_LABEL = PROTOCOL_LABELS
 
 
 def service_labels(key: ServiceKey) -> str:

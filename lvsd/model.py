@@ -269,16 +269,9 @@ class Table:
     def by_key(self) -> dict[ServiceKey, VirtualService]:
         return {vs.key: vs for vs in self.services}
 
-    def get(self, key: ServiceKey) -> VirtualService | None:
-        return self.by_key().get(key)
-
     def only(self, keys: Iterable[ServiceKey]) -> Table:
         wanted = set(keys)
         return Table(tuple(vs for vs in self.services if vs.key in wanted), self.timeouts)
-
-    def without(self, keys: Iterable[ServiceKey]) -> Table:
-        unwanted = set(keys)
-        return Table(tuple(vs for vs in self.services if vs.key not in unwanted), self.timeouts)
 
     @property
     def dest_count(self) -> int:
@@ -287,21 +280,6 @@ class Table:
 
 def _canonical(table: Table) -> Mapping[ServiceKey, tuple[Service, Mapping[DestKey, Dest]]]:
     return {vs.key: (vs.service, vs.dest_map()) for vs in table.services}
-
-
-ForwardName = Literal["route", "masq", "tunnel", "local"]
-FORWARD_BY_NAME: dict[str, Forward] = {
-    "route": Forward.ROUTE,
-    "dr": Forward.ROUTE,
-    "gatewaying": Forward.ROUTE,
-    "masq": Forward.MASQ,
-    "nat": Forward.MASQ,
-    "masquerading": Forward.MASQ,
-    "tunnel": Forward.TUNNEL,
-    "tun": Forward.TUNNEL,
-    "ipip": Forward.TUNNEL,
-    "local": Forward.LOCAL,
-}
 
 
 # --- Operations: what a plan asks the kernel to do -------------------------------------------

@@ -4,7 +4,7 @@
 every scheduler with its flags, persistence with netmasks and engines, one-packet scheduling, real
 servers with every forwarding method, tunnel settings and thresholds, and timeouts. Keys are
 unique. Drawn values are in the canonical form a kernel dump produces, so that
-``saveformat.parse(saveformat.format_table(t)) == t``:
+``restore.parse(save.format_table(t)) == t``:
 
 - a TCP/UDP/SCTP service on port 0 is persistent; ``-o`` only on UDP and fwmark services;
 - a direct-routing or tunnel real server of a non-fwmark service has the service's port;
@@ -12,6 +12,7 @@ unique. Drawn values are in the canonical form a kernel dump produces, so that
   others have none; only tunnel servers may be of the other address family;
 - a host netmask is ``None``, never written out;
 - a lower threshold is at most the upper one (the kernel refuses more);
+- addresses are of the classes ``lvsd.limits`` lets a virtual service or a real server have;
 - ``LOCAL`` forwarding is left out unless asked for: ipvsadm cannot express it.
 """
 
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
+from lvsd.limits import TIMEOUT_MAX, real_server_address_error, virtual_address_error
 from lvsd.model import (
     HOST_NETMASK_V4,
     KERNEL_DEFAULT_TIMEOUTS,
@@ -82,7 +84,8 @@ def service_keys(draw: st.DrawFn, families: Sequence[Family] = (Family.INET, Fam
     protocol = draw(st.sampled_from(protocols))
     if protocol is Protocol.FWMARK:
         return ServiceKey.mark(draw(st.integers(1, 2**32 - 1)), family)
-    return ServiceKey.virtual(protocol, draw(addresses(family)), draw(ports()))
+    address = draw(addresses(family).filter(lambda a: virtual_address_error(a) is None))
+    return ServiceKey.virtual(protocol, address, draw(ports()))
 
 
 def _sched_flags(scheduler: str) -> st.SearchStrategy[int]:
@@ -147,7 +150,7 @@ def dests(draw: st.DrawFn, service: ServiceKey, forwards: Sequence[Forward] = SA
     family = service.family
     if forward is Forward.TUNNEL and draw(st.integers(0, 4)) == 0:
         family = Family.INET6 if family is Family.INET else Family.INET
-    address = draw(addresses(family))
+    address = draw(addresses(family).filter(lambda a: real_server_address_error(a) is None))
     keeps_service_port = not service.is_fwmark and forward in (Forward.ROUTE, Forward.TUNNEL)
     port = service.port if keeps_service_port else draw(ports())
     counts = st.integers(0, 2**32 - 1)
@@ -175,7 +178,7 @@ def virtual_services(draw: st.DrawFn, key: ServiceKey, max_dests: int = 4,
 
 
 def timeouts() -> st.SearchStrategy[Timeouts]:
-    seconds = st.one_of(st.integers(1, MAX_TIMEOUT), st.sampled_from((5, 30, 60, 900)))
+    seconds = st.one_of(st.integers(1, TIMEOUT_MAX), st.sampled_from((5, 30, 60, 900)))
     return st.builds(Timeouts, seconds, seconds, seconds).filter(
         lambda t: t != KERNEL_DEFAULT_TIMEOUTS)
 

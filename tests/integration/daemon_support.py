@@ -21,7 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lvsd.ipvs.saveformat import parse
+from lvsd.ipvsadm.restore import parse
+
 from lvsd.model import Table
 
 LVSD = str(Path(sys.executable).with_name("lvsd"))

@@ -52,7 +52,7 @@ async def test_rr_alternates_between_real_servers_and_weight_zero_sends_new_conn
         assert drained.label not in answers, answers
         assert sorted(answers) == sorted([s.label for s in servers[1:]] * rounds), answers
         table = await ipvs.dump()
-        vs = table.get(key)
+        vs = table.by_key().get(key)
         assert vs is not None
         by_address = {str(d.key.address): d for d in vs.dests}
         # The weight was changed in place: the drained server still owns its earlier connections.

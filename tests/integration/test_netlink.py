@@ -325,7 +325,7 @@ async def test_edits_change_objects_in_place_keeping_connections_and_counters(
     errors = await ipvs.apply([EditDest(key, first.with_weight(5)), EditService(edited)])
 
     assert errors == []
-    after = (await ipvs.dump()).get(key)
+    after = (await ipvs.dump()).by_key().get(key)
     assert after is not None and after.service == edited
     assert after.dest_map()[first.key].weight == 5
     assert after.service.stats.conns == before.service.stats.conns == 4
@@ -341,7 +341,7 @@ async def _dump_when_counted(ipvs: NetlinkIpvs, key: ServiceKey, conns: int) -> 
     # The kernel folds per-CPU counters into the reported totals on a 2 s timer.
     deadline = time.monotonic() + 10
     while True:
-        vs = (await ipvs.dump()).get(key)
+        vs = (await ipvs.dump()).by_key().get(key)
         assert vs is not None
         if vs.service.stats.conns >= conns and all(d.stats.traffic.conns for d in vs.dests):
             return vs

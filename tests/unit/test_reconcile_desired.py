@@ -107,7 +107,7 @@ check = { dr_path = false }
     web = ServiceKey.virtual(Protocol.TCP, "192.0.2.100", 80)
     assert dr_probe_marks(cfg) == {(web, DestKey(parse_address("192.0.2.11"), 80)): 1000}
     table, _ = desired(cfg, lambda spec, server: Status.UP)
-    probe = table.get(ServiceKey.mark(1000))
+    probe = table.by_key().get(ServiceKey.mark(1000))
     assert probe is not None and probe.service.scheduler == "rr"
     assert [(str(d.key), d.weight, d.forward) for d in probe.dests] == [
         ("192.0.2.11:80", 1, Forward.ROUTE)]

@@ -95,5 +95,5 @@ def test_plan_edits_in_place_rather_than_recreating(
     assert deleted <= owned
     for op in ops:
         if isinstance(op, DeleteDest):
-            want = desired.get(op.service)
+            want = desired.by_key().get(op.service)
             assert want is None or op.dest not in want.dest_map()
