@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from lvsd.ipvsadm.restore import parse
-
 from lvsd.model import Table
 
 LVSD = str(Path(sys.executable).with_name("lvsd"))

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from lvsd.ipvsadm.restore import parse
 
+from lvsd.ipvsadm.restore import parse
 from tests.integration.conftest import Namespace
 
 LVSD = str(Path(sys.executable).with_name("lvsd"))

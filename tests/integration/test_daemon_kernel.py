@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from lvsd.ipvsadm.save import format_table
 
+from lvsd.ipvsadm.save import format_table
 from tests.integration.conftest import DrLab, dr_lab_context
 from tests.integration.daemon_support import LvsdProcess, kernel_table, weights
 

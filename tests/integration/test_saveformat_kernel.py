@@ -16,12 +16,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+
+from lvsd.ipvs.netlink import NetlinkIpvs
 from lvsd.ipvsadm.listing import format_listing
 from lvsd.ipvsadm.resolve import NumericResolver, SystemResolver
 from lvsd.ipvsadm.restore import parse
 from lvsd.ipvsadm.save import format_table
-
-from lvsd.ipvs.netlink import NetlinkIpvs
 from lvsd.model import AddDest, Dest, DestKey, Forward, Protocol, ServiceKey, parse_address
 
 # Every feature ipvsadm 1.31 can set, including the seeds' examples. The order of the services
