@@ -195,7 +195,7 @@ class ProbeRunner:
 
     def __init__(self, on_results: ResultsCallback, *, max_in_flight: int = 1000,
                  jitter: float = 0.05, batch: float = DEFAULT_BATCH,
-                 lag_bound: float = DEFAULT_LAG_BOUND,
+                 lag_bound: float = DEFAULT_LAG_BOUND, log_load: bool = True,
                  clock: Clock | None = None, rng: random.Random | None = None) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -206,6 +206,7 @@ class ProbeRunner:
         self._jitter = jitter
         self._batch = batch
         self._lag_bound = lag_bound
+        self._log_load = log_load
         self._last_wake = float("-inf")
         self._loop = asyncio.get_running_loop()
         self._clock: Clock = clock if clock is not None else self._loop
@@ -377,8 +378,8 @@ class ProbeRunner:
         self._arm()
         if now - self._window_start >= LOG_EVERY:
             window = self._window
-            if window.overloaded:
-                window.log()
+            if window.overloaded and self._log_load:
+                log_overload(window.freeze())
             self._since_load += window.freeze()
             self._window = _LoadCounter()
             self._window_start = now
@@ -504,8 +505,9 @@ class _LoadCounter:
         return EngineLoad(self.probes, self.inconclusive, self.late, self.max_lateness,
                           self.max_lag)
 
-    def log(self) -> None:
-        log.warning("probe engine overloaded: %d of %d probes started late (up to %.3f s), "
-                    "event loop stalled up to %.3f s; %d failures not counted against their "
-                    "servers", self.late, self.probes, self.max_lateness, self.max_lag,
-                    self.inconclusive)
+
+def log_overload(load: EngineLoad) -> None:
+    log.warning("probe engine overloaded: %d of %d probes started late (up to %.3f s), the "
+                "event loop stalled up to %.3f s; %d failures not counted against their "
+                "servers", load.late, load.probes, load.max_lateness, load.max_lag,
+                load.inconclusive)

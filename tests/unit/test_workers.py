@@ -1,0 +1,177 @@
+"""Probing sharded across worker processes: real workers probing a listener on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import signal
+import struct
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from lvsd.checks import CheckKey, HttpCheck, TcpCheck, check_key
+from lvsd.checks.base import ProbeTarget
+from lvsd.checks.runner import ProbeRunner
+from lvsd.checks.workers import (
+    FrameReader,
+    ShardedRunner,
+    frame,
+    make_runner,
+    resolve_workers,
+)
+from lvsd.probe import ProbeReport
+
+LOCAL = ipaddress.ip_address("127.0.0.1")
+DEADLINE = 30.0  # generous: worker start-up on a loaded 2-core machine
+
+
+class _Closing(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    server = await asyncio.get_running_loop().create_server(_Closing, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+
+
+def tcp_keys(port: int, count: int, interval: float = 0.2) -> list[CheckKey]:
+    """``count`` distinct checks of one listener (distinct specs: one key each)."""
+    return [check_key(ProbeTarget(LOCAL, port), TcpCheck(interval=interval, timeout=0.5 + i / 1e4))
+            for i in range(count)]
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.reports: list[ProbeReport] = []
+        self.batches = 0
+
+    def __call__(self, reports: Any) -> None:
+        self.batches += 1
+        self.reports.extend(reports)
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        end = time.monotonic() + DEADLINE
+        while not condition():
+            assert time.monotonic() < end, "timed out waiting for probe reports"
+            await asyncio.sleep(0.02)
+
+    def keys_since(self, index: int) -> set[CheckKey]:
+        return {report.key for report in self.reports[index:]}
+
+
+async def test_every_check_is_probed_by_one_of_the_workers(port: int) -> None:
+    collected = Collector()
+    runner = ShardedRunner(collected, workers=2)
+    keys = tcp_keys(port, 40)
+    runner.update(keys)
+    runner.start()
+    try:
+        await collected.until(lambda: collected.keys_since(0) == set(keys))
+        assert len(set(runner.pids())) == 2 and os.getpid() not in runner.pids()
+        report = collected.reports[0]
+        assert (report.result.ok, report.result.reason) == (True, "connected")
+        assert report.scheduled <= report.started <= report.finished
+        assert not report.inconclusive
+        assert collected.batches < len(collected.reports)  # batched, not one call per result
+    finally:
+        await runner.stop()
+    assert runner.pids() == []
+
+
+async def test_a_failure_reason_crosses_the_pipe(port: int) -> None:
+    collected = Collector()
+    runner = ShardedRunner(collected, workers=2)
+    with __import__("socket").socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed_port = unused.getsockname()[1]
+    refused = check_key(ProbeTarget(LOCAL, closed_port), HttpCheck(interval=0.2))
+    runner.update([refused])
+    runner.start()
+    try:
+        await collected.until(lambda: len(collected.reports) >= 2)
+        assert {(r.key, r.result.ok, r.result.reason) for r in collected.reports} == {
+            (refused, False, "refused")}
+    finally:
+        await runner.stop()
+
+
+async def test_a_worker_that_dies_is_restarted_and_its_checks_resume(port: int) -> None:
+    collected = Collector()
+    runner = ShardedRunner(collected, workers=2)
+    keys = tcp_keys(port, 40)
+    runner.update(keys)
+    runner.start()
+    try:
+        await collected.until(lambda: collected.keys_since(0) == set(keys))
+        victim = runner.pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        await collected.until(lambda: runner.restarted == 1 and len(runner.pids()) == 2)
+        assert victim not in runner.pids()
+        after = len(collected.reports)
+        await collected.until(lambda: collected.keys_since(after) == set(keys))
+    finally:
+        await runner.stop()
+
+
+async def test_update_moves_only_what_changed(port: int) -> None:
+    collected = Collector()
+    runner = ShardedRunner(collected, workers=2)
+    first, second = tcp_keys(port, 30), tcp_keys(port + 0, 60)[30:]
+    runner.update(first)
+    runner.start()
+    try:
+        await collected.until(lambda: collected.keys_since(0) == set(first))
+        runner.update(first[:10] + second)
+        assert len(runner) == 40 and first[20] not in runner and second[0] in runner
+        await asyncio.sleep(0.3)  # reports of removed checks already in the pipe may arrive
+        settled = len(collected.reports)
+        await collected.until(lambda: collected.keys_since(settled) >= set(first[:10] + second))
+        assert collected.keys_since(settled) == set(first[:10] + second)
+    finally:
+        await runner.stop()
+
+
+async def test_stop_then_start_resumes_every_check(port: int) -> None:
+    collected = Collector()
+    runner = ShardedRunner(collected, workers=2)
+    keys = tcp_keys(port, 10)
+    runner.update(keys)
+    runner.start()
+    await collected.until(lambda: collected.keys_since(0) == set(keys))
+    await runner.stop()
+    runner.start()
+    try:
+        after = len(collected.reports)
+        await collected.until(lambda: collected.keys_since(after) == set(keys))
+    finally:
+        await runner.stop()
+
+
+def test_frames_survive_any_split() -> None:
+    stream = frame(1, b"hello") + frame(2, b"") + frame(3, struct.pack("<I", 7) * 100)
+    for size in (1, 3, 7, len(stream)):
+        reader = FrameReader()
+        frames = []
+        for start in range(0, len(stream), size):
+            frames += reader.feed(stream[start:start + size])
+        assert frames == [(1, b"hello"), (2, b""), (3, struct.pack("<I", 7) * 100)]
+
+
+def test_auto_is_one_worker_per_core_and_none_on_one_core() -> None:
+    assert resolve_workers("auto", cpus=1) == 0
+    assert resolve_workers("auto", cpus=2) == 2
+    assert resolve_workers("auto", cpus=16) == 16
+    assert resolve_workers(3, cpus=16) == 3
+    assert resolve_workers(0, cpus=16) == 0
+
+
+async def test_no_workers_means_probing_in_process() -> None:
+    assert isinstance(make_runner(lambda reports: None, workers=0), ProbeRunner)
+    assert isinstance(make_runner(lambda reports: None, workers=2), ShardedRunner)
