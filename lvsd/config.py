@@ -136,6 +136,7 @@ class DaemonSchema(_Schema):
     on_stop: Literal["keep", "withdraw"] = "keep"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_probes_in_flight: Annotated[Int, Field(ge=1, le=100_000)] = 2000
+    probe_workers: Literal["auto"] | Annotated[Int, Field(ge=0, le=256)] = "auto"
     dr_check_mark_base: Annotated[Int, _within(limits.probe_mark_base_error)] = 0x4C560000
     allow_empty: Bool = False
 
@@ -540,6 +541,7 @@ def _build_daemon(
         on_stop=schema.on_stop,
         log_level=schema.log_level,
         max_probes_in_flight=schema.max_probes_in_flight,
+        probe_workers=schema.probe_workers,
         dr_check_mark_base=schema.dr_check_mark_base,
         allow_empty=schema.allow_empty,
     )

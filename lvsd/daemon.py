@@ -22,7 +22,7 @@ from pathlib import Path
 from lvsd import logs
 from lvsd.checks import CheckKey, CheckSpec, check_key
 from lvsd.checks.drpath import director_problems
-from lvsd.checks.runner import ProbeRunner
+from lvsd.checks.workers import make_runner
 from lvsd.config import load
 from lvsd.errors import ConfigError, IpvsError, LvsdError
 from lvsd.files import write_atomic
@@ -127,7 +127,8 @@ class Daemon:
         self.runner: Runner = (
             runner(self._on_results)
             if runner is not None
-            else ProbeRunner(self._on_results, max_in_flight=config.daemon.max_probes_in_flight)
+            else make_runner(self._on_results, workers=config.daemon.probe_workers,
+                             max_in_flight=config.daemon.max_probes_in_flight)
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._specs: dict[ServiceKey, ServiceSpec] = {}
@@ -504,7 +505,7 @@ class Daemon:
             return False
         restart_only = [
             name
-            for name in ("listen_host", "listen_port", "max_probes_in_flight")
+            for name in ("listen_host", "listen_port", "max_probes_in_flight", "probe_workers")
             if getattr(new.daemon, name) != getattr(self.config.daemon, name)
         ]
         if restart_only:

@@ -31,6 +31,7 @@ class DaemonSettings:
     max_probes_in_flight: int
     dr_check_mark_base: int
     allow_empty: bool = False  # a config without services may delete every owned service
+    probe_workers: int | Literal["auto"] = "auto"  # processes probing; 0: the daemon itself
 
     @property
     def state_file(self) -> Path:

@@ -35,8 +35,9 @@ from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
-from lvsd.checks.base import CheckSpec, ProbeTarget
+from lvsd.checks.base import CheckSpec
 from lvsd.checks.runner import EngineLoad, ProbeRunner, log_overload
+from lvsd.checks.target import ProbeTarget
 from lvsd.probe import CheckKey, ProbeReport, ProbeResult, ResultsCallback
 
 log = logging.getLogger(__name__)
@@ -81,21 +82,85 @@ class FrameReader:
         return frames
 
 
+AUTO_SHARD_RATE = 2000.0  # probes/s beyond which "auto" moves probing to workers
+
+
 def resolve_workers(setting: int | str, cpus: int | None = None) -> int:
-    """``"auto"``: one worker per usable core, none (probes in the main process) on one core."""
+    """How many workers ``"auto"`` may use: one per usable core, none on one core."""
     if isinstance(setting, int):
         return setting
     count = cpus if cpus is not None else len(os.sched_getaffinity(0))
     return count if count > 1 else 0
 
 
-def make_runner(on_results: ResultsCallback, *, workers: int | str = 0,
-                max_in_flight: int = 1000) -> ProbeRunner | ShardedRunner:
-    """The probe runner for ``[daemon] probe_workers``: in-process (0) or sharded."""
+def make_runner(on_results: ResultsCallback, *, workers: int | str = "auto",
+                max_in_flight: int = 1000) -> ProbeRunner | ShardedRunner | AutoRunner:
+    """The probe runner for ``[daemon] probe_workers``: in-process (0), sharded across that
+    many workers, or ``"auto"``."""
+    if workers == "auto":
+        return AutoRunner(on_results, workers=resolve_workers("auto"),
+                          max_in_flight=max_in_flight)
     count = resolve_workers(workers)
     if count == 0:
         return ProbeRunner(on_results, max_in_flight=max_in_flight)
     return ShardedRunner(on_results, workers=count, max_in_flight=max_in_flight)
+
+
+class AutoRunner:
+    """``probe_workers = "auto"``: probes run in the daemon's own process while they are
+    few (below ``AUTO_SHARD_RATE`` probes/s, a fraction of a core: no worker's memory and
+    start-up for a small site), and in ``workers`` processes above it. A change of side
+    (an ``update`` crossing the rate) starts every check's schedule over, once."""
+
+    def __init__(self, on_results: ResultsCallback, *, workers: int,
+                 max_in_flight: int = 1000) -> None:
+        self._on_results = on_results
+        self._workers = workers
+        self._max_in_flight = max_in_flight
+        self._runner: ProbeRunner | ShardedRunner = ProbeRunner(
+            on_results, max_in_flight=max_in_flight)
+        self._running = False
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    @property
+    def sharded(self) -> bool:
+        return isinstance(self._runner, ShardedRunner)
+
+    def __len__(self) -> int:
+        return len(self._runner)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._runner
+
+    def load(self) -> EngineLoad:
+        return self._runner.load()
+
+    def update(self, keys: Iterable[CheckKey]) -> None:
+        wanted = keys if isinstance(keys, AbstractSet) else set(keys)
+        rate = sum(1.0 / key.spec.interval for key in wanted)
+        shard = self._workers > 0 and rate > AUTO_SHARD_RATE
+        if shard != self.sharded:
+            retired = self._runner
+            self._runner = (ShardedRunner(self._on_results, workers=self._workers,
+                                          max_in_flight=self._max_in_flight) if shard
+                            else ProbeRunner(self._on_results, max_in_flight=self._max_in_flight))
+            task = asyncio.get_running_loop().create_task(retired.stop())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            log.info("probing %.0f checks/s %s", rate,
+                     f"in {self._workers} worker processes" if shard else "in this process")
+            if self._running:
+                self._runner.start()
+        self._runner.update(wanted)
+
+    def start(self) -> None:
+        self._running = True
+        self._runner.start()
+
+    async def stop(self) -> None:
+        self._running = False
+        await self._runner.stop()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 
 
 # --- the main process's side -----------------------------------------------------------------

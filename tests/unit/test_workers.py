@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import os
 import signal
+import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,15 +15,19 @@ from typing import Any
 import pytest
 
 from lvsd.checks import CheckKey, HttpCheck, TcpCheck, check_key
-from lvsd.checks.base import ProbeTarget
 from lvsd.checks.runner import ProbeRunner
+from lvsd.checks.target import ProbeTarget
 from lvsd.checks.workers import (
+    AUTO_SHARD_RATE,
+    AutoRunner,
     FrameReader,
     ShardedRunner,
     frame,
     make_runner,
     resolve_workers,
 )
+from lvsd.config import loads
+from lvsd.errors import ConfigError
 from lvsd.probe import ProbeReport
 
 LOCAL = ipaddress.ip_address("127.0.0.1")
@@ -88,7 +93,7 @@ async def test_every_check_is_probed_by_one_of_the_workers(port: int) -> None:
 async def test_a_failure_reason_crosses_the_pipe(port: int) -> None:
     collected = Collector()
     runner = ShardedRunner(collected, workers=2)
-    with __import__("socket").socket() as unused:
+    with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         closed_port = unused.getsockname()[1]
     refused = check_key(ProbeTarget(LOCAL, closed_port), HttpCheck(interval=0.2))
@@ -175,3 +180,33 @@ def test_auto_is_one_worker_per_core_and_none_on_one_core() -> None:
 async def test_no_workers_means_probing_in_process() -> None:
     assert isinstance(make_runner(lambda reports: None, workers=0), ProbeRunner)
     assert isinstance(make_runner(lambda reports: None, workers=2), ShardedRunner)
+
+
+async def test_auto_shards_only_when_the_probe_rate_needs_it(port: int) -> None:
+    runner = AutoRunner(lambda reports: None, workers=2)
+    few = tcp_keys(port, 100, interval=1.0)
+    spec = TcpCheck(interval=1.0)
+    many = [check_key(ProbeTarget(ipaddress.ip_address(f"127.0.{i // 250}.{1 + i % 250}"), port),
+                      spec) for i in range(int(AUTO_SHARD_RATE) + 1)]
+    runner.update(few)
+    assert not runner.sharded and len(runner) == 100
+    runner.update(few + many)
+    assert runner.sharded and len(runner) == len(few) + len(many)
+    runner.update(few)
+    assert not runner.sharded and few[0] in runner
+    await runner.stop()
+    assert not AutoRunner(lambda reports: None, workers=0).sharded
+
+
+def test_probe_workers_in_the_config() -> None:
+    def workers(text: str) -> object:
+        return loads(f"[daemon]\n{text}allow_empty = true\n").daemon.probe_workers
+
+    assert workers("") == "auto"
+    assert workers('probe_workers = "auto"\n') == "auto"
+    assert workers("probe_workers = 0\n") == 0
+    assert workers("probe_workers = 4\n") == 4
+    for bad in ("probe_workers = -1\n", 'probe_workers = "many"\n', "probe_workers = 2.5\n",
+                "probe_workers = true\n"):
+        with pytest.raises(ConfigError, match="probe_workers"):
+            loads(f"[daemon]\n{bad}allow_empty = true\n")
