@@ -182,7 +182,7 @@ def _noop(result: ProbeResult) -> None:
     return None
 
 
-_Deadlines = deque[tuple[float, int, _Entry]]
+_Deadlines = deque[tuple[float, int, _Entry]]  # (started, generation, entry) per timeout
 
 
 class ProbeRunner:
@@ -344,11 +344,11 @@ class ProbeRunner:
         while heap and (not heap[0][2].alive or heap[0][1] != heap[0][2].seq):
             heapq.heappop(heap)
         wake = heap[0][0] if heap else float("inf")
-        for deadlines in self._deadlines.values():
+        for timeout, deadlines in self._deadlines.items():
             while deadlines and _stale(deadlines[0]):
                 deadlines.popleft()
-            if deadlines and deadlines[0][0] < wake:
-                wake = deadlines[0][0]
+            if deadlines and deadlines[0][0] + timeout < wake:
+                wake = deadlines[0][0] + timeout
         if wake != float("inf"):
             self._timer_when = max(wake, self._last_wake + self._batch)
             self._timer = self._clock.call_at(self._timer_when, self._on_timer)
@@ -393,7 +393,7 @@ class ProbeRunner:
         deadlines = self._deadlines.get(timeout)
         if deadlines is None:
             deadlines = self._deadlines[timeout] = deque()
-        deadlines.append((started + timeout, entry.generation, entry))
+        deadlines.append((started, entry.generation, entry))
         try:
             entry.running = entry.prober.start(entry.key.target, entry.report)
         except Exception as exc:  # a checker bug must cost one probe, not the runner
@@ -412,9 +412,9 @@ class ProbeRunner:
         """Fail the probes whose deadline passed (never early: a timer that fired a tick
         early leaves them to the next wake-up), with the step each was stuck in."""
         expired = False
-        for deadlines in self._deadlines.values():
-            while deadlines and deadlines[0][0] <= now:
-                deadline, generation, entry = deadlines.popleft()
+        for timeout, deadlines in self._deadlines.items():
+            while deadlines and now - deadlines[0][0] >= timeout:
+                started, generation, entry = deadlines.popleft()
                 running = entry.running
                 if running is None or generation != entry.generation:
                     continue
@@ -423,7 +423,8 @@ class ProbeRunner:
                 entry.running = None
                 self._in_flight -= 1
                 expired = True
-                stalled = now - deadline >= self._lag_bound or self._stall_end >= entry.started
+                stalled = (now - started - timeout >= self._lag_bound
+                           or self._stall_end >= started)
                 result = ProbeResult(False, f"timeout ({stage})" if stage else "timeout",
                                      now - entry.started)
                 self._complete(entry, result, now, stalled)
