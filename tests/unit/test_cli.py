@@ -46,3 +46,37 @@ def test_run_with_an_invalid_config_exits_before_doing_anything(tmp_path: Path) 
     bad = tmp_path / "bad.toml"
     bad.write_text("[daemon]\nresync_interval = -1\n")
     assert main(["run", "--config", str(bad)]) == EXIT_BAD_INPUT
+
+
+def test_check_config_prints_warnings_and_still_exits_0(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "lvsd.toml"
+    config.write_text('[daemon]\nlisten = "[::]:9163"\n'
+                      '[[services]]\naddress = "192.0.2.1"\nport = 80\nquorum = 3\n'
+                      '[[services.real_servers]]\naddress = "192.0.2.11"\n')
+    assert main(["check-config", str(config)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"{config}: OK, 1 service(s), 1 real server(s), 0 checked" in out
+    assert f"{config}: 2 warning(s):" in out
+    assert "  warning: daemon.listen: [::]:9163 listens on every interface" in out
+    assert ("  warning: services[0] (tcp:192.0.2.1:80).quorum: quorum 3 is above the total "
+            "weight 1") in out
+
+
+def test_check_config_of_an_empty_config_says_what_it_would_do(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "lvsd.toml"
+    config.write_text("# truncated\n")
+    assert main(["check-config", str(config)]) == EXIT_BAD_INPUT
+    assert "set allow_empty = true in [daemon]" in capsys.readouterr().err
+    config.write_text("[daemon]\nallow_empty = true\n")
+    assert main(["check-config", str(config)]) == EXIT_OK
+    assert "lvsd deletes every service it owns" in capsys.readouterr().out
+
+
+def test_every_shipped_config_passes_without_warnings(capsys: pytest.CaptureFixture[str]) -> None:
+    shipped = sorted(CONFIG.parent.rglob("*.toml"))
+    assert len(shipped) >= 6
+    for path in shipped:
+        assert main(["check-config", str(path)]) == EXIT_OK, path
+        assert "warning" not in capsys.readouterr().out, path

@@ -208,3 +208,207 @@ def test_shipped_examples_are_valid() -> None:
     assert examples, "config/ has example files"
     for path in examples:
         load(path)
+
+
+def test_every_independent_problem_is_reported_in_one_run() -> None:
+    found = problems_of("""
+[daemon]
+resync_interval = -1
+
+[timeouts]
+tcp = 0
+
+[[services]]
+name = "web"
+address = "192.0.2.1"
+port = true
+[[services.real_servers]]
+address = "192.0.2.11"
+wieght = 2
+
+[[services]]
+name = "dns"
+protocol = "udp"
+address = "192.0.2.2"
+port = 53
+scheduler = "wrrr"
+[[services.real_servers]]
+address = "192.0.2.21"
+weight = 1.5
+""")
+    assert found == [
+        "daemon.resync_interval: must be above 0, got -1",
+        "timeouts.tcp: must be at least 1, got 0",
+        'services[0] "web".port: expected an integer, got true',
+        'services[0] "web".real_servers[0] (192.0.2.11): unknown key \'wieght\' '
+        "(did you mean 'weight'?)",
+        'services[1] "dns" (udp:192.0.2.2:53).scheduler: unknown scheduler \'wrrr\' (did you '
+        "mean 'wrr'?) (one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos)",
+        'services[1] "dns" (udp:192.0.2.2:53).real_servers[0] (192.0.2.21).weight: expected an '
+        "integer, got 1.5",
+    ]
+
+
+@pytest.mark.parametrize("text", [
+    'port = true', 'port = 80.0', 'weight = true', 'quorum = 1.0', 'ops = 1',
+    'fail_open = "yes"', 'persistence = 60.5'])
+def test_types_are_strict(text: str) -> None:
+    key, _, value = text.partition(" = ")
+    base = {"port": 80, "weight": None}
+    service = '[[services]]\naddress = "192.0.2.1"\n'
+    server = '[[services.real_servers]]\naddress = "192.0.2.11"\n'
+    if key == "weight":
+        body = f"{service}port = 80\n{server}{text}\n"
+    elif key == "port":
+        body = f"{service}{text}\n{server}"
+    else:
+        body = f"{service}port = {base['port']}\n{text}\n{server}"
+    (problem,) = problems_of(body)
+    assert f".{key}: expected " in problem and f"got {value}" in problem
+
+
+def test_a_config_without_services_needs_allow_empty() -> None:
+    (problem,) = problems_of("# the rest of the file was lost\n")
+    assert problem.startswith("services: no services") and "allow_empty = true" in problem
+    config = loads("[daemon]\nallow_empty = true\n")
+    assert config.services == () and config.daemon.allow_empty
+
+
+def test_listen_takes_ip_literals_of_both_families() -> None:
+    config = loads('[daemon]\nlisten = "[::1]:9000"\n' + MINIMAL)
+    assert (config.daemon.listen_host, config.daemon.listen_port) == ("::1", 9000)
+    assert problems_of('[daemon]\nlisten = "localhost:9163"\n' + MINIMAL) == [
+        "daemon.listen: expected IP:PORT, e.g. 127.0.0.1:9163 or [::1]:9163: 'localhost' is "
+        "not an IP address (host names are not looked up)"]
+
+
+def test_a_network_check_of_a_fwmark_service_needs_connect_port() -> None:
+    text = """
+[[services]]
+fwmark = 8
+[services.check]
+type = "tcp"
+[[services.real_servers]]
+address = "192.0.2.11"
+"""
+    (problem,) = problems_of(text)
+    assert problem == (
+        "services[0] (fwm:8).real_servers[0] (192.0.2.11).check: this tcp check would probe "
+        "port 0 (a fwmark service's server has no port): set connect_port in the check, or "
+        "give the real server a port")
+    fixed = loads(text.replace('type = "tcp"', 'type = "tcp"\nconnect_port = 80'))
+    assert fixed.services[0].servers[0].check is not None
+    assert loads(text.replace('type = "tcp"', 'type = "file"\npath = "/run/m"'))
+
+
+def test_configured_fwmarks_stay_out_of_the_probe_mark_range() -> None:
+    text = "[daemon]\ndr_check_mark_base = {base}\n[[services]]\nfwmark = {mark}\n" \
+           '[[services.real_servers]]\naddress = "192.0.2.11"\n'
+    assert loads(text.format(base=1000, mark=999))
+    assert loads(text.format(base=1000, mark=1000 + 65536))
+    for mark in (1000, 1000 + 65535):
+        (problem,) = problems_of(text.format(base=1000, mark=mark))
+        assert problem.startswith(f"services[0] (fwm:{mark}).fwmark: fwmark {mark:#x} is inside")
+    (problem,) = problems_of(text.format(base=2**32 - 65535, mark=1))
+    assert problem.startswith("daemon.dr_check_mark_base: dr_check_mark_base 0xffff0001 leaves")
+
+
+def test_what_the_kernel_or_ipvsadm_refuse_is_refused() -> None:
+    service = '[[services]]\naddress = "{vip}"\nport = {port}\n{extra}\n' \
+              '[[services.real_servers]]\naddress = "{rs}"\n{rs_extra}\n'
+
+    def refused(vip: str = "192.0.2.1", port: int = 80, extra: str = "", rs: str = "192.0.2.11",
+                rs_extra: str = "") -> str:
+        (problem,) = problems_of(service.format(vip=vip, port=port, extra=extra, rs=rs,
+                                                rs_extra=rs_extra))
+        return problem
+
+    assert "needs an upper threshold" in refused(rs_extra="lower_threshold = 1")
+    assert "multicast" in refused(rs="239.1.1.1")
+    assert "broadcast" in refused(rs="255.255.255.255")
+    assert "unspecified" in refused(rs="0.0.0.0")
+    assert "link-local" in refused(rs="169.254.0.1")
+    assert "at most 2147483647" in refused(rs_extra="upper_threshold = 4294967295")
+    assert "only for UDP" in refused(extra="ops = true")
+    assert "needs persistence" in refused(port=0)
+    assert "31 days" in refused(extra="persistence = 2000000000")
+    assert "scope" in refused(vip="fe80::1%eth0", rs="fe80::2", rs_extra='forward = "tunnel"')
+    (problem,) = problems_of("[timeouts]\ntcp = 2678400\n" + MINIMAL)
+    assert problem.startswith("timeouts.tcp: timeout 2678400 s is above 2147483 s")
+
+
+def test_legal_but_probably_wrong_values_are_warnings(tmp_path: Path) -> None:
+    program = tmp_path / "not-executable"
+    program.write_text("#!/bin/sh\n")
+    config = loads(f"""
+[daemon]
+listen = "0.0.0.0:9163"
+state_dir = "state"
+save_file = "rules"
+
+[[services]]
+name = "web"
+address = "192.0.2.1"
+port = 80
+quorum = 10
+[services.check]
+type = "tcp"
+interval = "1s"
+timeout = "3s"
+[[services.real_servers]]
+address = "192.0.2.11"
+weight = 2
+[[services.real_servers]]
+address = "192.0.2.12"
+check = {{ type = "file", path = "maintenance/{{address}}" }}
+[[services.real_servers]]
+address = "192.0.2.13"
+check = {{ type = "exec", argv = ["{program}"] }}
+[[services.real_servers]]
+address = "192.0.2.14"
+check = {{ type = "exec", argv = ["/nonexistent/check"] }}
+[[services.real_servers]]
+address = "192.0.2.15"
+check = {{ type = "exec", argv = ["./check.sh"] }}
+[[services.real_servers]]
+address = "192.0.2.16"
+check = {{ type = "exec", argv = ["no-such-program-in-path"] }}
+""")
+    place = 'services[0] "web" (tcp:192.0.2.1:80)'
+    assert [str(w) for w in config.warnings] == [
+        "daemon.listen: 0.0.0.0:9163 listens on every interface: /metrics, /status and the API "
+        "are reachable from any network (use 127.0.0.1 or one address)",
+        "daemon.state_dir: relative path 'state' is resolved against the daemon's working "
+        "directory (/ under systemd): write an absolute path",
+        "daemon.save_file: relative path 'rules' is resolved against the daemon's working "
+        "directory (/ under systemd): write an absolute path",
+        f"{place}.check.timeout: 3 s is longer than the interval 1 s: a hung probe delays the "
+        "next",
+        f"{place}.real_servers[1] (192.0.2.12).check.path: relative path 'maintenance/{{address}}'"
+        " is resolved against the daemon's working directory (/ under systemd): write an "
+        "absolute path",
+        f"{place}.real_servers[2] (192.0.2.13).check.argv: program '{program}' is not "
+        "executable",
+        f"{place}.real_servers[3] (192.0.2.14).check.argv: program '/nonexistent/check' does "
+        "not exist",
+        f"{place}.real_servers[4] (192.0.2.15).check.argv: relative path './check.sh' is "
+        "resolved against the daemon's working directory (/ under systemd): write an absolute "
+        "path",
+        f"{place}.real_servers[5] (192.0.2.16).check.argv: program 'no-such-program-in-path' "
+        "is not found in PATH",
+        f"{place}.quorum: quorum 10 is above the total weight 7 of the real servers: the service "
+        "is always below quorum",
+    ]
+
+
+@pytest.mark.parametrize("content", [
+    b"[[services]]\nname = \"caf\xe9\"\n",
+    b"\xff\xfe[\x00d\x00",
+])
+def test_a_file_not_in_utf8_is_a_config_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    (problem,) = caught.value.problems
+    assert problem.where.startswith("line ") and "not UTF-8" in problem.message
