@@ -9,9 +9,11 @@ parser, which the save-format tests hold byte-exact against ipvsadm).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +25,7 @@ from typing import Any
 
 from lvsd.ipvsadm.restore import parse
 from lvsd.model import Table
+from tests.integration.conftest import in_netns
 
 LVSD = str(Path(sys.executable).with_name("lvsd"))
 
@@ -38,7 +41,9 @@ class LvsdProcess:
         self.write_config(config_text)
         self.process: subprocess.Popen[bytes] | None = None
 
-    def write_config(self, config_text: str) -> None:
+    def write_config(self, config_text: str, *, encoding: str = "utf-8") -> None:
+        """Write the config after a ``[daemon]`` header with this process's state dir and
+        listen port (``config_text`` may go on with more ``[daemon]`` keys)."""
         header = (f'[daemon]\nstate_dir = "{self.state_dir}"\n'
                   f'listen = "127.0.0.1:{self.listen_port}"\n')
         if config_text.lstrip().startswith("[daemon]"):
@@ -46,8 +51,12 @@ class LvsdProcess:
             text = header + config_text
         else:
             text = header + "\n" + config_text
+        self.write_config_bytes(text.encode(encoding))
+
+    def write_config_bytes(self, data: bytes) -> None:
+        """Replace the config file with exactly ``data`` (atomically, as config management does)."""
         tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         os.replace(tmp, self.config_path)
 
     @property
@@ -73,6 +82,16 @@ class LvsdProcess:
                                  f"{self.log_tail(80)}") from None
         if self.exited():
             raise RuntimeError(f"lvsd exited with {self.process.returncode}:\n{self.log_tail()}")
+
+    async def run_to_exit(self, *, timeout: float = 90.0) -> int:
+        """Start lvsd and wait for it to exit (a start-up it must refuse); its exit code."""
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            ["ip", "netns", "exec", self.director, LVSD, "run", "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        await self.wait_for(self.exited, timeout, "lvsd to exit")
+        return self.process.returncode
 
     def exited(self) -> bool:
         return self.process is not None and self.process.poll() is not None
@@ -164,3 +183,50 @@ def kernel_table(namespace: str) -> Table:
 def weights(table: Table) -> dict[str, int]:
     """``{"tcp:192.0.2.100:80 -> 192.0.2.11:80": 1, …}`` for every destination."""
     return {f"{vs.key} -> {d.key}": d.weight for vs in table.services for d in vs.dests}
+
+
+def destination_count(namespace: str) -> int:
+    """Destinations in ``namespace``'s IPVS table, from /proc (no process spawned: cheap
+    enough to poll while a 10,000-destination pass is being written)."""
+
+    def count() -> int:
+        text = Path("/proc/thread-self/net/ip_vs").read_text()
+        return sum(1 for line in text.splitlines() if line.startswith("  -> ")
+                   and not line.startswith("  -> RemoteAddress"))
+
+    return in_netns(namespace, count)
+
+
+NETLINK_GENERIC = 16
+SYS_PIDFD_GETFD = 438  # x86-64 and aarch64 (asm-generic) alike
+
+
+def netlink_sockets_of(pid: int, protocol: int = NETLINK_GENERIC) -> list[socket.socket]:
+    """Copies of process ``pid``'s netlink sockets of ``protocol`` (pidfd_getfd(2), root).
+
+    A copy is the same kernel socket: options set through it (a receive buffer) apply to
+    the process's own file descriptor."""
+    inodes = set()
+    for line in Path(f"/proc/{pid}/net/netlink").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1]) == protocol:
+            inodes.add(fields[-1])
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    copies = []
+    try:
+        for entry in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(entry)
+            except OSError:
+                continue
+            if not (target.startswith("socket:[") and target[8:-1] in inodes):
+                continue
+            fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, int(entry.name), 0)
+            if fd < 0:
+                code = ctypes.get_errno()
+                raise OSError(code, f"pidfd_getfd({pid}, {entry.name}): {os.strerror(code)}")
+            copies.append(socket.socket(fileno=fd))
+    finally:
+        os.close(pidfd)
+    return copies
