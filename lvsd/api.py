@@ -227,7 +227,7 @@ def _refresh_seconds(value: str | None) -> int:
 def status_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
     """Everything the status page shows, as JSON-ready data."""
     reload = snapshot.last_reload
-    sync = snapshot.table_sync
+    sync = snapshot.sync
     return {
         "version": lvsd.__version__,
         "ready": snapshot.ready,
@@ -242,7 +242,7 @@ def status_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
             "in_sync": sync.in_sync,
             "last_error": sync.last_error,
             "consecutive_failures": sync.consecutive_failures,
-            "failing_since": sync.failing_since,
+            "failed_passes": sync.failed_passes,
         },
         "services": [_service_json(s, now) for s in snapshot.services],
         "foreign": [_foreign_json(vs) for vs in snapshot.foreign],
@@ -416,11 +416,11 @@ def _summary(snapshot: Snapshot, now: float) -> str:
     else:
         reload_text = (f'<span class="badge bad">last reload failed {_e(_ago(reload.at, now))}'
                        f"</span> {_e(reload.error or '')}")
-    sync = snapshot.table_sync
-    sync_text = "" if sync.in_sync else (
+    sync = snapshot.sync
+    sync_text = "" if sync.in_sync or not snapshot.ready else (
         f'<span><span class="badge bad">table not in sync</span> '
-        f"{sync.consecutive_failures} failed pass(es), since "
-        f"{_e(_ago(sync.failing_since, now))}: {_e(sync.last_error or '')}</span>"
+        f"{sync.consecutive_failures} failed pass(es) in a row: "
+        f"{_e(sync.last_error or '')}</span>"
     )
     return (
         f"<h1>lvsd {_e(lvsd.__version__)} {ready}</h1><div class=\"summary\">"

@@ -390,16 +390,19 @@ def _global_families(out: list[bytes], snapshot: Snapshot) -> None:
          "When lvsd last read the IPVS table from the kernel (Unix time).", snapshot.taken_at),
         ("lvsd_table_in_sync",
          "0 while the kernel table may differ from lvsd's plan: the last pass's dump or writes "
-         "failed (retried with backoff).", 1 if snapshot.table_sync.in_sync else 0),
+         "failed (retried with backoff).", 1 if snapshot.sync.in_sync else 0),
         ("lvsd_table_sync_failures",
          "Reconcile passes in a row that failed to read or write the kernel table "
-         "(0 when in sync).", snapshot.table_sync.consecutive_failures),
+         "(0 when in sync).", snapshot.sync.consecutive_failures),
         ("lvsd_snapshot_age_seconds",
          "How old this scrape's reading of the IPVS table is: its counters and weights are "
          "that old (the kernel itself updates its traffic counters every 2 s).",
          round(max(0.0, time.time() - snapshot.taken_at), 3) if snapshot.taken_at else 0.0),
     ):
         out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{name} {value}\n".encode())
+    name = "lvsd_table_sync_failed_passes_total"
+    out.append(f"# HELP {name} Reconcile passes that failed to read or write the kernel table."
+               f"\n# TYPE {name} counter\n{name} {snapshot.sync.failed_passes}\n".encode())
 
 
 def _service_families(out: list[bytes], rows: _Rows, layout: LayoutOf) -> None:

@@ -63,17 +63,14 @@ class ReloadStatus:
 
 
 @dataclass(frozen=True, slots=True)
-class TableSync:
-    """Whether the kernel table is what lvsd last planned: False after a pass whose dump or
-    writes failed, until a pass succeeds (lvsd retries with backoff meanwhile)."""
+class SyncStatus:
+    """Is the kernel table what lvsd last planned? For /status and the metrics."""
 
-    in_sync: bool = True
-    last_error: str | None = None  # the failed dump or refused write, as the log says it
-    consecutive_failures: int = 0  # failed passes in a row; 0 when in sync
-    failing_since: float | None = None  # wall time of the first failure in this streak
-
-
-IN_SYNC = TableSync()
+    in_sync: bool = False
+    consecutive_failures: int = 0  # failed passes in a row
+    failed_passes: int = 0  # since start
+    last_error: str | None = None  # why the last pass failed
+    dumped_at: float = 0.0  # wall time of the last dump, 0 before the first
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +82,7 @@ class Snapshot:
     config_source: str
     last_reload: ReloadStatus | None = None
     kernel_version: str = ""
-    table_sync: TableSync = IN_SYNC
+    sync: SyncStatus = SyncStatus()
 
 
 EMPTY_SNAPSHOT = Snapshot((), (), 0.0, False, "")

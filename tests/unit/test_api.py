@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from lvsd.api import accepts_gzip, create_app, render_page, start_api
 from lvsd.errors import ListenError
 from lvsd.metrics import DaemonMetrics
-from lvsd.snapshot import LastProbe, Snapshot, TableSync
+from lvsd.snapshot import LastProbe, Snapshot, SyncStatus
 from tests.unit.snapshot_builders import NOW, WEB, lab_snapshot, server, service
 
 
@@ -221,28 +221,35 @@ async def test_start_api_serves_on_the_given_address(source: StaticSource) -> No
 
 # --- the kernel table out of sync -----------------------------------------------------------
 
-OUT_OF_SYNC = TableSync(False, "add service tcp:192.0.2.10:80: No such file or directory "
-                        "(errno 2)", 12, NOW - 90)
+IN_SYNC = SyncStatus(in_sync=True, failed_passes=2)
+OUT_OF_SYNC = SyncStatus(
+    in_sync=False, consecutive_failures=12, failed_passes=14,
+    last_error="add service tcp:192.0.2.10:80: No such file or directory (errno 2)")
 
 
 async def test_status_says_whether_the_table_is_in_sync(
     client: TestClient[object, object], source: StaticSource
 ) -> None:
+    source.current = dataclasses.replace(lab_snapshot(), sync=IN_SYNC)
     document = await (await client.get("/status")).json()
     assert document["table_sync"] == {"in_sync": True, "last_error": None,
-                                      "consecutive_failures": 0, "failing_since": None}
-    source.current = dataclasses.replace(lab_snapshot(), table_sync=OUT_OF_SYNC)
+                                      "consecutive_failures": 0, "failed_passes": 2}
+    source.current = dataclasses.replace(lab_snapshot(), sync=OUT_OF_SYNC)
     document = await (await client.get("/status")).json()
     assert document["table_sync"] == {"in_sync": False, "last_error": OUT_OF_SYNC.last_error,
-                                      "consecutive_failures": 12, "failing_since": NOW - 90}
+                                      "consecutive_failures": 12, "failed_passes": 14}
 
 
 def test_page_shows_a_table_out_of_sync_with_its_error() -> None:
-    assert "not in sync" not in render_page(lab_snapshot(), NOW)
-    page = render_page(dataclasses.replace(lab_snapshot(), table_sync=OUT_OF_SYNC), NOW)
+    assert "not in sync" not in render_page(dataclasses.replace(lab_snapshot(), sync=IN_SYNC),
+                                            NOW)
+    page = render_page(dataclasses.replace(lab_snapshot(), sync=OUT_OF_SYNC), NOW)
     assert '<span class="badge bad">table not in sync</span>' in page
-    assert "12 failed pass(es), since 90.0 s ago" in page
+    assert "12 failed pass(es) in a row: " in page
     assert html.escape(OUT_OF_SYNC.last_error or "") in page
+    # Before the first pass nothing is in sync yet: "not ready" says it.
+    not_ready = dataclasses.replace(lab_snapshot(ready=False), sync=SyncStatus())
+    assert "not in sync" not in render_page(not_ready, NOW)
 
 
 # --- a daemon that is not started yet -------------------------------------------------------

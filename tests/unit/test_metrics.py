@@ -27,7 +27,7 @@ from lvsd.model import (
     Timeouts,
     parse_address,
 )
-from lvsd.snapshot import Snapshot, TableSync
+from lvsd.snapshot import Snapshot, SyncStatus
 from tests.unit.snapshot_builders import (
     DNS,
     MARKED,
@@ -252,23 +252,18 @@ def test_ready_and_snapshot_time() -> None:
     assert value(found, "lvsd_snapshot_timestamp_seconds") == NOW - 0.5
 
 
-def test_table_sync_is_two_series() -> None:
-    in_sync = render(lab_snapshot())
+def test_table_sync_is_three_series() -> None:
+    in_sync = render(dataclasses.replace(lab_snapshot(), sync=SyncStatus(in_sync=True)))
     assert value(in_sync, "lvsd_table_in_sync") == 1
     assert value(in_sync, "lvsd_table_sync_failures") == 0
-    failing = dataclasses.replace(lab_snapshot(), table_sync=TableSync(
-        False, "dump: Connection reset by peer (errno 104)", 7, NOW - 60))
+    assert value(in_sync, "lvsd_table_sync_failed_passes_total") == 0
+    failing = dataclasses.replace(lab_snapshot(), sync=SyncStatus(
+        False, 7, 9, "dump: Connection reset by peer (errno 104)", NOW - 1))
     found = render(failing)
     assert value(found, "lvsd_table_in_sync") == 0
     assert value(found, "lvsd_table_sync_failures") == 7
-    assert sum(1 for s in found if s.name.startswith("lvsd_table_")) == 2
-
-
-def test_snapshot_age_is_how_old_the_table_read_is_at_the_scrape() -> None:
-    taken = time.time() - 7.25
-    found = render(Snapshot((service(WEB, "web", [server("198.51.100.1")]),), (), taken, True,
-                            "x"))
-    assert 7.2 <= value(found, "lvsd_snapshot_age_seconds") <= 8.5
+    assert value(found, "lvsd_table_sync_failed_passes_total") == 9
+    assert sum(1 for s in found if s.name.startswith("lvsd_table_")) == 3
 
 
 # --- event metrics ----------------------------------------------------------------------------
