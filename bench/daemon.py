@@ -68,7 +68,6 @@ from lvsd.checks.runner import ProbeRunner
 from lvsd.config import loads
 from lvsd.daemon import Daemon
 from lvsd.errors import IpvsError
-from lvsd.health import Status
 from lvsd.ipvs.backend import IpvsBackend, KernelInfo
 from lvsd.ipvs.fake import FakeIpvs
 from lvsd.model import DestKey, EditDest, Op, ServiceKey, Table
@@ -304,7 +303,7 @@ async def wait_until(condition: Callable[[], bool], limit: float, what: str) -> 
 
 
 def all_up(daemon: Daemon) -> bool:
-    return all(state.status is Status.UP for state in daemon.health.values())
+    return daemon.health.all_up()
 
 
 def status_kb(field: str) -> int:
@@ -548,8 +547,8 @@ async def reload_part(options: Options) -> None:
             stop.set()
             await tick_task
             collections.close()
-            if not ok or len(daemon.watched) != n + 100:
-                raise RuntimeError(f"reload failed or incomplete: {len(daemon.watched)} checks")
+            if not ok or len(daemon.health) != n + 100:
+                raise RuntimeError(f"reload failed or incomplete: {len(daemon.health)} checks")
             windows = {"3 s before": (began - 3.0, began), "during": (began, ended),
                        "3 s after": (ended, ended + 3.0)}
             print(f"reload {'under load' if options.probes else 'without probes'}: {n:,} TCP "
@@ -700,7 +699,7 @@ async def event_part(options: Options, flips: int) -> None:
             await bring_all_up(daemon)
             spec = config.services[services // 2]
             server = spec.servers[per // 2]
-            key = daemon.check_of[(spec.key, server.key)]
+            (key,) = daemon.health.checks_of((spec.key, server.key))
             loop = asyncio.get_running_loop()
             events = []
             for flip in range(flips):

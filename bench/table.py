@@ -383,12 +383,12 @@ async def bench_event(services: int, per_service: int, flips: int, runs: int,
         started = time.perf_counter()
         await daemon.start()
         samples.add(f"{name} daemon start", time.perf_counter() - started)
-        if backend.applies or not all(h.status is Status.UP for h in daemon.health.values()):
+        if backend.applies or not daemon.health.all_up():
             raise RuntimeError("the daemon did not adopt the table as it was")
 
         spec = config.services[services // 2]
         server = spec.servers[per_service // 2]
-        key = daemon.check_of[(spec.key, server.key)]
+        (key,) = daemon.health.checks_of((spec.key, server.key))
         weight = server.dest.weight
         # Directly: the event, then the pass the daemon's loop would make.
         for flip in range(flips):
@@ -399,7 +399,7 @@ async def bench_event(services: int, per_service: int, flips: int, runs: int,
             samples.add(f"{name} event direct", time.perf_counter() - started)
             expect_one_edit(ops, weight if ok else 0)
             await settle(daemon, backend)
-        if daemon.health[key].status is not Status.UP:
+        if daemon.health.state(key).status is not Status.UP:
             runner.deliver((health_event(key, True),))
             await daemon.reconcile(full=False)
             await settle(daemon, backend)

@@ -112,7 +112,7 @@ def check_config(path: Path) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     servers = sum(len(s.servers) for s in config.services)
-    checked = sum(1 for s in config.services for r in s.servers if r.check is not None)
+    checked = sum(1 for s in config.services for r in s.servers if r.checks)
     print(f"{path}: OK, {len(config.services)} service(s), {servers} real server(s), "
           f"{checked} checked")
     if not config.services:

@@ -158,6 +158,7 @@ class RealServerSchema(_Schema):
     tunnel_port: Port = 0
     tunnel_csum: Literal["nocsum", "csum", "remcsum"] = "nocsum"
     check: dict[str, Any] | None = None
+    checks: list[dict[str, Any]] = Field(default_factory=list)  # in addition to ``check``
     disabled: Bool = False
 
 
@@ -187,6 +188,7 @@ class ServiceSchema(_Schema):
     sorry_server: SorryServerSchema | None = None
     fail_open: Bool = False
     check: dict[str, Any] | None = None
+    checks: list[dict[str, Any]] = Field(default_factory=list)  # in addition to ``check``
     on_change: Annotated[tuple[Text, ...], AfterValidator(_argv)] | None = None
     real_servers: list[Any] = Field(default_factory=list)  # each a RealServerSchema
 
@@ -635,6 +637,7 @@ def _build_service(
     check = None
     if svc.check is not None:
         check = _check(svc.check, f"{where}.check", problems, warnings)
+    extra_checks = _checks(svc.checks, f"{where}.checks", problems, warnings)
 
     servers: list[ServerSpec] = []
     seen: dict[DestKey, str] = {}
@@ -644,7 +647,7 @@ def _build_service(
         rs = _validate(RealServerSchema, raw_server, rs_where, problems)
         if rs is None:
             continue
-        server = _build_server(rs, svc, key, check, rs_where, problems, warnings)
+        server = _build_server(rs, svc, key, check, extra_checks, rs_where, problems, warnings)
         if server is None:
             continue
         if server.key in seen:
@@ -774,6 +777,14 @@ def _program_problem(program: str) -> str | None:
     return None
 
 
+def _checks(
+    raws: list[dict[str, Any]], where: str, problems: list[Problem], warnings: list[Problem]
+) -> tuple[CheckSpec, ...]:
+    specs = (_check(raw, f"{where}[{index}]", problems, warnings)
+             for index, raw in enumerate(raws))
+    return tuple(spec for spec in specs if spec is not None)
+
+
 def _merged_check(
     service_check: Mapping[str, Any] | None, override: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -791,21 +802,31 @@ def _build_server(
     svc: ServiceSchema,
     key: ServiceKey | None,
     service_check: CheckSpec | None,
+    service_checks: tuple[CheckSpec, ...],
     where: str,
     problems: list[Problem],
     warnings: list[Problem],
 ) -> ServerSpec | None:
+    """The server's checks: the service's ``check`` (or the server's own, which overrides it),
+    then the service's ``checks``, then the server's ``checks``; all must pass."""
     dest = _dest(
         rs.address, rs.port, rs.weight, rs.forward or svc.forward, svc, key, where, problems, rs
     )
     check = service_check
     if rs.check is not None:
         check = _check(_merged_check(svc.check, rs.check), f"{where}.check", problems, warnings)
+    placed: list[tuple[str, CheckSpec]] = [] if check is None else [(f"{where}.check", check)]
+    placed.extend((f"{where}.checks", spec) for spec in service_checks)
+    placed.extend(
+        (f"{where}.checks[{index}]", spec)
+        for index, spec in enumerate(_checks(rs.checks, f"{where}.checks", problems, warnings))
+    )
     if dest is None:
         return None
-    if check is not None:
-        _check_fits_server(check, dest, key, f"{where}.check", problems)
-    return ServerSpec(dest, check, rs.disabled)
+    for place, spec in placed:
+        _check_fits_server(spec, dest, key, place, problems)
+    checks = tuple(dict.fromkeys(spec for _, spec in placed))  # the same check once
+    return ServerSpec(dest, checks, rs.disabled)
 
 
 def _check_fits_server(

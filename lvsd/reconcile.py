@@ -2,12 +2,15 @@
 
 ``plan`` is level-triggered: it looks only at the two tables, never at how they came to differ,
 so one pass repairs a health change, a reload and an ``ipvsadm -C`` behind our back alike.
+The daemon's two planning paths are ``full_plan`` (every service, against a fresh dump) and
+``dirty_plan`` (the services whose health changed, against lvsd's view of the kernel).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import assert_never
 
 from lvsd.health import Status
 from lvsd.model import (
@@ -16,7 +19,6 @@ from lvsd.model import (
     DeleteDest,
     DeleteService,
     Dest,
-    DestKey,
     EditDest,
     EditService,
     Forward,
@@ -27,7 +29,7 @@ from lvsd.model import (
     Table,
     VirtualService,
 )
-from lvsd.spec import Config, ServerSpec, ServiceSpec
+from lvsd.spec import Config, ServerRef, ServerSpec, ServiceSpec
 
 
 def plan(desired: Table, actual: Table, owned: Iterable[ServiceKey] = ()) -> list[Op]:
@@ -94,27 +96,31 @@ class ServiceDecision:
 HealthOf = Callable[[ServiceSpec, ServerSpec], Status]
 
 
-def dr_probe_marks(config: Config) -> dict[tuple[ServiceKey, DestKey], int]:
-    """The fwmark of each (service, server) whose check runs through the DR path.
+def dr_checked(config: Config) -> list[ServerRef]:
+    """The (service, server)s with a check that runs through the DR path, in config order.
 
-    Each gets a one-server fwmark service so that a probe socket marked with it is forwarded by
-    IPVS to exactly that server, addressed to the VIP. Marks are numbered in config order.
-    """
-    marks: dict[tuple[ServiceKey, DestKey], int] = {}
-    mark = config.daemon.dr_check_mark_base
-    for spec in config.services:
-        for server in spec.servers:
-            if server.check is not None and server.check.dr_path:
-                marks[(spec.key, server.key)] = mark
-                mark += 1
-    return marks
+    Each gets a one-server fwmark service (its mark from ``lvsd.marks.ProbeMarks``) so that a
+    probe socket marked with it is forwarded by IPVS to exactly that server, addressed to the
+    VIP."""
+    return [
+        (spec.key, server.key)
+        for spec in config.services
+        for server in spec.servers
+        if any(check.dr_path for check in server.checks)
+    ]
+
+
+def probe_service(ref: ServerRef, mark: int) -> VirtualService:
+    service_key, dest_key = ref
+    probe = Service(ServiceKey.mark(mark, service_key.family), "rr")
+    return VirtualService(probe, (Dest(dest_key, weight=1, forward=Forward.ROUTE),))
 
 
 def desired_service(
     spec: ServiceSpec, health: HealthOf, draining: Sequence[Dest] = ()
 ) -> tuple[VirtualService, ServiceDecision]:
     status = {
-        server.key: Status.UP if server.check is None else health(spec, server)
+        server.key: health(spec, server) if server.checks else Status.UP
         for server in spec.servers
     }
     serving = [s for s in spec.servers if not s.disabled and status[s.key] is Status.UP]
@@ -146,18 +152,82 @@ def desired(
     config: Config,
     health: HealthOf,
     draining: Mapping[ServiceKey, Sequence[Dest]] | None = None,
+    marks: Mapping[ServerRef, int] | None = None,
 ) -> tuple[Table, dict[ServiceKey, ServiceDecision]]:
     """The table lvsd wants: every configured service, each server at its configured weight
     while healthy, out of rotation (weight 0 or absent, per service) otherwise, plus the
-    servers being drained (weight 0) and the per-server fwmark services of DR-path checks."""
+    servers being drained (weight 0) and the per-server fwmark services of DR-path checks
+    (``marks``)."""
     draining = draining or {}
     services: list[VirtualService] = []
     decisions: dict[ServiceKey, ServiceDecision] = {}
     for spec in config.services:
         vs, decisions[spec.key] = desired_service(spec, health, draining.get(spec.key, ()))
         services.append(vs)
-    for (service_key, dest_key), mark in dr_probe_marks(config).items():
-        probe_key = ServiceKey.mark(mark, service_key.family)
-        probe = Service(probe_key, "rr")
-        services.append(VirtualService(probe, (Dest(dest_key, weight=1, forward=Forward.ROUTE),)))
+    services.extend(probe_service(ref, mark) for ref, mark in (marks or {}).items())
     return Table(tuple(services), config.timeouts), decisions
+
+
+# --- the daemon's two planning paths ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The ops of one pass, why each planned service is as it is, and (full passes) every
+    service lvsd wants, which it owns from now on."""
+
+    ops: list[Op]
+    decisions: dict[ServiceKey, ServiceDecision]
+    wanted: frozenset[ServiceKey] | None = None
+    present: frozenset[ServiceKey] = field(default_factory=frozenset)
+
+
+def full_plan(want: Table, decisions: dict[ServiceKey, ServiceDecision], actual: Table,
+              owned: Collection[ServiceKey]) -> Plan:
+    """Every service: ``want`` (from ``desired``) against a fresh dump."""
+    return Plan(plan(want, actual, owned), decisions, frozenset(vs.key for vs in want.services),
+                frozenset(vs.key for vs in actual.services))
+
+
+def dirty_plan(
+    specs: Iterable[ServiceSpec],
+    health: HealthOf,
+    draining: Mapping[ServiceKey, Sequence[Dest]],
+    view: Callable[[ServiceKey], VirtualService | None],
+    owned: Collection[ServiceKey],
+) -> Plan:
+    """Only ``specs`` (the services whose health changed), each against lvsd's ``view``
+    of it: O(servers of those services), whatever the size of the table."""
+    ops: list[Op] = []
+    decisions: dict[ServiceKey, ServiceDecision] = {}
+    for spec in specs:
+        want, decisions[spec.key] = desired_service(spec, health, draining.get(spec.key, ()))
+        have = view(spec.key)
+        ops.extend(plan(Table((want,)), Table(() if have is None else (have,)), owned))
+    return Plan(ops, decisions)
+
+
+def service_of(op: Op) -> ServiceKey | None:
+    """The service an op changes (None for the table-wide timeouts)."""
+    match op:
+        case AddService(service) | EditService(service):
+            return service.key
+        case DeleteService(key):
+            return key
+        case AddDest(key) | EditDest(key) | DeleteDest(key):
+            return key
+        case SetTimeouts():
+            return None
+        case _:
+            assert_never(op)
+
+
+def owned_after(
+    owned: Collection[ServiceKey], done: Plan, failed: Collection[Op]
+) -> set[ServiceKey]:
+    """lvsd owns what it wants and what it created; it stops owning what it deleted and, after
+    a full pass, what is gone from the kernel."""
+    deleted = {op.key for op in done.ops if isinstance(op, DeleteService) and op not in failed}
+    if done.wanted is None:
+        return set(owned) - deleted
+    return ((set(owned) | done.wanted) - deleted) & (done.present | done.wanted)

@@ -1,19 +1,25 @@
 """What the daemon knows at one moment, as plain frozen data for /status, /metrics and the page.
 
-The daemon builds a ``Snapshot`` after each kernel dump; readers never see half an update and
-never touch the daemon's mutable state. Times are wall-clock seconds since the epoch.
+``build_snapshot`` makes one from the owners' read-only views; readers never see half an
+update and never touch the daemon's mutable state. Times are wall-clock seconds since the epoch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from lvsd.model import Dest, DestKey, Service, ServiceKey, VirtualService
+from lvsd.model import Dest, DestKey, Service, ServiceKey, Table, VirtualService
+
+if TYPE_CHECKING:
+    from lvsd.health import HealthState, Status
+    from lvsd.probe import CheckKey
+    from lvsd.reconcile import ServiceDecision
+    from lvsd.spec import Config, ServerRef
 
 Health = Literal["up", "down", "unknown", "unchecked"]
-Role = Literal["real", "sorry", "draining", "dr-probe"]
+Role = Literal["real", "sorry", "draining"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +92,92 @@ class Snapshot:
 
 
 EMPTY_SNAPSHOT = Snapshot((), (), 0.0, False, "")
+
+
+class HealthView(Protocol):
+    """What a snapshot reads of the health book."""
+
+    def checks_of(self, ref: ServerRef) -> tuple[CheckKey, ...]: ...
+
+    def state(self, key: CheckKey) -> HealthState: ...
+
+    def status(self, ref: ServerRef) -> Status: ...
+
+    def last_probe(self, key: CheckKey) -> LastProbe | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Draining:
+    dest: Dest
+    deadline_wall: float
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonStatus:
+    ready: bool
+    last_reload: ReloadStatus | None
+    kernel_version: str
+    sync: SyncStatus
+
+
+def build_snapshot(
+    *,
+    config: Config,
+    kernel: Table,
+    health: HealthView,
+    draining: Mapping[ServiceKey, Sequence[Draining]],
+    decisions: Mapping[ServiceKey, ServiceDecision],
+    probe_services: Collection[ServiceKey],
+    status: DaemonStatus,
+) -> Snapshot:
+    """The snapshot of ``config`` over ``kernel`` (lvsd's view of it); ``probe_services`` are
+    lvsd's own DR-probe services, shown neither as configured nor as foreign."""
+    live_services = kernel.by_key()
+    services: list[ServiceStatus] = []
+    for spec in config.services:
+        vs = live_services.get(spec.key)
+        live = vs.dest_map() if vs is not None else {}
+        servers = [_server_status(health, (spec.key, server.key), server.dest, server.disabled,
+                                  live.get(server.key))
+                   for server in spec.servers]
+        if spec.sorry_server is not None:
+            sorry = spec.sorry_server
+            servers.append(ServerStatus(sorry.key, "sorry", sorry.weight, live.get(sorry.key),
+                                        "unchecked"))
+        servers.extend(
+            ServerStatus(drain.dest.key, "draining", 0, live.get(drain.dest.key), "unchecked",
+                         drain_deadline=drain.deadline_wall)
+            for drain in draining.get(spec.key, ())
+        )
+        decision = decisions.get(spec.key)
+        services.append(ServiceStatus(
+            spec.key, spec.name, vs.service if vs else None, tuple(servers), spec.quorum,
+            decision.healthy_weight if decision else 0,
+            decision.below_quorum if decision else False,
+            decision.sorry_active if decision else False,
+            decision.fail_open_active if decision else False,
+        ))
+    configured = {spec.key for spec in config.services}
+    foreign = tuple(vs for vs in kernel.services
+                    if vs.key not in configured and vs.key not in probe_services)
+    return Snapshot(tuple(services), foreign, status.sync.dumped_at, status.ready,
+                    config.source, status.last_reload, status.kernel_version, status.sync)
+
+
+def _server_status(health: HealthView, ref: ServerRef, dest: Dest, disabled: bool,
+                   live: Dest | None) -> ServerStatus:
+    keys = health.checks_of(ref)
+    if not keys:
+        return ServerStatus(dest.key, "real", dest.weight, live, "unchecked", disabled)
+    states = [(key, health.state(key)) for key in keys]
+    # What explains the server's status: the first check that is not up, else the latest.
+    deciding = next((pair for pair in states if not pair[1].up),
+                    max(states, key=lambda pair: pair[1].since))
+    return ServerStatus(
+        dest.key, "real", dest.weight, live, health.status(ref).value, disabled,
+        ", ".join(key.spec.type for key in keys), health.last_probe(deciding[0]),
+        deciding[1].since,
+    )
 
 
 class SnapshotSource(Protocol):

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from lvsd.checks.base import CheckSpec
 
 
+ServerRef = tuple[ServiceKey, DestKey]
+"""A configured real server of a service: the identity health and probe marks are kept by."""
+
+
 @dataclass(frozen=True, slots=True)
 class DaemonSettings:
     state_dir: Path
@@ -40,10 +44,11 @@ class DaemonSettings:
 
 @dataclass(frozen=True, slots=True)
 class ServerSpec:
-    """A configured real server: the destination at its configured weight, and its check."""
+    """A configured real server: the destination at its configured weight, and its checks
+    (all must pass for it to serve; none means it always serves)."""
 
     dest: Dest
-    check: CheckSpec | None
+    checks: tuple[CheckSpec, ...] = ()
     disabled: bool = False
 
     @property

@@ -3,35 +3,43 @@ in a test that claims kernel behaviour."""
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable, Sequence
 
 from lvsd.errors import IpvsError
 from lvsd.ipvs.backend import KernelInfo
 from lvsd.ipvs.memory import MemoryTable
+from lvsd.ipvs.reasons import reason
 from lvsd.model import Op, Table
 
 
 class FakeIpvs:
-    """An ``IpvsBackend`` over a ``MemoryTable``; ``fail`` can veto chosen ops to test recovery."""
+    """An ``IpvsBackend`` over a ``MemoryTable``; ``fail`` can veto chosen ops with an errno,
+    and ``dump_error`` / ``apply_error`` make the next calls raise, to test recovery. Errors
+    have the kernel backend's form (operation, target, errno, reason)."""
 
     def __init__(self, table: Table | None = None) -> None:
         self.table = MemoryTable.from_table(table or Table())
         self.applied: list[Op] = []
         self.dumps = 0
         self.fail: Callable[[Op], int | None] = lambda op: None
+        self.dump_error: Exception | None = None
+        self.apply_error: Exception | None = None
 
     async def dump(self) -> Table:
         self.dumps += 1
+        if self.dump_error is not None:
+            raise self.dump_error
         return self.table.to_table()
 
     async def apply(self, ops: Sequence[Op]) -> list[IpvsError]:
+        if self.apply_error is not None:
+            raise self.apply_error
         errors: list[IpvsError] = []
         for op in ops:
             code = self.fail(op)
             try:
                 if code is not None:
-                    raise IpvsError(type(op).__name__, str(op), code, errno.errorcode.get(code, ""))
+                    raise IpvsError.of(op, code, reason(op, code))
                 self.table.execute(op)
                 self.applied.append(op)
             except IpvsError as exc:

@@ -3,15 +3,17 @@
 The daemon keeps one as its view of the kernel between full dumps (a health event is planned
 against it, not against a fresh 10,000-destination dump); the fake backend is built on it. It
 keeps the kernel's error codes (EEXIST, ESRCH for a missing service, ENOENT for a missing
-destination or scheduler).
+destination or scheduler) and the kernel backend's words (``lvsd.ipvs.reasons``).
 """
 
 from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field, replace
+from typing import assert_never
 
 from lvsd.errors import IpvsError
+from lvsd.ipvs.reasons import reason
 from lvsd.model import (
     KERNEL_DEFAULT_TIMEOUTS,
     SCHEDULERS,
@@ -64,35 +66,35 @@ class MemoryTable:
         )
 
     def execute(self, op: Op) -> None:
-        """Apply one op, or raise ``IpvsError`` with the errno the kernel would give."""
+        """Apply one op, or raise the ``IpvsError`` the kernel would (same errno, same words)."""
         match op:
             case AddService(service):
-                self._check_scheduler("add service", service)
+                self._check_scheduler(op, service)
                 if service.key in self.entries:
-                    raise _error("add service", service.key, errno.EEXIST)
+                    raise _error(op, errno.EEXIST)
                 self.entries[service.key] = _Entry(service)
             case EditService(service):
-                self._check_scheduler("edit service", service)
-                entry = self._entry("edit service", service.key)
+                self._check_scheduler(op, service)
+                entry = self._entry(op, service.key)
                 entry.service = replace(service, stats=entry.service.stats)
             case DeleteService(key):
-                self._entry("delete service", key)
+                self._entry(op, key)
                 del self.entries[key]
             case AddDest(key, dest):
-                entry = self._entry("add destination", key)
+                entry = self._entry(op, key)
                 if dest.key in entry.dests:
-                    raise _error("add destination", f"{key} -> {dest.key}", errno.EEXIST)
+                    raise _error(op, errno.EEXIST)
                 entry.dests[dest.key] = dest
             case EditDest(key, dest):
-                entry = self._entry("edit destination", key)
+                entry = self._entry(op, key)
                 old = entry.dests.get(dest.key)
                 if old is None:
-                    raise _error("edit destination", f"{key} -> {dest.key}", errno.ENOENT)
+                    raise _error(op, errno.ENOENT)
                 entry.dests[dest.key] = replace(dest, stats=old.stats)
             case DeleteDest(key, dest_key):
-                entry = self._entry("delete destination", key)
+                entry = self._entry(op, key)
                 if dest_key not in entry.dests:
-                    raise _error("delete destination", f"{key} -> {dest_key}", errno.ENOENT)
+                    raise _error(op, errno.ENOENT)
                 del entry.dests[dest_key]
             case SetTimeouts(timeouts):
                 self.timeouts = Timeouts(
@@ -100,18 +102,20 @@ class MemoryTable:
                     timeouts.tcpfin or self.timeouts.tcpfin,
                     timeouts.udp or self.timeouts.udp,
                 )
+            case _:
+                assert_never(op)
 
-    def _entry(self, operation: str, key: ServiceKey) -> _Entry:
+    def _entry(self, op: Op, key: ServiceKey) -> _Entry:
         entry = self.entries.get(key)
         if entry is None:
-            raise _error(operation, key, errno.ESRCH)
+            raise _error(op, errno.ESRCH)
         return entry
 
     @staticmethod
-    def _check_scheduler(operation: str, service: Service) -> None:
+    def _check_scheduler(op: Op, service: Service) -> None:
         if service.scheduler not in SCHEDULERS:
-            raise _error(operation, service.key, errno.ENOENT)
+            raise _error(op, errno.ENOENT)
 
 
-def _error(operation: str, target: object, code: int) -> IpvsError:
-    return IpvsError(operation, str(target), code, errno.errorcode.get(code, str(code)))
+def _error(op: Op, code: int) -> IpvsError:
+    return IpvsError.of(op, code, reason(op, code))

@@ -24,7 +24,6 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import assert_never
 
 from lvsd.errors import IpvsError, IpvsUnavailable
 from lvsd.ipvs.abi import Cmd
@@ -50,17 +49,11 @@ from lvsd.ipvs.codec import (
     request,
     service_key_nest,
 )
+from lvsd.ipvs.reasons import reason
 from lvsd.model import (
-    AddDest,
-    AddService,
-    DeleteDest,
-    DeleteService,
     Dest,
-    EditDest,
-    EditService,
     Op,
     Service,
-    SetTimeouts,
     Table,
     Timeouts,
     VirtualService,
@@ -230,37 +223,6 @@ def _reason_of(exc: KernelError) -> str:
     return f"{reason}: {exc.detail}" if exc.detail else reason
 
 
-def _reason(op: Op, code: int) -> str:
-    """What ``code`` means for ``op``: IPVS reuses a handful of errnos for everything."""
-    scheduler: str | None
-    pe_name: str | None
-    match op:
-        case AddService(service) | EditService(service):
-            on_service, scheduler, pe_name = True, service.scheduler, service.pe_name
-        case DeleteService():
-            on_service, scheduler, pe_name = True, None, None
-        case AddDest() | EditDest() | DeleteDest() | SetTimeouts():
-            on_service, scheduler, pe_name = False, None, None
-        case _:
-            assert_never(op)
-    if code == errno.ESRCH:
-        return "no such virtual service"
-    if code == errno.EEXIST:
-        return "virtual service already exists" if on_service else "destination already exists"
-    if code == errno.ENOENT:
-        if scheduler is not None and pe_name:
-            return f"scheduler {scheduler!r} or persistence engine {pe_name!r} not found"
-        if scheduler is not None:
-            return f"scheduler {scheduler!r} not found (no module ip_vs_{scheduler})"
-        return "no such destination"
-    if code == errno.EPERM:
-        return "operation not permitted (needs CAP_NET_ADMIN)"
-    if code == errno.ERANGE and isinstance(op, AddDest | EditDest):
-        return "upper threshold is lower than lower threshold"
-    return os.strerror(code).lower()
-
-
 def op_error(op: Op, outcome: Outcome) -> IpvsError:
-    reason = _reason(op, outcome.code)
-    return IpvsError.of(op, outcome.code,
-                        f"{reason}: {outcome.detail}" if outcome.detail else reason)
+    text = reason(op, outcome.code)
+    return IpvsError.of(op, outcome.code, f"{text}: {outcome.detail}" if outcome.detail else text)

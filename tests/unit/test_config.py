@@ -55,9 +55,9 @@ def test_a_dr_service_with_checks_and_per_server_override() -> None:
     first, second = spec.servers
     assert first.dest.key.port == 80 and first.dest.forward is Forward.ROUTE
     assert second.dest.weight == 3
-    assert first.check is not None and second.check is not None
-    assert first.check.interval == 0.5 and second.check.interval == 0.5
-    assert first.check.path == "/healthz" and second.check.path == "/other"  # type: ignore[union-attr]
+    (first_check,), (second_check,) = first.checks, second.checks
+    assert first_check.interval == 0.5 and second_check.interval == 0.5
+    assert first_check.path == "/healthz" and second_check.path == "/other"  # type: ignore[attr-defined]
 
 
 def test_defaults_are_documented_values() -> None:

@@ -15,7 +15,6 @@ import pytest
 from lvsd.checks.manual import ManualRunner
 from lvsd.config import load
 from lvsd.daemon import Daemon
-from lvsd.health import Status
 from lvsd.ipvs.fake import FakeIpvs
 from lvsd.ipvs.memory import MemoryTable
 from lvsd.model import (
@@ -79,7 +78,7 @@ async def make(config_file: Path, table: Table | None = None) -> tuple[Daemon, F
 def feed(daemon: Daemon, server: DestKey, ok: bool, times: int = 1) -> None:
     runner = daemon.runner
     assert isinstance(runner, ManualRunner)
-    runner.report(daemon.check_of[(WEB, server)], ok, times=times)
+    runner.report(daemon.health.checks_of((WEB, server))[0], ok, times=times)
 
 
 def kernel_weights(backend: FakeIpvs) -> dict[str, int]:
@@ -107,7 +106,7 @@ async def test_new_servers_get_no_traffic_until_their_first_passing_probe(
 async def test_restart_over_a_healthy_table_writes_nothing(config_file: Path) -> None:
     daemon, backend = await make(config_file, healthy_table())
     assert backend.applied == []
-    assert all(h.status is Status.UP for h in daemon.health.values())
+    assert daemon.health.all_up()
     feed(daemon, RS1, ok=False)  # one failure is below fall = 2
     await daemon.reconcile(full=False)
     assert backend.applied == []
@@ -144,7 +143,7 @@ async def test_a_failed_operation_is_retried_on_the_next_pass(config_file: Path)
     feed(daemon, RS1, ok=False, times=2)
     await daemon.reconcile(full=False)
     assert kernel_weights(backend)["192.0.2.11:80"] == 1
-    assert daemon.view_stale
+    assert not daemon.view.status().in_sync
     backend.fail = lambda op: None
     await daemon.reconcile(full=False)
     assert kernel_weights(backend)["192.0.2.11:80"] == 0
@@ -242,7 +241,7 @@ async def test_an_inconclusive_report_leaves_health_alone(config_file: Path) -> 
     daemon, backend = await make(config_file, healthy_table())
     runner = daemon.runner
     assert isinstance(runner, ManualRunner)
-    runner.report(daemon.check_of[(WEB, RS1)], False, times=2, inconclusive=True)
+    runner.report(daemon.health.checks_of((WEB, RS1))[0], False, times=2, inconclusive=True)
     await daemon.reconcile(full=False)
     assert backend.applied == []
     assert kernel_weights(backend)["192.0.2.11:80"] == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lvsd.config import loads
 from lvsd.health import Status
 from lvsd.model import Dest, DestKey, Forward, Protocol, ServiceKey, parse_address
-from lvsd.reconcile import desired, desired_service, dr_probe_marks
+from lvsd.reconcile import desired, desired_service, dr_checked
 from lvsd.spec import Config, ServerSpec, ServiceSpec
 
 CONFIG = """
@@ -105,8 +105,9 @@ address = "192.0.2.12"
 check = { dr_path = false }
 """)
     web = ServiceKey.virtual(Protocol.TCP, "192.0.2.100", 80)
-    assert dr_probe_marks(cfg) == {(web, DestKey(parse_address("192.0.2.11"), 80)): 1000}
-    table, _ = desired(cfg, lambda spec, server: Status.UP)
+    rs11 = (web, DestKey(parse_address("192.0.2.11"), 80))
+    assert dr_checked(cfg) == [rs11]
+    table, _ = desired(cfg, lambda spec, server: Status.UP, marks={rs11: 1000})
     probe = table.by_key().get(ServiceKey.mark(1000))
     assert probe is not None and probe.service.scheduler == "rr"
     assert [(str(d.key), d.weight, d.forward) for d in probe.dests] == [

@@ -1,0 +1,181 @@
+"""The health book: which probes decide each configured server, and what they last said.
+
+A server may have several checks; it is up only while every one of them is up (keepalived
+allows several checkers per real server). Services that share a real server and a check share
+one probe (one ``CheckKey``) and its rise/fall state. A reload migrates that state by check
+spec and server identity (the ``CheckKey`` equality: the spec and the target the server and
+its stable probe mark give), never by a position in the config (keepalived's
+``migrate_checkers``). Inconclusive reports (the probe started too late to mean anything)
+change nothing.
+
+Nothing here imports a checker: ``spec.target`` and ``spec.relevant`` are the spec's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, KeysView, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lvsd.health import HealthState, Status, initial, observe
+from lvsd.probe import CheckKey, ProbeReport, check_key
+from lvsd.snapshot import LastProbe
+from lvsd.spec import Config, ServerRef
+
+if TYPE_CHECKING:
+    from lvsd.checks.base import CheckSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ServerChange:
+    """A server whose combined status moved with one report."""
+
+    ref: ServerRef
+    previous: Status
+    status: Status
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """One report taken in: the probe's state before and after, and the servers it moved."""
+
+    key: CheckKey
+    previous: HealthState
+    state: HealthState
+    servers: tuple[ServerChange, ...]
+
+
+def combined(statuses: Iterable[Status]) -> Status:
+    """Up only when every check is up; down when any is down; unknown otherwise."""
+    result = Status.UP
+    for status in statuses:
+        if status is Status.DOWN:
+            return Status.DOWN
+        if status is Status.UNKNOWN:
+            result = Status.UNKNOWN
+    return result
+
+
+class HealthBook:
+    def __init__(self) -> None:
+        self._states: dict[CheckKey, HealthState] = {}
+        self._servers_of: dict[CheckKey, tuple[ServerRef, ...]] = {}
+        self._checks_of: dict[ServerRef, tuple[CheckKey, ...]] = {}
+        self._last: dict[CheckKey, LastProbe] = {}
+        self._made: dict[tuple[ServerRef, int], tuple[CheckSpec, int, CheckKey]] = {}
+        self._not_up = 0
+
+    # --- building -------------------------------------------------------------------------
+
+    def rebuild(self, config: Config, marks: Mapping[ServerRef, int],
+                serving: Callable[[ServerRef], bool], *, now: float) -> None:
+        """The probes of ``config``; a probe that existed keeps its state. A new probe of a
+        server the kernel already ``serving`` starts up (a restart must not flap it).
+
+        A server whose check and mark are unchanged keeps its ``CheckKey`` object: building
+        10,000 keys again on a reload, and matching them by equality, held the event loop
+        for about half a second."""
+        servers_of: dict[CheckKey, list[ServerRef]] = {}
+        checks_of: dict[ServerRef, tuple[CheckKey, ...]] = {}
+        made: dict[tuple[ServerRef, int], tuple[CheckSpec, int, CheckKey]] = {}
+        same_spec: dict[tuple[int, int], bool] = {}  # servers of a service share spec objects
+        for spec in config.services:
+            svc = spec.key
+            for server in spec.servers:
+                if not server.checks:
+                    continue
+                ref = (svc, server.key)
+                keys: list[CheckKey] = []
+                for index, check in enumerate(server.checks):
+                    mark = marks.get(ref, 0) if check.dr_path else 0
+                    before = self._made.get((ref, index))
+                    key = None
+                    if before is not None and before[1] == mark:
+                        pair = (id(before[0]), id(check))
+                        if pair not in same_spec:
+                            same_spec[pair] = before[0] == check
+                        if same_spec[pair]:
+                            key = before[2]
+                    if key is None:
+                        target = check.target(
+                            server.key.address,
+                            server.key.port,
+                            vip=svc.address,
+                            vport=svc.port,
+                            protocol=None if svc.is_fwmark else svc.protocol,
+                            dr_mark=mark,
+                        )
+                        key = check_key(target, check)
+                    made[(ref, index)] = (check, mark, key)
+                    servers_of.setdefault(key, []).append(ref)
+                    keys.append(key)
+                checks_of[ref] = tuple(keys)
+        states: dict[CheckKey, HealthState] = {}
+        for key, refs in servers_of.items():
+            state = self._states.get(key)
+            if state is None:
+                state = initial(assume_up=any(serving(ref) for ref in refs), now=now)
+            states[key] = state
+        self._states = states
+        self._servers_of = {key: tuple(refs) for key, refs in servers_of.items()}
+        self._checks_of = checks_of
+        self._made = made
+        self._last = {k: v for k, v in self._last.items() if k in states}
+        self._not_up = sum(1 for state in states.values() if state.status is not Status.UP)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def keys(self) -> KeysView[CheckKey]:
+        return self._states.keys()
+
+    def checks_of(self, ref: ServerRef) -> tuple[CheckKey, ...]:
+        return self._checks_of.get(ref, ())
+
+    def state(self, key: CheckKey) -> HealthState:
+        return self._states[key]
+
+    def last_probe(self, key: CheckKey) -> LastProbe | None:
+        return self._last.get(key)
+
+    def status(self, ref: ServerRef) -> Status:
+        """The server's status: up when it has no check or every check is up."""
+        keys = self._checks_of.get(ref, ())
+        if len(keys) == 1:
+            return self._states[keys[0]].status
+        return combined(self._states[key].status for key in keys)
+
+    @property
+    def not_up(self) -> int:
+        """Probes whose status is not up."""
+        return self._not_up
+
+    def all_up(self) -> bool:
+        return self._not_up == 0
+
+    # --- taking reports -------------------------------------------------------------------
+
+    def observe(self, report: ProbeReport, *, now: float) -> Observed | None:
+        """Take one report in; None when it changes nothing (inconclusive, or a probe that a
+        reload removed, finishing late)."""
+        key = report.key
+        previous = self._states.get(key)
+        if previous is None or report.inconclusive:
+            return None
+        result, spec = report.result, key.spec
+        self._last[key] = LastProbe(result.ok, result.reason, result.latency, now)
+        refs = self._servers_of[key]
+        before = [self.status(ref) for ref in refs]
+        state = observe(previous, result, spec.rise, spec.fall, now=now)
+        self._states[key] = state
+        if not state.changed:
+            return Observed(key, previous, state, ())
+        self._not_up += (previous.status is Status.UP) - (state.status is Status.UP)
+        changes = []
+        for ref, was in zip(refs, before, strict=True):
+            status = self.status(ref)
+            if status is not was:
+                changes.append(ServerChange(ref, was, status))
+        return Observed(key, previous, state, tuple(changes))

@@ -1,0 +1,63 @@
+"""Stable DR-path probe marks: one fwmark per (service, server), remembered, never renumbered.
+
+A DR-path probe socket carries a mark that a one-server fwmark service forwards to exactly
+that server. Once a server has a mark it keeps it while it stays configured, whatever is
+inserted above it (Seesaw's ``markBackend``); new servers take the lowest free mark of
+``[base, base + MARK_RANGE)``. The marks are saved in the state file across restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from types import MappingProxyType
+
+from lvsd import logs
+from lvsd.spec import ServerRef
+
+MARK_RANGE = 65536
+
+log = logs.get_logger(__name__)
+
+
+class ProbeMarks:
+    def __init__(self, base: int, remembered: Mapping[ServerRef, int] | None = None) -> None:
+        self._base = base
+        self._marks: dict[ServerRef, int] = dict(remembered or {})
+
+    @property
+    def marks(self) -> Mapping[ServerRef, int]:
+        return MappingProxyType(self._marks)
+
+    def assign(self, wanted: Iterable[ServerRef], *, base: int,
+               taken: Collection[int] = ()) -> Mapping[ServerRef, int]:
+        """Marks for exactly ``wanted`` (in order): each keeps its mark unless it lies outside
+        the range or in ``taken`` (marks that belong to services lvsd did not create); new
+        ones take the lowest free mark. Servers no longer wanted free theirs."""
+        self._base = base
+        refs = list(dict.fromkeys(wanted))
+        used = set(taken)
+        kept: dict[ServerRef, int] = {}
+        for ref in refs:
+            mark = self._marks.get(ref)
+            if mark is not None and base <= mark < base + MARK_RANGE and mark not in used:
+                kept[ref] = mark
+                used.add(mark)
+        marks: dict[ServerRef, int] = {}
+        candidate = base
+        short = 0
+        for ref in refs:
+            mark = kept.get(ref)
+            if mark is None:
+                while candidate in used:
+                    candidate += 1
+                if candidate >= base + MARK_RANGE:
+                    short += 1
+                    continue
+                mark = candidate
+                used.add(mark)
+            marks[ref] = mark
+        if short:
+            log.error("dr_probe_marks_exhausted", servers=short, base=base, size=MARK_RANGE,
+                      detail="these servers' DR-path checks get no probe service")
+        self._marks = marks
+        return self.marks

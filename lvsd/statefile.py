@@ -1,0 +1,152 @@
+"""The daemon's state file: what lvsd must remember across restarts.
+
+- ``owned``: the services lvsd created or adopted, so a restart can delete the ones the config
+  dropped while lvsd was down, and never a service it did not make;
+- ``probe_marks``: the DR-path probe mark of each (service, server), so marks survive a restart;
+- ``overrides``: operator overrides (kept as read, for the runtime control to come).
+
+Versioned JSON, written atomically. A file that cannot be read or understood is logged, moved
+aside (``state.json.corrupt-<time>``) and taken as empty, which is conservative: lvsd then owns
+nothing it did not create in this run, so it deletes nothing it cannot prove is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lvsd import logs
+from lvsd.ipvs.saveformat import write_atomic
+from lvsd.model import DestKey, Family, Protocol, ServiceKey, parse_address
+from lvsd.spec import ServerRef
+
+VERSION = 2
+
+log = logs.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonState:
+    owned: frozenset[ServiceKey] = frozenset()
+    marks: Mapping[ServerRef, int] = field(default_factory=dict)
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+class StateFile:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self._written: str | None = None
+
+    def load(self) -> DaemonState:
+        try:
+            text = self.path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            return DaemonState()
+        except (OSError, UnicodeDecodeError) as exc:
+            self._set_aside(f"unreadable: {exc}")
+            return DaemonState()
+        try:
+            state = decode(json.loads(text))
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            self._set_aside(f"not a state file lvsd understands: {exc}")
+            return DaemonState()
+        self._written = text
+        return state
+
+    def store(self, state: DaemonState) -> bool:
+        """Write ``state`` when it changed; False (logged) when the write failed."""
+        text = json.dumps(encode(state), indent=1) + "\n"
+        if text == self._written:
+            return True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, text)
+        except OSError as exc:
+            log.error("state_file_write_failed", path=str(self.path), error=str(exc))
+            return False
+        self._written = text
+        return True
+
+    def _set_aside(self, problem: str) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self._clock())}")
+        try:
+            self.path.rename(aside)
+        except OSError as exc:
+            log.error("state_file_unreadable", path=str(self.path), problem=problem,
+                      detail=f"could not move it aside: {exc}; starting with an empty state")
+            return
+        log.error("state_file_unreadable", path=str(self.path), problem=problem,
+                  moved_to=str(aside), detail="starting with an empty state")
+
+
+def encode(state: DaemonState) -> dict[str, Any]:
+    return {
+        "version": VERSION,
+        "owned": [_service_to_json(key) for key in sorted(state.owned)],
+        "probe_marks": [
+            {"service": _service_to_json(svc), "server": _dest_to_json(dest), "mark": mark}
+            for (svc, dest), mark in sorted(state.marks.items(), key=lambda item: item[1])
+        ],
+        "overrides": dict(state.overrides),
+    }
+
+
+def decode(data: object) -> DaemonState:
+    """Version 1 (no ``version``) held only ``owned``."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    version = data.get("version", 1)
+    if version not in (1, VERSION):
+        raise ValueError(f"version {version!r}, this lvsd reads 1 and {VERSION}")
+    owned = frozenset(_service_from_json(item) for item in _list(data.get("owned", [])))
+    marks: dict[ServerRef, int] = {}
+    for item in _list(data.get("probe_marks", [])):
+        if not isinstance(item, dict):
+            raise ValueError("a probe mark is not an object")
+        mark = item["mark"]
+        if not _is_int(mark):
+            raise ValueError(f"mark {mark!r} is not an integer")
+        marks[(_service_from_json(item["service"]), _dest_from_json(item["server"]))] = mark
+    overrides = data.get("overrides", {})
+    if not isinstance(overrides, dict):
+        raise ValueError("overrides is not an object")
+    return DaemonState(owned, marks, overrides)
+
+
+def _list(value: object) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"{value!r} is not a list")
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _service_to_json(key: ServiceKey) -> list[object]:
+    return [int(key.family), int(key.protocol), str(key.address) if key.address else None,
+            key.port, key.fwmark]
+
+
+def _service_from_json(item: object) -> ServiceKey:
+    family, protocol, address, port, fwmark = _list(item)
+    if not all(_is_int(v) for v in (family, protocol, port, fwmark)):
+        raise ValueError(f"service {item!r}: numbers expected")
+    return ServiceKey(Family(family), Protocol(protocol),
+                      parse_address(address) if isinstance(address, str) else None, port, fwmark)
+
+
+def _dest_to_json(key: DestKey) -> list[object]:
+    return [str(key.address), key.port]
+
+
+def _dest_from_json(item: object) -> DestKey:
+    address, port = _list(item)
+    if not isinstance(address, str) or not _is_int(port):
+        raise ValueError(f"server {item!r}: an address and a port expected")
+    return DestKey(parse_address(address), port)
