@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import signal
 import time
@@ -31,19 +30,17 @@ from lvsd.config import load
 from lvsd.drains import Drains
 from lvsd.errors import ConfigError, IpvsError, LvsdError
 from lvsd.health import Status
-from lvsd.healthbook import HealthBook
+from lvsd.healthbook import HealthBook, Observed, ServerChange, serving_in
 from lvsd.hooks import run_hook
 from lvsd.ipvs.backend import IpvsBackend
 from lvsd.kernelview import KernelView
-from lvsd.marks import ProbeMarks
+from lvsd.marks import ProbeMarks, marks_in_use
 from lvsd.metrics import DaemonMetrics
 from lvsd.model import (
     AddDest,
     AddService,
     DeleteDest,
     DeleteService,
-    Dest,
-    DestKey,
     EditDest,
     EditService,
     Op,
@@ -62,16 +59,16 @@ from lvsd.reconcile import (
     owned_after,
     service_of,
 )
+from lvsd.reloading import keep_restart_only, refuses_emptying
 from lvsd.savefile import SaveFile
 from lvsd.snapshot import (
     EMPTY_SNAPSHOT,
     DaemonStatus,
-    Draining,
     ReloadStatus,
     Snapshot,
     build_snapshot,
 )
-from lvsd.spec import Config, DaemonSettings, ServerRef, ServerSpec, ServiceSpec
+from lvsd.spec import Config, ServerSpec, ServiceSpec
 from lvsd.statefile import DaemonState, StateFile
 from lvsd.systemd import Notifier, start_watchdog
 
@@ -79,23 +76,12 @@ log = logs.get_logger(__name__)
 
 SAVE_DEBOUNCE = 0.5
 DRAIN_POLL = 1.0
-# [daemon] settings a reload cannot change: the files and sockets lvsd already holds.
-RESTART_ONLY = (
-    "state_dir", "save_file", "listen_host", "listen_port", "max_probes_in_flight", "probe_workers",
-)
 
 
 class Daemon:
-    def __init__(
-        self,
-        config: Config,
-        backend: IpvsBackend,
-        *,
-        config_path: Path | None = None,
-        notifier: Notifier | None = None,
-        runner: RunnerFactory | None = None,
-        freeze_gc: bool = False,
-    ) -> None:
+    def __init__(self, config: Config, backend: IpvsBackend, *, config_path: Path | None = None,
+                 notifier: Notifier | None = None, runner: RunnerFactory | None = None,
+                 freeze_gc: bool = False) -> None:
         self.config = config
         self.config_path = config_path
         self.backend = backend
@@ -127,38 +113,33 @@ class Daemon:
         )
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._snapshot: Snapshot | None = EMPTY_SNAPSHOT
+        self._snapshot: Snapshot | None = EMPTY_SNAPSHOT  # None: the next reader builds one
         self._specs: tuple[Config | None, dict[ServiceKey, ServiceSpec]] = (None, {})
-
-    @property
-    def owned(self) -> frozenset[ServiceKey]:
-        return self.state.owned
 
     # --- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Adopt the kernel table as it is, start probes, and make the first pass. Raises
-        ``LvsdError`` (the table untouched) when the kernel cannot be read or the config
-        would delete every service lvsd owns."""
+        """Adopt the kernel table as it is, start probes, make the first pass. Raises
+        ``LvsdError`` (the table untouched) if the config would delete all lvsd owns."""
         self.kernel_version = (await self.backend.info()).version
         self.state = self.state_file.load()
         self.marks = ProbeMarks(self.config.daemon.dr_check_mark_base, self.state.marks)
         actual = await self.view.refresh(self.backend)
         present = {vs.key for vs in actual.services}
-        if refusal := self._refuses_emptying(self.config, self.owned & present):
+        if refusal := refuses_emptying(self.config, self.state.owned & present):
             raise LvsdError(refusal)
-        self.drains.start_unconfigured(self.config, actual, self.owned,  # changed while down
+        self.drains.start_unconfigured(self.config, actual, self.state.owned,  # changed while down
                                        self.config.daemon.drain_timeout,
                                        now=time.monotonic(), wall=time.time())
         await self._watch(self.config, actual)
         await self.reconcile(full=True, dumped=actual)
         self.ready = True
-        self._publish()
-        self._spawn(self._save_loop())
+        self._snapshot = None
+        self._spawn(save_loop(self.save_requested, self.save_file, self.backend))
         self.runner.start()
-        self._freeze_long_lived()
+        freeze_long_lived(self.freeze_gc)
         log.info("started", services=len(self.config.services), checks=len(self.health),
-                 owned=len(self.owned), kernel_ipvs=self.kernel_version)
+                 owned=len(self.state.owned), kernel_ipvs=self.kernel_version)
 
     async def run(self) -> None:
         """Serve until stopped: reconcile on health changes, reloads, the resync timer and
@@ -199,21 +180,9 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         withdraw = self.config.daemon.on_stop == "withdraw"
         if withdraw:
-            await self._withdraw()
+            self._store(owned=await withdrawn(self.backend, self.state.owned))
         await self.save_file.write(self.backend, force=True)
         log.info("stopped", withdrawn=withdraw)
-
-    async def _withdraw(self) -> None:
-        try:
-            present = (await self.view.refresh(self.backend)).by_key()
-            deletes = [DeleteService(key) for key in sorted(self.owned) if key in present]
-            errors = await self.backend.apply(deletes)
-        except Exception as exc:
-            log.error("withdraw_failed", error=f"{type(exc).__name__}: {exc}")
-            return
-        self._log_ops(deletes, errors)
-        failed = {error.op for error in errors}
-        self._store(owned=frozenset(op.key for op in deletes if op in failed))
 
     def request_reload(self) -> None:
         self.reload_requested.set()
@@ -226,10 +195,8 @@ class Daemon:
     # --- one pass --------------------------------------------------------------------------
 
     async def reconcile(self, *, full: bool, dumped: Table | None = None) -> list[Op]:
-        """One pass. ``full`` plans every service against a fresh dump (``dumped`` when the
-        caller has just made one); otherwise only the dirty services, against the view.
-        Nothing the kernel answers ends the pass with an exception: a failure is logged,
-        counted, and retried once after a backoff."""
+        """One pass: ``full`` plans every service against a fresh dump (or ``dumped``), else
+        the dirty ones against the view. A failure is logged, counted and retried once."""
         async with self._lock:
             started = time.perf_counter()
             full = full or self.view.stale
@@ -238,7 +205,7 @@ class Daemon:
                 errors = await self.backend.apply(done.ops) if done.ops else []
             except Exception as exc:
                 self._pass_failed(f"{type(exc).__name__}: {exc}", unknown=True)
-                self._publish()
+                self._snapshot = None
                 return []
             self._record(done, errors)
             self.metrics.reconcile(done.ops, errors, time.perf_counter() - started)
@@ -248,7 +215,7 @@ class Daemon:
             elif full:
                 self.view.succeeded()
                 self.retry_at = None
-            self._publish()
+            self._snapshot = None
             return done.ops
 
     async def _plan(self, full: bool, dumped: Table | None) -> Plan:
@@ -256,28 +223,28 @@ class Daemon:
             specs = [spec for key in self.dirty if (spec := self._spec(key)) is not None]
             self.dirty.clear()
             return dirty_plan(specs, self._health_of, self.drains.dests(), self.view.service,
-                              self.owned)
+                              self.state.owned)
         actual = dumped if dumped is not None else await self.view.refresh(self.backend)
-        self.drains.expire(actual, self._configured_servers, now=time.monotonic())
+        self.drains.expire(actual, self.config, now=time.monotonic())
         self.dirty.clear()  # first: a health change while this pass yields stays dirty
         want, decisions = desired(self.config, self._health_of, self.drains.dests(),
                                   self.marks.marks)
         await asyncio.sleep(0)  # let probes start between the halves of a 10k pass
-        return full_plan(want, decisions, actual, self.owned)
+        return full_plan(want, decisions, actual, self.state.owned)
 
     def _record(self, done: Plan, errors: Sequence[IpvsError]) -> None:
         if done.wanted is not None:
             self.decisions = done.decisions
         else:
             self.decisions.update(done.decisions)
-        self._log_ops(done.ops, errors)
+        log_ops(done.ops, errors)
         self.view.applied(done.ops, errors)
         # A refused op's service is planned again by the next pass, against the view.
         self.dirty.update(key for e in errors if e.op and (key := service_of(e.op)) is not None)
         if done.ops:
             self.save_requested.set()
-        owned = owned_after(self.owned, done, {e.op for e in errors if e.op is not None})
-        if owned != self.owned:
+        owned = owned_after(self.state.owned, done, {e.op for e in errors if e.op is not None})
+        if owned != self.state.owned:
             self._store(owned=frozenset(owned))
 
     def _pass_failed(self, error: str, *, unknown: bool) -> None:
@@ -286,16 +253,9 @@ class Daemon:
         log.error("reconcile_failed", error=error, consecutive=self.view.failures,
                   retry_in=delay)
 
-    def _log_ops(self, ops: Iterable[Op], errors: Sequence[IpvsError]) -> None:
-        for op in ops:
-            log.info("table_change", operation=op.operation, target=op.target, **_details(op))
-        for error in errors:
-            log.error("table_change_failed", operation=error.operation, target=error.target,
-                      errno=error.errno, reason=error.reason)
-
     def _store(self, *, owned: frozenset[ServiceKey] | None = None) -> None:
-        self.state = DaemonState(self.owned if owned is None else owned, dict(self.marks.marks),
-                                 self.state.overrides)
+        owned = self.state.owned if owned is None else owned
+        self.state = DaemonState(owned, dict(self.marks.marks), self.state.overrides)
         self.state_file.store(self.state)
 
     # --- health ----------------------------------------------------------------------------
@@ -303,38 +263,13 @@ class Daemon:
     async def _watch(self, config: Config, actual: Table) -> None:
         """Marks, then probes, for ``config``; probes and marks that did not change keep their
         state. Probes run between the steps (each takes tens of ms at 10,000 servers)."""
-        taken = {spec.key.fwmark for spec in config.services if spec.key.is_fwmark}
-        taken |= {vs.key.fwmark for vs in actual.services
-                  if vs.key.is_fwmark and vs.key not in self.owned}  # never touch another's
         marks = self.marks.assign(dr_checked(config), base=config.daemon.dr_check_mark_base,
-                                  taken=taken)
+                                  taken=marks_in_use(config, actual, self.state.owned))
         await asyncio.sleep(0)
-        kernel = actual.by_key()
-        live: dict[ServiceKey, dict[DestKey, Dest]] = {}  # one map per service, not per server
-
-        def serving(ref: ServerRef) -> bool:
-            if ref[0] not in live:
-                vs = kernel.get(ref[0])
-                live[ref[0]] = vs.dest_map() if vs is not None else {}
-            dest = live[ref[0]].get(ref[1])
-            return dest is not None and dest.weight > 0
-
-        self.health.rebuild(config, marks, serving, now=time.time())
+        self.health.rebuild(config, marks, serving_in(actual), now=time.time())
         self.runner.update(self.health.keys())
         self._store()
-        self._warn_about_dr_path(config)
-
-    async def _warn_about_dr_path(self, config: Config) -> None:
-        """DR-path replies come back from the VIP: say so if this director would drop them."""
-        pairs = {
-            (server.key.address, spec.key.address)
-            for spec in config.services
-            for server in spec.servers
-            if any(check.dr_path for check in server.checks)
-        }
-        for address, vip in sorted(pairs, key=str):
-            for problem in await director_problems(address, vip):
-                log.warning("dr_path_director_problem", server=str(address), problem=problem)
+        await warn_about_dr_path(config)
 
     def _health_of(self, spec: ServiceSpec, server: ServerSpec) -> Status:
         return self.health.status((spec.key, server.key))
@@ -354,10 +289,7 @@ class Daemon:
                 service_key, dest_key = change.ref
                 service = self._spec(service_key)
                 self.metrics.transition(spec.type, change.status.value)
-                log.info("health_change", service=service.name if service else str(service_key),
-                         server=str(dest_key), status=change.status.value,
-                         previous=change.previous.value, reason=seen.state.reason,
-                         latency_ms=round(result.latency * 1000, 1), check=spec.type)
+                log_health_change(service.name if service else str(service_key), change, seen)
                 if service is not None and service.on_change:
                     self._spawn(run_hook(service, dest_key, change.status, result.reason))
                 self.dirty.add(service_key)
@@ -374,12 +306,16 @@ class Daemon:
             if self.config_path is None:
                 raise LvsdError("no config file to reload")
             # Parsing 10k servers takes long enough to delay probes: off the event loop.
-            new = self._keep_restart_only(await asyncio.to_thread(load, self.config_path))
-            if refusal := self._refuses_emptying(new, self.owned):
+            loaded = await asyncio.to_thread(load, self.config_path)
+            new, held = keep_restart_only(self.config, loaded)
+            if refusal := refuses_emptying(new, self.state.owned):
                 raise LvsdError(refusal)
             actual = await self.view.refresh(self.backend)
         except Exception as exc:  # any failure is a failed reload, never the daemon's end
             return self._reload_failed(exc)
+        if held:
+            log.warning("reload_needs_restart", settings=held,
+                        detail="these daemon settings take effect at the next start")
         self.drains.start_unconfigured(new, actual, {spec.key for spec in self.config.services},
                                        new.daemon.drain_timeout,
                                        now=time.monotonic(), wall=time.time())
@@ -390,7 +326,7 @@ class Daemon:
         self.metrics.reload(True, time.time())
         await asyncio.sleep(0)
         await self.reconcile(full=True, dumped=actual)
-        self._freeze_long_lived()
+        freeze_long_lived(self.freeze_gc)
         log.info("reloaded", config=str(self.config_path), services=len(new.services),
                  checks=len(self.health))
         self.notifier.ready(self.status_line())
@@ -403,36 +339,11 @@ class Daemon:
         self.metrics.reload(False, time.time())
         log.error("reload_failed", config=str(self.config_path), problems=problems)
         self.notifier.ready(f"reload failed, old config kept: {error}")
-        self._publish()
+        self._snapshot = None
         return False
 
-    def _keep_restart_only(self, new: Config) -> Config:
-        """Settings for files and sockets lvsd holds take effect at the next start."""
-        old = self.config.daemon
-        kept = {name: getattr(old, name) for name in RESTART_ONLY
-                if getattr(new.daemon, name) != getattr(old, name)}
-        if not kept:
-            return new
-        log.warning("reload_needs_restart", settings=sorted(kept),
-                    detail="these daemon settings take effect at the next start")
-        settings: DaemonSettings = dataclasses.replace(new.daemon, **kept)
-        return dataclasses.replace(new, daemon=settings)
-
-    @staticmethod
-    def _refuses_emptying(config: Config, owned: Iterable[ServiceKey]) -> str | None:
-        count = len(set(owned))
-        if config.services or not count or config.daemon.allow_empty:
-            return None
-        return (f"{config.source}: the config has no services and would delete all {count} "
-                "services lvsd owns in the kernel; set allow_empty = true in [daemon] to allow it")
-
-    def _configured_servers(self, key: ServiceKey) -> Iterable[DestKey]:
-        spec = self._spec(key)
-        return () if spec is None else (server.key for server in spec.servers)
-
     def _spec(self, key: ServiceKey) -> ServiceSpec | None:
-        """Services by key, rebuilt when the config changes: a linear search made each health
-        event O(services)."""
+        """By an index rebuilt with the config: a linear search made an event O(services)."""
         if self._specs[0] is not self.config:
             self._specs = (self.config, {spec.key: spec for spec in self.config.services})
         return self._specs[1].get(key)
@@ -444,28 +355,15 @@ class Daemon:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _save_loop(self) -> None:
-        while True:
-            await self.save_requested.wait()
-            await asyncio.sleep(SAVE_DEBOUNCE)
-            self.save_requested.clear()
-            await self.save_file.write(self.backend)
-
     def snapshot(self) -> Snapshot:
         """Built when a reader asks, from the owners' views: a pass never pays for it."""
         if self._snapshot is None:
+            status = DaemonStatus(self.ready, self.last_reload, self.kernel_version,
+                                  self.view.status())
             self._snapshot = build_snapshot(
-                config=self.config,
-                kernel=self.view.table.to_table(),
-                health=self.health,
-                draining={svc: [Draining(d.dest, d.deadline_wall) for d in self.drains.of(svc)]
-                          for svc in self.drains.services()},
-                decisions=self.decisions,
-                probe_services={ServiceKey.mark(mark, svc.family)
-                                for (svc, _), mark in self.marks.marks.items()},
-                status=DaemonStatus(self.ready, self.last_reload, self.kernel_version,
-                                    self.view.status()),
-            )
+                config=self.config, kernel=self.view.table.to_table(), health=self.health,
+                draining=self.drains.of, decisions=self.decisions,
+                probe_services=self.marks.probe_services(), status=status)
         return self._snapshot
 
     async def fresh_snapshot(self, max_age: float) -> Snapshot:
@@ -474,23 +372,72 @@ class Daemon:
             async with self._lock:
                 with contextlib.suppress(Exception):  # a failed dump: the snapshot says its age
                     await self.view.refresh(self.backend)
-            self._publish()
+            self._snapshot = None
         return self.snapshot()
-
-    def _publish(self) -> None:
-        self._snapshot = None
-
-    def _freeze_long_lived(self) -> None:
-        """Exempt what start-up or a reload built (config, checks, view) from the cyclic
-        garbage collector: with 10,000 servers a full collection that walks it all stops the
-        event loop for ~0.1-0.5 s, and a reload makes one due. Little of it is ever cyclic
-        garbage (tens of objects per reload), which a frozen object never becomes free of."""
-        if self.freeze_gc:
-            gc.freeze()
 
     def status_line(self) -> str:
         return (f"{len(self.config.services)} services, {len(self.health)} checks, "
                 f"{self.health.not_up} not up")
+
+
+def log_health_change(service: str, change: ServerChange, seen: Observed) -> None:
+    result = seen.state.last
+    log.info("health_change", service=service, server=str(change.ref[1]),
+             status=change.status.value, previous=change.previous.value, reason=seen.state.reason,
+             latency_ms=round(result.latency * 1000, 1) if result else None,
+             check=seen.key.spec.type)
+
+
+async def warn_about_dr_path(config: Config) -> None:
+    """DR-path replies come back from the VIP: say so if this director would drop them."""
+    pairs = {
+        (server.key.address, spec.key.address)
+        for spec in config.services
+        for server in spec.servers
+        if any(check.dr_path for check in server.checks)
+    }
+    for address, vip in sorted(pairs, key=str):
+        for problem in await director_problems(address, vip):
+            log.warning("dr_path_director_problem", server=str(address), problem=problem)
+
+
+def freeze_long_lived(enabled: bool) -> None:
+    """Exempt what start-up or a reload built (config, checks, view) from the cyclic garbage
+    collector: with 10,000 servers a full collection that walks it all stops the event loop
+    for ~0.1-0.5 s, and a reload makes one due. Little of it is ever cyclic garbage (tens of
+    objects per reload), which a frozen object never becomes free of."""
+    if enabled:
+        gc.freeze()
+
+
+async def save_loop(requested: asyncio.Event, save_file: SaveFile, backend: IpvsBackend) -> None:
+    while True:
+        await requested.wait()
+        await asyncio.sleep(SAVE_DEBOUNCE)  # one write for a burst of changes
+        requested.clear()
+        await save_file.write(backend)
+
+
+async def withdrawn(backend: IpvsBackend, owned: frozenset[ServiceKey]) -> frozenset[ServiceKey]:
+    """Delete the ``owned`` services from the kernel; those still owned after it."""
+    try:
+        present = (await backend.dump()).by_key()
+        deletes = [DeleteService(key) for key in sorted(owned) if key in present]
+        errors = await backend.apply(deletes)
+    except Exception as exc:
+        log.error("withdraw_failed", error=f"{type(exc).__name__}: {exc}")
+        return owned
+    log_ops(deletes, errors)
+    failed = {error.op for error in errors}
+    return frozenset(op.key for op in deletes if op in failed)
+
+
+def log_ops(ops: Iterable[Op], errors: Sequence[IpvsError]) -> None:
+    for op in ops:
+        log.info("table_change", operation=op.operation, target=op.target, **_details(op))
+    for error in errors:
+        log.error("table_change_failed", operation=error.operation, target=error.target,
+                  errno=error.errno, reason=error.reason)
 
 
 def _details(op: Op) -> dict[str, object]:

@@ -7,7 +7,7 @@ deletes it. UDP has no connection to wait for: it goes at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from lvsd import logs
@@ -66,14 +66,17 @@ class Drains:
                 if dest.key not in keep:
                     self.start(spec.key, dest, timeout, now=now, wall=wall)
 
-    def expire(self, actual: Table, configured: Callable[[ServiceKey], Iterable[DestKey]], *,
-               now: float) -> None:
+    def expire(self, actual: Table, config: Config, *, now: float) -> None:
         """End the drains that are over: idle, timed out, UDP, gone, or back in the config."""
+        if not self._by_service:
+            return
         kernel = actual.by_key()
+        specs = {spec.key: spec for spec in config.services if spec.key in self._by_service}
         for service in list(self._by_service):
             vs = kernel.get(service)
             live = vs.dest_map() if vs else {}
-            wanted = set(configured(service))
+            spec = specs.get(service)
+            wanted = {server.key for server in spec.servers} if spec else set()
             drains = self._by_service[service]
             for key, drain in list(drains.items()):
                 reason = _over(service, key, live.get(key), wanted, drain, now)

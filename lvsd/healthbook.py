@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lvsd.health import HealthState, Status, initial, observe
+from lvsd.model import Dest, DestKey, ServiceKey, Table
 from lvsd.probe import CheckKey, ProbeReport, check_key
 from lvsd.snapshot import LastProbe
 from lvsd.spec import Config, ServerRef
@@ -54,6 +55,22 @@ def combined(statuses: Iterable[Status]) -> Status:
         if status is Status.UNKNOWN:
             result = Status.UNKNOWN
     return result
+
+
+def serving_in(actual: Table) -> Callable[[ServerRef], bool]:
+    """Whether the kernel table ``actual`` sends a server traffic (weight > 0)."""
+    kernel = actual.by_key()
+    live: dict[ServiceKey, dict[DestKey, Dest]] = {}  # one map per service, not per server
+
+    def serving(ref: ServerRef) -> bool:
+        service, server = ref
+        if service not in live:
+            vs = kernel.get(service)
+            live[service] = vs.dest_map() if vs is not None else {}
+        dest = live[service].get(server)
+        return dest is not None and dest.weight > 0
+
+    return serving
 
 
 class HealthBook:

@@ -12,11 +12,21 @@ from collections.abc import Collection, Iterable, Mapping
 from types import MappingProxyType
 
 from lvsd import logs
-from lvsd.spec import ServerRef
+from lvsd.model import ServiceKey, Table
+from lvsd.spec import Config, ServerRef
 
 MARK_RANGE = 65536
 
 log = logs.get_logger(__name__)
+
+
+def marks_in_use(config: Config, actual: Table, owned: Collection[ServiceKey]) -> set[int]:
+    """Marks a probe service must not take: configured fwmark services, and fwmark services in
+    the kernel that lvsd did not create (lvsd never touches another's service)."""
+    taken = {spec.key.fwmark for spec in config.services if spec.key.is_fwmark}
+    taken.update(vs.key.fwmark for vs in actual.services
+                 if vs.key.is_fwmark and vs.key not in owned)
+    return taken
 
 
 class ProbeMarks:
@@ -27,6 +37,10 @@ class ProbeMarks:
     @property
     def marks(self) -> Mapping[ServerRef, int]:
         return MappingProxyType(self._marks)
+
+    def probe_services(self) -> set[ServiceKey]:
+        """The keys of lvsd's own DR-probe services."""
+        return {ServiceKey.mark(mark, svc.family) for (svc, _), mark in self._marks.items()}
 
     def assign(self, wanted: Iterable[ServerRef], *, base: int,
                taken: Collection[int] = ()) -> Mapping[ServerRef, int]:

@@ -6,7 +6,7 @@ update and never touch the daemon's mutable state. Times are wall-clock seconds 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -106,10 +106,14 @@ class HealthView(Protocol):
     def last_probe(self, key: CheckKey) -> LastProbe | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Draining:
-    dest: Dest
-    deadline_wall: float
+class Draining(Protocol):
+    """A server being drained, as a snapshot reads it."""
+
+    @property
+    def dest(self) -> Dest: ...
+
+    @property
+    def deadline_wall(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +129,7 @@ def build_snapshot(
     config: Config,
     kernel: Table,
     health: HealthView,
-    draining: Mapping[ServiceKey, Sequence[Draining]],
+    draining: Callable[[ServiceKey], Sequence[Draining]],
     decisions: Mapping[ServiceKey, ServiceDecision],
     probe_services: Collection[ServiceKey],
     status: DaemonStatus,
@@ -147,7 +151,7 @@ def build_snapshot(
         servers.extend(
             ServerStatus(drain.dest.key, "draining", 0, live.get(drain.dest.key), "unchecked",
                          drain_deadline=drain.deadline_wall)
-            for drain in draining.get(spec.key, ())
+            for drain in draining(spec.key)
         )
         decision = decisions.get(spec.key)
         services.append(ServiceStatus(

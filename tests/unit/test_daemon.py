@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from lvsd.checks.manual import ManualRunner
 from lvsd.config import load
-from lvsd.daemon import Daemon
+from lvsd.daemon import Daemon, run_daemon, serve
+from lvsd.errors import IpvsError, IpvsUnavailable, LvsdError
 from lvsd.ipvs.fake import FakeIpvs
 from lvsd.ipvs.memory import MemoryTable
 from lvsd.model import (
@@ -245,3 +249,290 @@ async def test_an_inconclusive_report_leaves_health_alone(config_file: Path) -> 
     await daemon.reconcile(full=False)
     assert backend.applied == []
     assert kernel_weights(backend)["192.0.2.11:80"] == 1
+
+
+# --- the loop survives: reloads (defect 1) and kernel faults (defect 3) ----------------------
+
+
+async def wait_for(condition: Callable[[], bool], limit: float = 5.0) -> None:
+    for _ in range(int(limit / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.parametrize("content", [
+    "# caf\xe9\n".encode("latin-1"),
+    b"[[services]]\naddress = '192.0.2.1'\nport = 80\ncheck = { type = 'http', headers = 5 }\n",
+    b"[[services]]\naddress = '192.0.2.1'\nport = 80\n"
+    b"check = { type = 'http', expect_body = 'a{99999999999}' }\n",
+    b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n",
+])
+async def test_a_reload_of_a_broken_file_keeps_the_loop_and_the_old_config(
+        config_file: Path, content: bytes) -> None:
+    daemon, backend = await make(config_file, healthy_table())
+    old = daemon.config
+    loop = asyncio.create_task(daemon.run())
+    config_file.write_bytes(content)
+    daemon.request_reload()
+    await wait_for(lambda: daemon.last_reload is not None)
+    assert not loop.done(), "the daemon's loop survives"
+    assert daemon.config is old and backend.applied == []
+    status = daemon.snapshot().last_reload
+    assert status is not None and not status.ok and status.error
+    daemon.request_stop()
+    await loop
+
+
+async def test_any_exception_while_loading_is_a_failed_reload(
+        config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    daemon, _ = await make(config_file, healthy_table())
+
+    def broken(path: Path) -> Config:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr("lvsd.daemon.load", broken)
+    assert not await daemon.reload()
+    assert daemon.last_reload is not None
+    assert daemon.last_reload.error == "RecursionError: maximum recursion depth exceeded"
+
+
+@pytest.mark.parametrize("error", [
+    IpvsError("dump", "table", errno.EIO, "input/output error"),
+    IpvsUnavailable("netlink socket closed"),
+    OSError(errno.ENOBUFS, "No buffer space available"),
+    RuntimeError("a garbled reply"),
+])
+async def test_a_failed_dump_leaves_the_loop_running_and_the_table_converges(
+        config_file: Path, error: Exception) -> None:
+    daemon, backend = await make(config_file, healthy_table())
+    loop = asyncio.create_task(daemon.run())
+    backend.dump_error = error
+    backend.table = MemoryTable()  # ipvsadm -C behind lvsd's back
+    daemon.view.stale = True
+    daemon.wake.set()
+    await wait_for(lambda: daemon.view.failures > 0)
+    status = daemon.snapshot().sync
+    assert not status.in_sync and status.last_error and status.consecutive_failures == 1
+    assert not loop.done()
+    backend.dump_error = None
+    await wait_for(lambda: daemon.view.status().in_sync, limit=5)
+    assert kernel_weights(backend) == {"192.0.2.11:80": 1, "192.0.2.12:80": 1}
+    daemon.request_stop()
+    await loop
+
+
+async def test_an_apply_that_raises_is_a_failed_pass(config_file: Path) -> None:
+    daemon, backend = await make(config_file, healthy_table())
+    backend.apply_error = OSError(errno.EBADF, "Bad file descriptor")
+    feed(daemon, RS1, ok=False, times=2)
+    assert await daemon.reconcile(full=False) == []
+    assert daemon.view.stale and daemon.retry_at is not None
+    backend.apply_error = None
+    await daemon.reconcile(full=False)
+    assert kernel_weights(backend)["192.0.2.11:80"] == 0
+
+
+async def test_a_refused_op_is_retried_with_one_pending_retry_backing_off(
+        config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lvsd.kernelview.BACKOFF_FIRST", 0.02)
+    monkeypatch.setattr("lvsd.kernelview.BACKOFF_MAX", 0.16)
+    daemon, backend = await make(config_file, healthy_table())
+    passes = 0
+    apply = backend.apply
+
+    async def counting(ops: Sequence[Op]) -> list[IpvsError]:
+        nonlocal passes
+        passes += 1
+        return await apply(ops)
+
+    backend.apply = counting  # type: ignore[method-assign]
+    backend.fail = lambda op: errno.ENOENT if isinstance(op, EditDest) else None
+    loop = asyncio.create_task(daemon.run())
+    feed(daemon, RS1, ok=False, times=2)
+    await asyncio.sleep(1.0)
+    # 0.02 + 0.04 + 0.08, then every 0.16 s: about 8 passes; multiplying retries make dozens.
+    assert 5 <= passes <= 11
+    assert daemon.view.failures == passes
+    assert not daemon.snapshot().sync.in_sync
+    backend.fail = lambda op: None
+    await wait_for(lambda: daemon.view.status().in_sync)
+    assert kernel_weights(backend)["192.0.2.11:80"] == 0
+    daemon.request_stop()
+    await loop
+
+
+# --- stable probe marks (defect 4), another's fwmark service (defect 5) ------------------------
+
+
+def dr_config(state_dir: Path, above: bool = False) -> str:
+    text = f'[daemon]\nstate_dir = "{state_dir}"\nreconcile_delay = 0\n' \
+           f"dr_check_mark_base = {MARK_BASE}\n"
+    if above:
+        text += ('[[services]]\nname = "new"\naddress = "192.0.2.200"\nport = 80\n'
+                 'check = { type = "http", dr_path = true }\n'
+                 '[[services.real_servers]]\naddress = "192.0.2.21"\n')
+    return text + (
+        '[[services]]\nname = "web"\naddress = "192.0.2.100"\nport = 80\n'
+        'check = { type = "http", dr_path = true, rise = 2, fall = 2 }\n'
+        '[[services.real_servers]]\naddress = "192.0.2.11"\n'
+        '[[services.real_servers]]\naddress = "192.0.2.12"\n')
+
+
+MARK_BASE = 5000
+
+
+def probe_marks(backend: FakeIpvs) -> dict[int, str]:
+    return {key.fwmark: str(next(iter(entry.dests)))
+            for key, entry in backend.table.entries.items() if key.is_fwmark}
+
+
+async def test_a_service_inserted_above_keeps_marks_and_health(tmp_path: Path) -> None:
+    path = tmp_path / "lvsd.toml"
+    path.write_text(dr_config(tmp_path / "state"))
+    daemon, backend = await make(path)
+    assert probe_marks(backend) == {MARK_BASE: "192.0.2.11:80", MARK_BASE + 1: "192.0.2.12:80"}
+    feed(daemon, RS1, ok=True)  # the first pass: up
+    await daemon.reconcile(full=False)
+    feed(daemon, RS1, ok=False)  # one failure of fall = 2
+    path.write_text(dr_config(tmp_path / "state", above=True))
+    assert await daemon.reload()
+    assert probe_marks(backend) == {MARK_BASE: "192.0.2.11:80", MARK_BASE + 1: "192.0.2.12:80",
+                                    MARK_BASE + 2: "192.0.2.21:80"}
+    key = daemon.health.checks_of((WEB, RS1))[0]
+    assert key.target.mark == MARK_BASE
+    assert daemon.health.state(key).fails == 1, "the probe's rise/fall state carried over"
+    feed(daemon, RS1, ok=False)
+    await daemon.reconcile(full=False)
+    assert kernel_weights(backend)["192.0.2.11:80"] == 0
+
+
+async def test_marks_survive_a_restart_with_the_config_reordered(tmp_path: Path) -> None:
+    path = tmp_path / "lvsd.toml"
+    path.write_text(dr_config(tmp_path / "state"))
+    _, backend = await make(path)
+    path.write_text(dr_config(tmp_path / "state", above=True))
+    restarted = Daemon(load(path), backend, config_path=path, runner=ManualRunner)
+    await restarted.start()
+    assert probe_marks(backend) == {MARK_BASE: "192.0.2.11:80", MARK_BASE + 1: "192.0.2.12:80",
+                                    MARK_BASE + 2: "192.0.2.21:80"}
+
+
+async def test_a_fwmark_service_lvsd_did_not_create_is_never_touched(tmp_path: Path) -> None:
+    theirs = VirtualService(Service(ServiceKey.mark(MARK_BASE), "wlc"),
+                            (Dest(DestKey(parse_address("203.0.113.9"), 0), weight=3),))
+    path = tmp_path / "lvsd.toml"
+    path.write_text(dr_config(tmp_path / "state"))
+    daemon, backend = await make(path, Table((theirs,)))
+    assert backend.table.to_table().by_key()[theirs.key] == theirs
+    assert probe_marks(backend)[MARK_BASE + 1] == "192.0.2.11:80"
+    assert [vs.key for vs in daemon.snapshot().foreign] == [theirs.key]
+    path.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\nallow_empty = true\n')
+    assert await daemon.reload()
+    assert list(backend.table.entries) == [theirs.key]
+
+
+# --- refusing to empty the table (defect 8) ----------------------------------------------------
+
+
+async def test_a_reload_to_an_empty_config_is_refused(config_file: Path, tmp_path: Path) -> None:
+    daemon, backend = await make(config_file, healthy_table())
+    config_file.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n# truncated\n')
+    assert not await daemon.reload()
+    assert daemon.last_reload is not None and "allow_empty" in (daemon.last_reload.error or "")
+    assert WEB in backend.table.entries and backend.applied == []
+
+
+async def test_a_start_with_an_empty_config_over_owned_services_is_refused(
+        config_file: Path, tmp_path: Path) -> None:
+    _, backend = await make(config_file)
+    backend.applied.clear()
+    config_file.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n')
+    restarted = Daemon(load(config_file), backend, config_path=config_file, runner=ManualRunner)
+    with pytest.raises(LvsdError, match="allow_empty"):
+        await restarted.start()
+    assert WEB in backend.table.entries and backend.applied == []
+
+
+# --- files and start-up (defect 10) ------------------------------------------------------------
+
+
+async def test_a_corrupt_save_file_is_replaced_and_stop_still_withdraws(
+        config_file: Path, tmp_path: Path) -> None:
+    config_file.write_text(config_file.read_text().replace(
+        "reconcile_delay = 0", 'reconcile_delay = 0\non_stop = "withdraw"'))
+    save = tmp_path / "state" / "ipvsadm.rules"
+    save.parent.mkdir(parents=True)
+    save.write_bytes(b"\xff\xfe\x00 not a save file")
+    daemon, backend = await make(config_file, healthy_table())
+    feed(daemon, RS1, ok=False, times=2)
+    await daemon.reconcile(full=False)
+    await wait_for(lambda: save.read_bytes().startswith(b"-A"), limit=5)
+    await daemon.stop()
+    assert WEB not in backend.table.entries
+    assert b"192.0.2.100" not in save.read_bytes()
+
+
+async def test_a_reload_does_not_move_the_files_or_the_listener(config_file: Path,
+                                                                tmp_path: Path) -> None:
+    daemon, _ = await make(config_file, healthy_table())
+    before = daemon.config.daemon
+    config_file.write_text(config_text(tmp_path / "elsewhere", "192.0.2.11", "192.0.2.12")
+                           .replace("[daemon]", '[daemon]\nlisten = "127.0.0.1:9999"'))
+    assert await daemon.reload()
+    after = daemon.config.daemon
+    assert (after.state_dir, after.save_file, after.listen_port) == (
+        before.state_dir, before.save_file, before.listen_port)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_daemon_traceback_is_not_chained_to_the_missing_uvloop(
+        config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def failing(path: Path, config: Config) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
+    monkeypatch.setattr("lvsd.daemon.serve", failing)
+    with pytest.raises(RuntimeError) as caught:
+        run_daemon(config_file)
+    assert caught.value.__context__ is None
+
+
+async def test_an_api_port_in_use_fails_before_the_kernel_is_touched(
+        config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = FakeIpvs()
+    monkeypatch.setattr("lvsd.ipvs.netlink.NetlinkIpvs", lambda: backend)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config_file.write_text(config_file.read_text().replace(
+            "[daemon]", f'[daemon]\nlisten = "127.0.0.1:{port}"'))
+        assert await serve(config_file, load(config_file)) == 2
+    assert backend.dumps == 0 and backend.applied == []
+
+
+# --- several checks per server (defect 12) -----------------------------------------------------
+
+
+async def test_a_maintenance_file_is_in_addition_to_the_health_check(tmp_path: Path) -> None:
+    path = tmp_path / "lvsd.toml"
+    path.write_text(config_text(tmp_path / "state", "192.0.2.11", "192.0.2.12").replace(
+        'address = "192.0.2.11"\n',
+        'address = "192.0.2.11"\n'
+        'checks = [{ type = "file", path = "/run/m", rise = 1, fall = 1 }]\n'))
+    daemon, backend = await make(path, healthy_table())
+    http, maintenance = daemon.health.checks_of((WEB, RS1))
+    assert (http.spec.type, maintenance.spec.type) == ("http", "file")
+    runner = daemon.runner
+    assert isinstance(runner, ManualRunner)
+    runner.report(http, True, times=2)
+    runner.report(maintenance, False)
+    await daemon.reconcile(full=False)
+    assert kernel_weights(backend)["192.0.2.11:80"] == 0
+    runner.report(maintenance, True)
+    await daemon.reconcile(full=False)
+    assert kernel_weights(backend)["192.0.2.11:80"] == 1
+    server = daemon.snapshot().services[0].servers[0]
+    assert server.check_type == "http, file" and server.health == "up"

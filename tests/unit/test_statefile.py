@@ -1,0 +1,57 @@
+"""The state file: versioned JSON; a corrupt file is moved aside and taken as empty."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lvsd.model import DestKey, Protocol, ServiceKey, parse_address
+from lvsd.statefile import VERSION, DaemonState, StateFile
+
+WEB = ServiceKey.virtual(Protocol.TCP, "192.0.2.100", 80)
+PROBE = ServiceKey.mark(0x4C560000)
+RS1 = DestKey(parse_address("2001:db8::11"), 8080)
+
+
+def test_what_is_stored_loads_back_equal(tmp_path: Path) -> None:
+    state = DaemonState(frozenset({WEB, PROBE}), {(WEB, RS1): 0x4C560000}, {"drain": ["x"]})
+    assert StateFile(tmp_path / "state.json").store(state)
+    assert StateFile(tmp_path / "state.json").load() == state
+    assert json.loads((tmp_path / "state.json").read_text())["version"] == VERSION
+
+
+def test_a_missing_file_is_an_empty_state(tmp_path: Path) -> None:
+    assert StateFile(tmp_path / "state.json").load() == DaemonState()
+
+
+def test_the_version_1_file_with_only_owned_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text('{"owned": [[2, 6, "192.0.2.100", 80, 0]]}\n')
+    assert StateFile(path).load() == DaemonState(frozenset({WEB}))
+
+
+@pytest.mark.parametrize("content", [
+    b"\xff\xfe not utf-8",
+    b"{truncated",
+    b"[1, 2]",
+    b'{"version": 99}',
+    b'{"owned": [[2, 6, "not an address", 80, 0]]}',
+    b'{"owned": [[2, 6, "192.0.2.1", true, 0]]}',
+    b'{"owned": "all"}',
+    b'{"probe_marks": [{"service": [2, 6, "192.0.2.1", 80, 0], "server": ["x", 1], "mark": 1}]}',
+    b"[" * 100_000,
+])
+def test_a_corrupt_file_is_moved_aside_and_taken_as_empty(tmp_path: Path,
+                                                           content: bytes) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    assert StateFile(path, clock=lambda: 1234.0).load() == DaemonState()
+    assert not path.exists()
+    assert (tmp_path / "state.json.corrupt-1234").read_bytes() == content
+
+
+def test_an_unwritable_directory_is_reported_not_raised(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    assert not StateFile(tmp_path / "file" / "state.json").store(DaemonState(frozenset({WEB})))
