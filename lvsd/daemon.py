@@ -28,7 +28,7 @@ from lvsd.checks.drpath import director_problems
 from lvsd.checks.workers import make_runner
 from lvsd.config import load
 from lvsd.drains import Drains
-from lvsd.errors import ConfigError, IpvsError, LvsdError
+from lvsd.errors import ConfigError, IpvsError, ListenError, LvsdError
 from lvsd.health import Status
 from lvsd.healthbook import HealthBook, Observed, ServerChange, serving_in
 from lvsd.hooks import run_hook
@@ -359,7 +359,7 @@ class Daemon:
         """Built when a reader asks, from the owners' views: a pass never pays for it."""
         if self._snapshot is None:
             status = DaemonStatus(self.ready, self.last_reload, self.kernel_version,
-                                  self.view.status())
+                                  self.view.status(), self.view.dumped_at)
             self._snapshot = build_snapshot(
                 config=self.config, kernel=self.view.table.to_table(), health=self.health,
                 draining=self.drains.of, decisions=self.decisions,
@@ -469,7 +469,7 @@ async def serve(config_path: Path, config: Config) -> int:
     try:
         api = await start_api(create_app(daemon, daemon.metrics), config.daemon.listen_host,
                               config.daemon.listen_port)
-    except (OSError, ValueError, UnicodeError) as exc:
+    except (ListenError, OSError, ValueError, UnicodeError) as exc:
         log.error("api_listen_failed", listen=listen, error=str(exc),
                   detail="the kernel table was not touched")
         await backend.close()

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from lvsd import logs
+from lvsd.files import write_atomic
 from lvsd.ipvs.backend import IpvsBackend
-from lvsd.ipvs.saveformat import format_table, write_atomic
+from lvsd.ipvsadm.save import format_table
 
 log = logs.get_logger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lvsd import logs
-from lvsd.ipvs.saveformat import write_atomic
+from lvsd.files import write_atomic
 from lvsd.model import DestKey, Family, Protocol, ServiceKey, parse_address
 from lvsd.spec import ServerRef
 

@@ -7,6 +7,7 @@ what it writes, and what it must not write.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import socket
 import sys
@@ -313,7 +314,7 @@ async def test_a_failed_dump_leaves_the_loop_running_and_the_table_converges(
     daemon.view.stale = True
     daemon.wake.set()
     await wait_for(lambda: daemon.view.failures > 0)
-    status = daemon.snapshot().sync
+    status = daemon.snapshot().table_sync
     assert not status.in_sync and status.last_error and status.consecutive_failures == 1
     assert not loop.done()
     backend.dump_error = None
@@ -355,7 +356,7 @@ async def test_a_refused_op_is_retried_with_one_pending_retry_backing_off(
     # 0.02 + 0.04 + 0.08, then every 0.16 s: about 8 passes; multiplying retries make dozens.
     assert 5 <= passes <= 11
     assert daemon.view.failures == passes
-    assert not daemon.snapshot().sync.in_sync
+    assert not daemon.snapshot().table_sync.in_sync
     backend.fail = lambda op: None
     await wait_for(lambda: daemon.view.status().in_sync)
     assert kernel_weights(backend)["192.0.2.11:80"] == 0
@@ -444,12 +445,22 @@ async def test_a_reload_to_an_empty_config_is_refused(config_file: Path, tmp_pat
     assert WEB in backend.table.entries and backend.applied == []
 
 
+async def test_an_empty_config_that_got_past_validation_is_refused_too(
+        config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    daemon, backend = await make(config_file, healthy_table())
+    empty = dataclasses.replace(daemon.config, services=())
+    monkeypatch.setattr("lvsd.daemon.load", lambda path: empty)
+    assert not await daemon.reload()
+    assert daemon.last_reload is not None and "allow_empty" in (daemon.last_reload.error or "")
+    assert WEB in backend.table.entries and backend.applied == []
+
+
 async def test_a_start_with_an_empty_config_over_owned_services_is_refused(
-        config_file: Path, tmp_path: Path) -> None:
-    _, backend = await make(config_file)
+        config_file: Path) -> None:
+    daemon, backend = await make(config_file)
     backend.applied.clear()
-    config_file.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n')
-    restarted = Daemon(load(config_file), backend, config_path=config_file, runner=ManualRunner)
+    empty = dataclasses.replace(daemon.config, services=())
+    restarted = Daemon(empty, backend, config_path=config_file, runner=ManualRunner)
     with pytest.raises(LvsdError, match="allow_empty"):
         await restarted.start()
     assert WEB in backend.table.entries and backend.applied == []
