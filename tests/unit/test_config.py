@@ -297,7 +297,7 @@ address = "192.0.2.11"
         "port 0 (a fwmark service's server has no port): set connect_port in the check, or "
         "give the real server a port")
     fixed = loads(text.replace('type = "tcp"', 'type = "tcp"\nconnect_port = 80'))
-    assert fixed.services[0].servers[0].check is not None
+    assert fixed.services[0].servers[0].checks
     assert loads(text.replace('type = "tcp"', 'type = "file"\npath = "/run/m"'))
 
 
