@@ -359,7 +359,7 @@ class Daemon:
         """Built when a reader asks, from the owners' views: a pass never pays for it."""
         if self._snapshot is None:
             status = DaemonStatus(self.ready, self.last_reload, self.kernel_version,
-                                  self.view.status(), self.view.dumped_at)
+                                  self.view.status())
             self._snapshot = build_snapshot(
                 config=self.config, kernel=self.view.table.to_table(), health=self.health,
                 draining=self.drains.of, decisions=self.decisions,

@@ -15,7 +15,7 @@ from lvsd.errors import IpvsError
 from lvsd.ipvs.backend import IpvsBackend
 from lvsd.ipvs.memory import MemoryTable
 from lvsd.model import Op, ServiceKey, Table, VirtualService
-from lvsd.snapshot import TableSync
+from lvsd.snapshot import SyncStatus
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
@@ -28,7 +28,7 @@ class KernelView:
         self.stale = True  # unknown until the next dump
         self.dumped_at = 0.0
         self.failures = 0
-        self.failing_since: float | None = None
+        self.failed_passes = 0
         self.last_error: str | None = None
         self._in_sync = False
 
@@ -61,7 +61,6 @@ class KernelView:
 
     def succeeded(self) -> None:
         self.failures = 0
-        self.failing_since = None
         self.last_error = None
         self._in_sync = True
 
@@ -69,13 +68,13 @@ class KernelView:
         """Record a failed pass; the delay before the retry. ``unknown``: the kernel table
         may differ from the view in ways lvsd cannot tell (the next pass dumps it)."""
         self.failures += 1
-        if self.failing_since is None:
-            self.failing_since = self._clock()
+        self.failed_passes += 1
         self.last_error = error
         self._in_sync = False
         if unknown:
             self.stale = True
         return min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** min(self.failures - 1, 16))
 
-    def status(self) -> TableSync:
-        return TableSync(self._in_sync, self.last_error, self.failures, self.failing_since)
+    def status(self) -> SyncStatus:
+        return SyncStatus(self._in_sync, self.failures, self.failed_passes, self.last_error,
+                          self.dumped_at)

@@ -121,8 +121,7 @@ class DaemonStatus:
     ready: bool
     last_reload: ReloadStatus | None
     kernel_version: str
-    table_sync: TableSync
-    dumped_at: float  # wall time of the kernel view's last dump
+    sync: SyncStatus
 
 
 def build_snapshot(
@@ -165,8 +164,8 @@ def build_snapshot(
     configured = {spec.key for spec in config.services}
     foreign = tuple(vs for vs in kernel.services
                     if vs.key not in configured and vs.key not in probe_services)
-    return Snapshot(tuple(services), foreign, status.dumped_at, status.ready, config.source,
-                    status.last_reload, status.kernel_version, status.table_sync)
+    return Snapshot(tuple(services), foreign, status.sync.dumped_at, status.ready,
+                    config.source, status.last_reload, status.kernel_version, status.sync)
 
 
 def _server_status(health: HealthView, ref: ServerRef, dest: Dest, disabled: bool,

@@ -314,7 +314,7 @@ async def test_a_failed_dump_leaves_the_loop_running_and_the_table_converges(
     daemon.view.stale = True
     daemon.wake.set()
     await wait_for(lambda: daemon.view.failures > 0)
-    status = daemon.snapshot().table_sync
+    status = daemon.snapshot().sync
     assert not status.in_sync and status.last_error and status.consecutive_failures == 1
     assert not loop.done()
     backend.dump_error = None
@@ -356,7 +356,7 @@ async def test_a_refused_op_is_retried_with_one_pending_retry_backing_off(
     # 0.02 + 0.04 + 0.08, then every 0.16 s: about 8 passes; multiplying retries make dozens.
     assert 5 <= passes <= 11
     assert daemon.view.failures == passes
-    assert not daemon.snapshot().table_sync.in_sync
+    assert not daemon.snapshot().sync.in_sync
     backend.fail = lambda op: None
     await wait_for(lambda: daemon.view.status().in_sync)
     assert kernel_weights(backend)["192.0.2.11:80"] == 0
