@@ -53,7 +53,8 @@ _OK, _INCONCLUSIVE = 1, 2
 
 # frame kinds
 _SPECS, _ADD, _REMOVE = b"S"[0], b"A"[0], b"D"[0]  # to a worker
-_REASON_TEXT, _RESET_REASONS, _BATCH, _LOAD = b"N"[0], b"Z"[0], b"B"[0], b"L"[0]  # from one
+_HELLO, _REASON_TEXT, _RESET_REASONS, _BATCH, _LOAD = (  # from a worker
+    b"H"[0], b"N"[0], b"Z"[0], b"B"[0], b"L"[0])
 
 
 def frame(kind: int, payload: bytes) -> bytes:
@@ -180,6 +181,7 @@ class _Worker(asyncio.Protocol):
         self.reader = FrameReader()
         self.started_at = -math.inf
         self.connecting: asyncio.Task[Any] | None = None
+        self.up = asyncio.Event()  # the process said hello: its imports are done
 
     # the process
 
@@ -197,6 +199,7 @@ class _Worker(asyncio.Protocol):
         finally:
             theirs.close()
         self.started_at = loop.time()
+        self.up.clear()
         self.reader = FrameReader()
         self.reasons = {}
         self.spec_ids = {}
@@ -273,6 +276,8 @@ class _Worker(asyncio.Protocol):
                 self.reasons = {}
             elif kind == _LOAD:
                 self.owner.add_load(EngineLoad(*pickle.loads(payload)))
+            elif kind == _HELLO:
+                self.up.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:  # not ended by us: the worker died
@@ -323,6 +328,11 @@ class ShardedRunner:
     def load(self) -> EngineLoad:
         load, self._load = self._load, EngineLoad()
         return load
+
+    async def wait_up(self) -> None:
+        """Until every started worker runs (a worker takes a moment to import lvsd)."""
+        await asyncio.gather(*(worker.up.wait() for worker in self._workers
+                               if worker.process is not None))
 
     def update(self, keys: Iterable[CheckKey]) -> None:
         wanted = keys if isinstance(keys, AbstractSet) else set(keys)
@@ -416,6 +426,7 @@ class _Serving(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(frame(_HELLO, b""))
         self.runner.start()
         self.load_timer = asyncio.get_running_loop().call_later(LOAD_EVERY, self.send_load)
 
