@@ -73,9 +73,10 @@ async def test_every_check_is_probed_by_one_of_the_workers(port: int) -> None:
     collected = Collector()
     runner = ShardedRunner(collected, workers=2)
     keys = tcp_keys(port, 40)
-    runner.update(keys)
     runner.start()
     try:
+        await asyncio.wait_for(runner.wait_up(), DEADLINE)  # up before it has any check
+        runner.update(keys)
         await collected.until(lambda: collected.keys_since(0) == set(keys))
         assert len(set(runner.pids())) == 2 and os.getpid() not in runner.pids()
         report = collected.reports[0]
