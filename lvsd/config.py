@@ -102,6 +102,13 @@ def _name(value: str) -> str:
     return value
 
 
+def _netmask_value(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"expected a netmask: a dotted IPv4 mask such as \"255.255.255.0\" or a "
+                         f"prefix length, got {_shown(value)}")
+    return value
+
+
 def _argv(value: tuple[str, ...]) -> tuple[str, ...]:
     if not value or not value[0] or any("\x00" in arg for arg in value):
         raise ValueError("needs a program: an array of strings, the first one naming it, "
@@ -180,7 +187,7 @@ class ServiceSchema(_Schema):
     sched_flags: list[Text] = Field(default_factory=list)
     ops: Bool = False
     persistence: Annotated[Int, _within(limits.persistence_timeout_error)] | None = None
-    persistence_netmask: Text | Int | None = None
+    persistence_netmask: Annotated[str | int, BeforeValidator(_netmask_value)] | None = None
     pe: Literal["sip"] | None = None
     forward: ForwardName = "route"
     on_failure: Literal["weight0", "remove"] = "weight0"
@@ -236,7 +243,7 @@ def loads(text: str, source: str = "<config>") -> Config:
 
 def _loads(text: str, source: str) -> Config:
     try:
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(text.removeprefix("\ufeff"))  # a byte-order mark some editors write
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [_toml_problem(str(exc))]) from exc
     except RecursionError as exc:

@@ -152,6 +152,9 @@ def _common_address_error(address: Address) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
         return (f"{address} has a scope (%{address.scope_id}): the kernel's key keeps "
                 f"no interface, write the address without it")
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return (f"{address} is an IPv4-mapped IPv6 address, which IPVS never matches: write "
+                f"{address.ipv4_mapped}")
     if address.is_multicast:
         return f"{address} is a multicast address"
     if address == _LIMITED_BROADCAST:

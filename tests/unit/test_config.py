@@ -412,3 +412,9 @@ def test_a_file_not_in_utf8_is_a_config_error(tmp_path: Path, content: bytes) ->
         load(path)
     (problem,) = caught.value.problems
     assert problem.where.startswith("line ") and "not UTF-8" in problem.message
+
+
+def test_a_byte_order_mark_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    assert load(path).services[0].name == "tcp:192.0.2.100:80"

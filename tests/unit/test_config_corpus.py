@@ -110,6 +110,8 @@ CASES: list[tuple[str, str | bytes, str, str]] = [
      "2678400"),
     ("netmask-bad", service('persistence = 60\npersistence_netmask = "255.0.255.300"'),
      f"{PLACE}.persistence_netmask", "not an IPv4 netmask"),
+    ("netmask-float", service("persistence = 60\npersistence_netmask = 1.5"),
+     f"{PLACE}.persistence_netmask", "expected a netmask"),
     ("netmask-without-persistence", service("persistence_netmask = 24"),
      f"{PLACE}.persistence_netmask", "needs persistence"),
     ("ipv6-prefix-129", '[[services]]\naddress = "2001:db8::1"\nport = 80\npersistence = 60\n'

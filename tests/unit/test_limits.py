@@ -106,7 +106,7 @@ def test_tunnel_options_follow_ipvsadm(tunnel_type: TunnelType, port: int, csum:
 
 
 @pytest.mark.parametrize("text", ["224.0.0.1", "255.255.255.255", "0.0.0.0", "::", "ff02::1",
-                                  "fe80::1%eth0"])
+                                  "fe80::1%eth0", "::ffff:192.0.2.1"])
 def test_addresses_never_valid_for_a_vip_or_a_real_server(text: str) -> None:
     address = ipaddress.ip_address(text)
     assert limits.virtual_address_error(address) is not None
