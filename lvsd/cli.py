@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lvsd import __version__
+from lvsd import __version__, cli_import
 from lvsd.errors import ConfigError, IpvsUnavailable, LvsdError, SaveFormatError
 
 EXIT_OK = 0
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with persistent connections")
     group.add_argument("--tun-info", action="store_true", help="with tunnel settings")
     show.add_argument("--exact", action="store_true", help="counters unabbreviated")
+
+    cli_import.add_parser(sub)
     return parser
 
 
@@ -86,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         thresholds=args.thresholds,
                                         persistent_conn=args.persistent_conn,
                                         tun_info=args.tun_info, exact=args.exact))
+            case "import":
+                return cli_import.run(args)
     except (ConfigError, SaveFormatError) as exc:
         print(f"lvsd: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

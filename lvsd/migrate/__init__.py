@@ -1,0 +1,1 @@
+"""Importers: an existing setup (ipvsadm-save output, keepalived.conf) as an lvsd config."""
