@@ -20,6 +20,7 @@ class ServerOut:
     fields: dict[str, Value]
     check: dict[str, Value] | None = None
     comments: list[str] = field(default_factory=list)
+    origin: str = ""  # where the importer's input defines it, for its error messages
 
 
 @dataclass

@@ -37,6 +37,7 @@ _SCHED_FLAGS = {"sh-fallback": ("sh", "flag-1"), "sh-port": ("sh", "flag-2"),
                 "mh-fallback": ("mh", "flag-1"), "mh-port": ("mh", "flag-2"),
                 "flag-1": (None, "flag-1"), "flag-2": (None, "flag-2"),
                 "flag-3": (None, "flag-3")}
+_DEFAULT_PORTS = {"http": 80, "https": 443, "dns": 53}
 _TIMINGS = ("delay_loop", "connect_timeout", "retry", "delay_before_retry")
 _TRUE = frozenset({"on", "true", "yes"})
 
@@ -233,7 +234,20 @@ class _Importer:
             port = None
         if port is not None:
             fields = {"address": fields.pop("address"), "port": port, **fields}
-        return ServerOut(fields, server.check, comments)
+        check = server.check
+        if ("fwmark" in key and not port and check is not None and "connect_port" not in check
+                and check["type"] not in ("exec", "file")):
+            # keepalived would probe port 0 and never see the server up
+            default = _DEFAULT_PORTS.get(str(check["type"]))
+            if default is None:
+                self.problems.append(Problem(server.origin,
+                                             "a TCP_CHECK of a fwmark service's server without "
+                                             "a port needs connect_port"))
+            else:
+                check = {**check, "connect_port": default}
+                comments.append(f"a fwmark service's server has no port: the {check['type']} "
+                                f"check probes port {default}")
+        return ServerOut(fields, check, comments, server.origin)
 
     def service_name(self, vs: Statement, label: str, members: int) -> str:
         words = vs.values()
@@ -509,7 +523,7 @@ class _Importer:
             check = self.check(checker, scope, comments)
         if not checkers:
             comments.append(f"{rs.where}: no checker: always in rotation")
-        return ServerOut(fields, check, [f"{rs.where}: {rs.text()}", *comments])
+        return ServerOut(fields, check, [f"{rs.where}: {rs.text()}", *comments], rs.where)
 
     def check(self, checker: Statement, rs_scope: _Scope,
               comments: list[str]) -> dict[str, Value] | None:

@@ -93,6 +93,8 @@ def test_fwmark_ipv6_sh_flags_default_persistence_and_ssl_get() -> None:
     assert check["host"] == "api.example.com" and check["expect_status"] == [200]
     assert "never verifies the certificate" in text
     assert "enable_sni: not imported (lvsd always sends SNI)" in text
+    assert check["connect_port"] == 443
+    assert "a fwmark service's server has no port: the https check probes port 443" in text
 
 
 def test_tunnel_options_ops_dns_and_misc_check() -> None:
@@ -228,6 +230,8 @@ def test_lvs_timeouts_in_global_defs_become_timeouts(tmp_path: Path) -> None:
     ("include self.conf\n", "includes itself"),
     ("virtual_server 192.0.2.1 80 { real_server 10.0.0.1 80 { MISC_CHECK { } } }",
      "MISC_CHECK: needs misc_path"),
+    ("virtual_server fwmark 3 { real_server 10.0.0.1 { TCP_CHECK { } } }",
+     "needs connect_port"),
     ("$PORT=80\nvirtual_server 192.0.2.1 $PORT { }", "parameter substitution"),
 ])
 def test_what_cannot_be_imported_is_an_error_with_its_place(
