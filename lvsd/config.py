@@ -436,6 +436,11 @@ def _build(
             clash = limits.probe_mark_clash_error(spec.key.fwmark, mark_base)
             if clash is not None:
                 problems.append(Problem(f"{where}.fwmark", clash))
+    dr_checked = sum(1 for _, spec in services for server in spec.servers
+                     if any(check.dr_path for check in server.checks))
+    if dr_checked > limits.PROBE_MARK_SPAN:
+        problems.append(Problem("services", f"{dr_checked} real servers have a dr_path check; "
+                                f"lvsd has {limits.PROBE_MARK_SPAN} probe marks"))
     raw_daemon = raw.get("daemon")
     allow_empty = daemon.allow_empty if daemon is not None else (
         isinstance(raw_daemon, dict) and raw_daemon.get("allow_empty") is True)

@@ -418,3 +418,15 @@ def test_a_byte_order_mark_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "bom.toml"
     path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
     assert load(path).services[0].name == "tcp:192.0.2.100:80"
+
+
+def test_dr_path_checks_fit_in_the_probe_marks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lvsd import limits
+
+    monkeypatch.setattr(limits, "PROBE_MARK_SPAN", 1)
+    text = ('[[services]]\naddress = "192.0.2.1"\nport = 80\n'
+            '[services.check]\ntype = "tcp"\ndr_path = true\n'
+            '[[services.real_servers]]\naddress = "192.0.2.11"\n')
+    assert loads(text)
+    assert problems_of(text + '[[services.real_servers]]\naddress = "192.0.2.12"\n') == [
+        "services: 2 real servers have a dr_path check; lvsd has 1 probe marks"]
