@@ -1,24 +1,30 @@
 """P6: /metrics render latency and size at 1,000 and 10,000 real servers.
 
-    .venv/bin/python bench/metrics.py [--runs 9]
+    .venv/bin/python bench/metrics.py [--runs 9] [--sweep 100 1000 10000 37000] [--json FILE]
 
 For each table shape it prints the median (and min) of N renders of the whole exposition,
 wall and CPU time, cold (new key objects, as after a reload) and warm (the daemon's steady
 state); the body size plain and gzipped; the series count and series per real server; the
 latency of ``GET /metrics`` through the aiohttp app on loopback, plain and gzip; and, side by
 side, prometheus_client's own rendering of the same series through a collector (the baseline
-P6 beats). Figures are medians from one run on a shared machine: compare the ratios.
+P6 beats). ``--sweep`` then renders tables of each size (services of 10 servers) and prints
+the CPU of a warm render and of gzip against the size. Figures are medians from one run on a
+shared machine: compare the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gzip
 import ipaddress
+import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 from prometheus_client import CollectorRegistry, generate_latest
@@ -157,7 +163,7 @@ async def http_latency(snapshot: Snapshot, runs: int) -> dict[str, list[float]]:
     return results
 
 
-def bench_shape(services: int, per_service: int, runs: int) -> None:
+def bench_shape(services: int, per_service: int, runs: int) -> dict[str, float]:
     now = time.time()
     destinations = services * per_service
     print(f"\n== {destinations:,} real servers ({services} services x {per_service}) ==")
@@ -185,15 +191,58 @@ def bench_shape(services: int, per_service: int, runs: int) -> None:
     registry.register(ClientLibraryCollector(snapshot))
     base_walls, _ = timed(lambda: generate_latest(registry), max(3, runs // 3))
     print(f"baseline: prometheus_client collector, 10 series per server: wall {ms(base_walls)} "
-          f"-> lvsd is {statistics.median(base_walls) / statistics.median(walls):.1f}x faster")
+          f"-> lvsd is {statistics.median(base_walls) / statistics.median(walls):.1f}x faster",
+          flush=True)
+    return {"services": services, "per_service": per_service, "dests": destinations,
+            "render_wall": statistics.median(walls), "render_cpu": statistics.median(cpus),
+            "cold_wall": statistics.median(cold_walls), "bytes": len(body),
+            "gzip_bytes": len(compressed), "series": len(lines),
+            "series_per_dest": len(per_dest) / destinations,
+            "get_plain": statistics.median(latency["plain"]),
+            "get_gzip": statistics.median(latency["gzip"]),
+            "baseline_wall": statistics.median(base_walls)}
+
+
+def sweep(sizes: list[int], runs: int) -> list[dict[str, float]]:
+    """Warm render and gzip CPU against table size, services of 10 servers (and fewer)."""
+    print(f"\n== cost against table size (warm render and gzip level 1, CPU, median of {runs}) ==")
+    print(f"{'destinations':>13}{'render ms':>11}{'gzip ms':>9}{'µs/dest':>9}{'MB':>7}")
+    figures = []
+    for size in sizes:
+        per_service = min(10, size)
+        metrics = DaemonMetrics()
+        snapshot = synthetic(max(1, size // per_service), per_service, time.time())
+        body = metrics.exposition(snapshot)
+        _, cpus = timed(functools.partial(metrics.exposition_chunks, snapshot), runs)
+        _, gzips = timed(functools.partial(gzip.compress, body, 1), runs)
+        render, packed = statistics.median(cpus), statistics.median(gzips)
+        print(f"{size:>13,}{render * 1000:>11.1f}{packed * 1000:>9.1f}"
+              f"{(render + packed) / size * 1e6:>9.1f}{len(body) / 1e6:>7.1f}", flush=True)
+        figures.append({"dests": size, "render_cpu": render, "gzip_cpu": packed,
+                        "bytes": len(body)})
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--shapes", nargs="+", metavar="SxR",
+                        help="table shapes (default: 100x10 1000x10 10x1000)")
+    parser.add_argument("--sweep", type=int, nargs="*", metavar="N",
+                        help="table sizes for the cost curve (none: skip it)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    for services, per_service in SHAPES:
-        bench_shape(services, per_service, args.runs)
+    if not 1 <= args.runs <= 100 or any(not 1 <= n <= 100_000 for n in args.sweep or ()):
+        parser.error("--runs must be 1..100 and --sweep sizes 1..100000")
+    shapes = SHAPES if not args.shapes else tuple(
+        (int(s), int(r)) for s, r in (shape.split("x") for shape in args.shapes))
+    print(f"lvsd /metrics benchmark: {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
+    results = {"shapes": [bench_shape(services, per_service, args.runs)
+                          for services, per_service in shapes],
+               "sweep": sweep(args.sweep, max(1, args.runs // 3)) if args.sweep else []}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import ctypes
 import fcntl
 import functools
 import ipaddress
+import json
 import os
 import socket
 import statistics
@@ -521,6 +522,7 @@ def main() -> None:
     parser.add_argument("--flips", type=int, default=4, help="health events per size (P5)")
     parser.add_argument("--quick", action="store_true", help="small tables: a smoke test")
     parser.add_argument("--only", choices=("program", "events"), default=None)
+    parser.add_argument("--json", type=Path, help="also write every median here")
     parser.add_argument("--sizes", nargs="+", default=None, metavar="SxR",
                         help="P5 table shapes, e.g. 10x10 1000x10 (default: all four)")
     args = parser.parse_args()
@@ -546,6 +548,12 @@ def main() -> None:
         report_program(program, program_shapes)
     if args.only in (None, "events"):
         report_events(events, event_shapes)
+    if args.json:
+        medians: dict[str, float] = {}
+        for samples in ([program] if args.only in (None, "program") else []) + (
+                [events] if args.only in (None, "events") else []):
+            medians.update({name: samples.median(name) for name in samples.values})
+        args.json.write_text(json.dumps({"load": os.getloadavg(), "medians": medians}, indent=1))
     print(f"\n{time.monotonic() - began:.0f} s in all; {load_note()}")
 
 

@@ -151,6 +151,12 @@ def delete_namespaces(names: Sequence[str]) -> None:
 
 
 @pytest.fixture
+def ipvs_kernel() -> None:
+    """Skips (and so fails run-integration.sh) where the kernel has no IPVS."""
+    _require_kernel()
+
+
+@pytest.fixture
 def netns() -> Iterator[Namespace]:
     """A fresh network namespace (and so a fresh, empty IPVS table) with lo up."""
     _require_kernel()

@@ -1,0 +1,51 @@
+"""The VM-side benchmarks keep running: bench/peers.py (beside keepalived and node_exporter) and
+bench/table.py (beside ipvsadm) at smoke sizes exit 0 and print their figures.
+
+A benchmark is a program, not a timed test: nothing here judges a figure, only that each part
+ran to the end and measured something (CI would otherwise let the benchmark code rot).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_bench(*argv: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, (f"{argv[0]} exited {done.returncode}:\n{done.stdout}\n"
+                                  f"{done.stderr}")
+    return done
+
+
+def test_the_peer_benchmarks_run_and_print_ratios(ipvs_kernel: None, tmp_path: Path) -> None:
+    results = tmp_path / "peers.json"
+    done = run_bench("bench/peers.py", "--smoke", "--json", str(results))
+    for line in ("lvsd/keepalived: CPU per check", "lvsd/keepalived median, refuse",
+                 "lvsd/keepalived median, hang", "lvsd/node_exporter plain",
+                 "lvsd/node_exporter gzip"):
+        assert line in done.stdout, done.stdout
+    figures = json.loads(results.read_text())
+    checkers = figures["checkers"]
+    for kind in ("lvsd", "keepalived"):
+        assert math.isfinite(checkers[kind]["cpu_per_check_ms"]) and checkers[kind]["cpu_s"] > 0
+        for how in ("refuse", "hang"):
+            assert checkers[kind][how]["latencies"], (kind, how)
+    assert figures["metrics"]["node_exporter series"] > 0
+    assert figures["metrics"]["lvsd series per destination"] <= 10
+
+
+def test_the_table_benchmark_runs_beside_ipvsadm(ipvs_kernel: None, tmp_path: Path) -> None:
+    results = tmp_path / "table.json"
+    done = run_bench("bench/table.py", "--quick", "--runs", "1", "--flips", "1", "--json",
+                     str(results))
+    assert "P4: cold program" in done.stdout and "P5: no-op full reconcile" in done.stdout
+    medians = json.loads(results.read_text())["medians"]
+    assert any(name.endswith(" ipvsadm-restore") for name in medians)
+    assert all(value > 0 for value in medians.values())
