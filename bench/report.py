@@ -259,10 +259,10 @@ def judged(value: float | None, bound: float, higher_is_better: bool = False) ->
     if value is None or math.isnan(value):
         return "not measured"
     if higher_is_better:
-        return "met" if value >= bound else f"**missed**: {value / bound:.2f}x of the goal"
+        return "met" if value >= bound else f"**missed** ({value / bound:.2f}x of the goal)"
     if value <= bound:
         return "met"
-    return f"**missed** by {value / bound:.2f}x" if bound else "**missed**"
+    return f"**missed** ({value / bound:.2f}x the bound)" if bound else "**missed**"
 
 
 def ratio_text(value: float | None) -> str:
@@ -361,7 +361,7 @@ def goal_rows(envelopes: dict[str, dict[str, Any]]) -> list[Row]:
                             ratio_text(lvsd / restore), judged(lvsd / restore, 1.0)))
         dump, save = table.get(f"{name} dump lvsd"), table.get(f"{name} dump ipvsadm-save")
         if dump and save:
-            rows.append(Row("P5", f"VM, dump {name}", fmt(dump, "s", 3),
+            rows.append(Row("dump", f"VM, dump {name}", fmt(dump, "s", 3),
                             f"ipvsadm-save -n {fmt(save, 's', 3)}", ratio_text(dump / save),
                             judged(dump / save, 1.0)))
     events = sorted({key[:-13] for key in table if key.endswith(" event direct")},
