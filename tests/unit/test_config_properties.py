@@ -103,6 +103,8 @@ def _server(d: Draw, index: int, family: int, service_port: int | None, fwmark: 
             rs["tunnel_csum"] = csum
     if d.maybe():
         rs["disabled"] = d.maybe()
+    if d.maybe() and d.maybe():
+        rs["checks"] = [{"type": "file", "path": "/run/lvsd/maintenance/{address}"}]
     return rs
 
 
@@ -188,6 +190,8 @@ def _service(d: Draw, index: int, mark_base: int) -> dict[str, Any]:
         svc["check"] = _check(d, needs_port=no_port or any(
             rs.get("port") == 0 for rs in svc["real_servers"]),
             dr_path_allowed=routed and not fwmark)
+    if d.maybe() and d.maybe():
+        svc["checks"] = [{"type": "exec", "argv": ["/bin/true"], "timeout": "500ms"}]
     return svc
 
 
