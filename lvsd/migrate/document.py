@@ -21,6 +21,7 @@ class ServerOut:
     check: dict[str, Value] | None = None
     comments: list[str] = field(default_factory=list)
     origin: str = ""  # where the importer's input defines it, for its error messages
+    more_checks: list[dict[str, Value]] = field(default_factory=list)  # all must pass
 
 
 @dataclass
@@ -94,4 +95,6 @@ def render(document: Document) -> str:
                       *_fields(server.fields)]
             if server.check is not None:
                 lines += ["[services.real_servers.check]", *_fields(server.check)]
+            for more in server.more_checks:
+                lines += ["[[services.real_servers.checks]]", *_fields(more)]
     return "\n".join(lines).lstrip("\n") + "\n"

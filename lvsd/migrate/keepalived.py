@@ -209,6 +209,12 @@ class _Importer:
                 service_fields.pop("protocol", None)
                 if family == "ipv6":
                     service_fields["family"] = "ipv6"
+            elif "protocol" not in service_fields:
+                # keepalived 2.2 says "no protocol set - defaulting to UDP", and does
+                service_fields["protocol"] = "udp"
+                if not any("no protocol" in c for c in comments):
+                    comments.append(f"{vs.where}: no protocol: keepalived makes a UDP service, "
+                                    "so this is one; write protocol = \"tcp\" if that was meant")
             service_fields = {"name": self.service_name(vs, label, len(keys)), **key,
                               **service_fields}
             service = ServiceOut(service_fields,
@@ -234,20 +240,26 @@ class _Importer:
             port = None
         if port is not None:
             fields = {"address": fields.pop("address"), "port": port, **fields}
-        check = server.check
-        if ("fwmark" in key and not port and check is not None and "connect_port" not in check
-                and check["type"] not in ("exec", "file")):
-            # keepalived would probe port 0 and never see the server up
-            default = _DEFAULT_PORTS.get(str(check["type"]))
-            if default is None:
-                self.problems.append(Problem(server.origin,
-                                             "a TCP_CHECK of a fwmark service's server without "
-                                             "a port needs connect_port"))
-            else:
-                check = {**check, "connect_port": default}
-                comments.append(f"a fwmark service's server has no port: the {check['type']} "
-                                f"check probes port {default}")
-        return ServerOut(fields, check, comments, server.origin)
+        checks = [] if server.check is None else [server.check, *server.more_checks]
+        if "fwmark" in key and not port:
+            checks = [self.fwmark_check_port(check, server, comments) for check in checks]
+        return ServerOut(fields, checks[0] if checks else None, comments, server.origin,
+                         checks[1:])
+
+    def fwmark_check_port(self, check: dict[str, Value], server: ServerOut,
+                          comments: list[str]) -> dict[str, Value]:
+        """A network check of a fwmark service's server without a port: keepalived would
+        probe port 0 and never see the server up; lvsd probes the check's usual port."""
+        if "connect_port" in check or check["type"] in ("exec", "file"):
+            return check
+        default = _DEFAULT_PORTS.get(str(check["type"]))
+        if default is None:
+            self.problems.append(Problem(server.origin, "a TCP_CHECK of a fwmark service's "
+                                                        "server without a port needs connect_port"))
+            return check
+        comments.append(f"a fwmark service's server has no port: the {check['type']} check "
+                        f"probes port {default}")
+        return {**check, "connect_port": default}
 
     def service_name(self, vs: Statement, label: str, members: int) -> str:
         words = vs.values()
@@ -514,16 +526,13 @@ class _Importer:
                 fields[name] = own_forward[name]
         scope = vs_scope.child(block)
         checkers = [s for s in block if s.name.isupper() and s.block is not None]
-        check = None
-        for checker in checkers:
-            if check is not None:
-                comments.append(f"{checker.where}: {checker.name}: not imported: keepalived "
-                                "needs every checker to pass, lvsd runs one check per server")
-                continue
-            check = self.check(checker, scope, comments)
+        # Like keepalived, lvsd needs every check of a server to pass.
+        checks = [c for c in (self.check(checker, scope, comments) for checker in checkers)
+                  if c is not None]
         if not checkers:
             comments.append(f"{rs.where}: no checker: always in rotation")
-        return ServerOut(fields, check, [f"{rs.where}: {rs.text()}", *comments], rs.where)
+        return ServerOut(fields, checks[0] if checks else None,
+                         [f"{rs.where}: {rs.text()}", *comments], rs.where, checks[1:])
 
     def check(self, checker: Statement, rs_scope: _Scope,
               comments: list[str]) -> dict[str, Value] | None:

@@ -157,8 +157,8 @@ def test_blocks_on_one_line_read_as_if_spread_over_lines(tmp_path: Path) -> None
     assert one_line.services == loads(imported(spread)[0]).services
     (svc,) = one_line.services
     assert [s.dest.weight for s in svc.servers] == [4, 6]
-    first = svc.servers[0].check
-    assert first is not None and first.fall == 3 and first.timeout == 1
+    (first,) = svc.servers[0].checks
+    assert first.fall == 3 and first.timeout == 1
 
 
 def test_comments_quotes_and_unknown_options_are_kept_as_comments() -> None:
@@ -177,7 +177,7 @@ def test_includes_globs_relative_paths_track_files_and_unmapped_checkers() -> No
     smtp, udp = mail["real_servers"]
     assert smtp["check"]["type"] == "tcp" and smtp["check"]["expect"] == "^220"
     assert "check" not in udp
-    assert "PING_CHECK: not imported: keepalived needs every checker to pass" in text
+    assert "PING_CHECK: not imported (lvsd has no ICMP probe" in text
     assert "UDP_CHECK: not imported (lvsd has no UDP probe" in text
     assert "include conf.d/missing-*.conf: no file matched" in text
     assert "conf.d/a.conf:4: virtual_server 192.0.2.80 80" in text
@@ -249,3 +249,22 @@ def test_an_unreadable_file_is_an_input_error(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["import", "keepalived", str(tmp_path / "none.conf")]) == cli.EXIT_BAD_INPUT
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_every_checker_of_a_server_becomes_one_of_its_checks(tmp_path: Path) -> None:
+    conf = tmp_path / "k.conf"
+    conf.write_text("virtual_server 192.0.2.1 80 {\n protocol TCP\n lb_kind DR\n"
+                    " real_server 192.0.2.2 80 {\n  HTTP_GET { url { path /a } }\n"
+                    "  TCP_CHECK { connect_port 81 }\n }\n}\n")
+    text, doc = imported(conf)
+    (spec,) = loads(text).services
+    assert [c.type for c in spec.servers[0].checks] == ["http", "tcp"]
+    assert doc["services"][0]["real_servers"][0]["checks"][0]["connect_port"] == 81
+
+
+def test_no_protocol_is_udp_as_keepalived_makes_it_and_says_so(tmp_path: Path) -> None:
+    conf = tmp_path / "k.conf"
+    conf.write_text("virtual_server 192.0.2.1 80 {\n lb_kind DR\n}\n")
+    text, doc = imported(conf)
+    assert doc["services"][0]["protocol"] == "udp"
+    assert "no protocol: keepalived makes a UDP service" in text
