@@ -29,16 +29,15 @@ from aiohttp.http_exceptions import HttpProcessingError
 import lvsd
 from lvsd.errors import ListenError
 from lvsd.ipvsadm.names import FORWARD_NAMES
-from lvsd.metrics import CONTENT_TYPE, PROTO_LABEL, DaemonMetrics
+from lvsd.metrics import CONTENT_TYPE, DaemonMetrics
 from lvsd.model import (
     Dest,
-    Family,
     Service,
-    ServiceKey,
     ServiceStats,
     VirtualService,
 )
 from lvsd.snapshot import ServerStatus, ServiceStatus, Snapshot, SnapshotSource
+from lvsd.tablejson import key_json, stats_json
 
 FRESHNESS = 1.0  # seconds: counters served by /metrics, /status and / are at most this old
 DEFAULT_REFRESH = 2  # seconds between reloads of the status page
@@ -253,32 +252,6 @@ def _age(at: float | None, now: float) -> float | None:
     return None if at is None or at <= 0 else round(max(now - at, 0.0), 3)
 
 
-def _key_json(key: ServiceKey) -> dict[str, Any]:
-    return {
-        "key": str(key),
-        "protocol": PROTO_LABEL[key.protocol],
-        "family": "ipv6" if key.family is Family.INET6 else "ipv4",
-        "address": None if key.address is None else str(key.address),
-        "port": key.port,
-        "fwmark": key.fwmark,
-    }
-
-
-def _stats_json(stats: ServiceStats) -> dict[str, int]:
-    return {
-        "connections": stats.conns,
-        "in_packets": stats.inpkts,
-        "out_packets": stats.outpkts,
-        "in_bytes": stats.inbytes,
-        "out_bytes": stats.outbytes,
-        "cps": stats.cps,
-        "in_pps": stats.inpps,
-        "out_pps": stats.outpps,
-        "in_bytes_per_second": stats.inbps,
-        "out_bytes_per_second": stats.outbps,
-    }
-
-
 def _kernel_service_json(service: Service | None) -> dict[str, Any] | None:
     if service is None:
         return None
@@ -286,7 +259,7 @@ def _kernel_service_json(service: Service | None) -> dict[str, Any] | None:
     return {
         "scheduler": service.scheduler,
         "persistence": None if persistence is None else persistence.timeout,
-        "stats": _stats_json(service.stats),
+        "stats": stats_json(service.stats),
     }
 
 
@@ -299,7 +272,7 @@ def _dest_json(dest: Dest | None) -> dict[str, Any] | None:
         "active": dest.stats.active,
         "inactive": dest.stats.inactive,
         "persistent": dest.stats.persistent,
-        "stats": _stats_json(dest.stats.traffic),
+        "stats": stats_json(dest.stats.traffic),
     }
 
 
@@ -332,7 +305,7 @@ def _server_json(server: ServerStatus, now: float) -> dict[str, Any]:
 def _service_json(service: ServiceStatus, now: float) -> dict[str, Any]:
     return {
         "name": service.name,
-        **_key_json(service.key),
+        **key_json(service.key),
         "quorum": service.quorum,
         "healthy_weight": service.healthy_weight,
         "below_quorum": service.below_quorum,
@@ -345,7 +318,7 @@ def _service_json(service: ServiceStatus, now: float) -> dict[str, Any]:
 
 def _foreign_json(vs: VirtualService) -> dict[str, Any]:
     return {
-        **_key_json(vs.key),
+        **key_json(vs.key),
         "kernel": _kernel_service_json(vs.service),
         "servers": [{"server": str(d.key), "address": str(d.key.address), "port": d.key.port,
                      "kernel": _dest_json(d)} for d in vs.dests],

@@ -12,9 +12,13 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lvsd import __version__, cli_import
-from lvsd.errors import ConfigError, IpvsUnavailable, LvsdError, SaveFormatError
+from lvsd.errors import ConfigError, IpvsUnavailable, LvsdError, Problem, SaveFormatError
+
+if TYPE_CHECKING:
+    from lvsd.spec import Config
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -33,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, default=Path("/etc/lvsd/lvsd.toml"))
 
     check = sub.add_parser("check-config", help="validate a config file and print every error")
-    check.add_argument("config", type=Path, nargs="?", default=Path("/etc/lvsd/lvsd.toml"))
+    check.add_argument("config", nargs="?", default="/etc/lvsd/lvsd.toml",
+                       help="the config file, or - for stdin (default: %(default)s)")
+    check.add_argument("--json", action="store_true",
+                       help="print one JSON object: valid, problems and warnings as "
+                            "{where, message}")
 
     save = sub.add_parser("save", help="dump the live table in ipvsadm-save format")
     save.add_argument("file", nargs="?", help="write here atomically (default: stdout)")
@@ -60,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with persistent connections")
     group.add_argument("--tun-info", action="store_true", help="with tunnel settings")
     show.add_argument("--exact", action="store_true", help="counters unabbreviated")
+    show.add_argument("--json", action="store_true",
+                      help="the table as JSON (every attribute and counter)")
 
     cli_import.add_parser(sub)
     return parser
@@ -74,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 return run_daemon(args.config)
             case "check-config":
+                if args.json:
+                    return check_config_json(args.config)
                 return check_config(args.config)
             case "save":
                 return asyncio.run(save(args.file, resolve=args.resolve, compat=args.compat))
@@ -83,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return EXIT_BAD_INPUT
                 return asyncio.run(restore(args.file, noflush=args.noflush, dry_run=args.dry_run,
                                            against=args.against))
+            case "show" if args.json:
+                return asyncio.run(show_json())
             case "show":
                 return asyncio.run(show(stats=args.stats, rate=args.rate,
                                         thresholds=args.thresholds,
@@ -104,12 +118,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_FAILED
 
 
-def check_config(path: Path) -> int:
-    """Exit 0 when the config is valid (its warnings printed), 2 when it is not."""
-    from lvsd.config import load
+def _load_config(path: str) -> Config:
+    """The config at ``path``, ``-`` being stdin; raises ConfigError."""
+    from lvsd.config import load, loads
+
+    if path != "-":
+        return load(path)
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("<stdin>", [Problem("", f"not UTF-8: {exc}")]) from exc
+    return loads(text, source="<stdin>")
+
+
+def check_config_json(path: str) -> int:
+    """Like check_config, as one JSON object on stdout."""
+    import json
+
+    def problems(items: Sequence[Problem]) -> list[dict[str, str]]:
+        return [{"where": p.where, "message": p.message} for p in items]
 
     try:
-        config = load(path)
+        config = _load_config(path)
+    except ConfigError as exc:
+        report = {"source": exc.source, "valid": False, "problems": problems(exc.problems),
+                  "warnings": []}
+        print(json.dumps(report, indent=2))
+        return EXIT_BAD_INPUT
+    print(json.dumps({
+        "source": config.source, "valid": True, "problems": [],
+        "warnings": problems(config.warnings),
+        "services": len(config.services),
+        "real_servers": sum(len(s.servers) for s in config.services),
+        "checked": sum(1 for s in config.services for r in s.servers if r.checks),
+    }, indent=2))
+    return EXIT_OK
+
+
+def check_config(path: str) -> int:
+    """Exit 0 when the config is valid (its warnings printed), 2 when it is not."""
+    try:
+        config = _load_config(path)
     except ConfigError as exc:
         print(f"{exc.source}: invalid, {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
@@ -117,13 +167,13 @@ def check_config(path: Path) -> int:
         return EXIT_BAD_INPUT
     servers = sum(len(s.servers) for s in config.services)
     checked = sum(1 for s in config.services for r in s.servers if r.checks)
-    print(f"{path}: OK, {len(config.services)} service(s), {servers} real server(s), "
+    print(f"{config.source}: OK, {len(config.services)} service(s), {servers} real server(s), "
           f"{checked} checked")
     if not config.services:
-        print(f"{path}: allow_empty = true: at start and on reload lvsd deletes every "
+        print(f"{config.source}: allow_empty = true: at start and on reload lvsd deletes every "
               f"service it owns")
     if config.warnings:
-        print(f"{path}: {len(config.warnings)} warning(s):")
+        print(f"{config.source}: {len(config.warnings)} warning(s):")
         for warning in config.warnings:
             print(f"  warning: {warning}")
     return EXIT_OK
@@ -195,6 +245,23 @@ async def restore(file: str, *, noflush: bool, dry_run: bool, against: str | Non
     for error in errors:
         print(f"lvsd: {error}", file=sys.stderr)
     return EXIT_FAILED if errors else EXIT_OK
+
+
+async def show_json() -> int:
+    import json
+
+    from lvsd.ipvs.netlink import NetlinkIpvs
+    from lvsd.tablejson import table_json
+
+    backend = NetlinkIpvs()
+    try:
+        table = await backend.dump()
+        info = await backend.info()
+    finally:
+        await backend.close()
+    print(json.dumps({"version": info.version, "conn_table_size": info.conn_table_size,
+                      **table_json(table)}, indent=2))
+    return EXIT_OK
 
 
 async def show(*, stats: bool, rate: bool, thresholds: bool, persistent_conn: bool,
