@@ -8,7 +8,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$REPO"
 APT_PACKAGES=(qemu-system-x86 linux-image-amd64 busybox-static kmod cpio ipvsadm iproute2
               procps curl systemd prometheus chromium-headless-shell python3-venv
-              keepalived prometheus-node-exporter)
+              keepalived prometheus-node-exporter man-db)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
