@@ -18,6 +18,8 @@ from lvsd import __version__, cli_import
 from lvsd.errors import ConfigError, IpvsUnavailable, LvsdError, Problem, SaveFormatError
 
 if TYPE_CHECKING:
+    from lvsd.ipvs.backend import KernelInfo
+    from lvsd.model import Table
     from lvsd.spec import Config
 
 EXIT_OK = 0
@@ -247,18 +249,22 @@ async def restore(file: str, *, noflush: bool, dry_run: bool, against: str | Non
     return EXIT_FAILED if errors else EXIT_OK
 
 
-async def show_json() -> int:
-    import json
-
+async def _table_and_info() -> tuple[Table, KernelInfo]:
     from lvsd.ipvs.netlink import NetlinkIpvs
-    from lvsd.tablejson import table_json
 
     backend = NetlinkIpvs()
     try:
-        table = await backend.dump()
-        info = await backend.info()
+        return await backend.dump(), await backend.info()
     finally:
         await backend.close()
+
+
+async def show_json() -> int:
+    import json
+
+    from lvsd.tablejson import table_json
+
+    table, info = await _table_and_info()
     print(json.dumps({"version": info.version, "conn_table_size": info.conn_table_size,
                       **table_json(table)}, indent=2))
     return EXIT_OK
@@ -266,15 +272,9 @@ async def show_json() -> int:
 
 async def show(*, stats: bool, rate: bool, thresholds: bool, persistent_conn: bool,
                tun_info: bool, exact: bool) -> int:
-    from lvsd.ipvs.netlink import NetlinkIpvs
     from lvsd.ipvsadm.listing import format_listing
 
-    backend = NetlinkIpvs()
-    try:
-        table = await backend.dump()
-        info = await backend.info()
-    finally:
-        await backend.close()
+    table, info = await _table_and_info()
     sys.stdout.write(format_listing(table, stats=stats, rate=rate, thresholds=thresholds,
                                     persistent_conn=persistent_conn, tun_info=tun_info,
                                     exact=exact, version=info.version,
