@@ -387,7 +387,7 @@ async def memory_part(options: Options, traced: bool) -> None:
             await daemon.start()
             figures.append(("daemon started", mb(status_kb("VmRSS"))))
             loop_task = asyncio.create_task(daemon.run())
-            took = await wait_until(lambda: all_up(daemon), 30, "every server up")
+            took = await wait_until(lambda: all_up(daemon), 120, "every server up")
             await asyncio.sleep(3 * INTERVAL)
             probes = daemon.probes
             figures.append((f"{3 * INTERVAL:.0f} s of probing ({probes:,} probes, "
@@ -627,7 +627,7 @@ async def detect_part(options: Options, n: int) -> None:
             daemon = LatenessDaemon(config, backend)
             await daemon.start()
             loop_task = asyncio.create_task(daemon.run())
-            await wait_until(lambda: all_up(daemon), 30, "every server up")
+            await wait_until(lambda: all_up(daemon), 120, "every server up")
             await asyncio.sleep(INTERVAL)
             backend.zeroed.clear()
             failed_loop_time = asyncio.get_running_loop().time()
