@@ -45,10 +45,11 @@ def commands(part: str, smoke: bool, results: Path) -> list[str]:
     bench = REPO / "bench"
     match part, smoke:
         case "probes", True:
-            return [PYTHON, str(bench / "probes.py"), "--sizes", "200", "--seconds", "6"]
+            return [PYTHON, str(bench / "probes.py"), "--sizes", "200", "--seconds", "6",
+                    "--workers", "0", "1"]
         case "probes", False:
             return [PYTHON, str(bench / "probes.py"), "--sizes", "1000", "10000", "37000",
-                    "--seconds", "20"]
+                    "--seconds", "20", "--workers", "0", "2"]
         case "metrics", True:
             return [PYTHON, str(bench / "metrics.py"), "--runs", "2", "--shapes", "10x10",
                     "2x50", "--sweep", "100", "1000", "--json", str(results / "metrics.raw")]
@@ -170,21 +171,32 @@ def number(text: str) -> float:
 
 
 def parse_probes(output: str, results: Path) -> dict[str, Any]:
-    """The rows of bench/probes.py's table, by size."""
+    """The rows of bench/probes.py's table, by size (and worker processes, ``SIZE/wN``)."""
     rows = {}
+    with_workers = any(line.split()[:2] == ["servers", "workers"]
+                       for line in output.splitlines() if line.strip())
     for line in output.splitlines():
         words = line.split()
-        if len(words) >= 16 and words[0].isdigit() and "|" in words:
-            rows[words[0]] = {
-                "size": int(words[0]), "probes_per_s": number(words[1]),
-                "failures": number(words[2]), "cpu_per_probe_us": number(words[3]),
-                "cores": number(words[5]), "late_p50_ms": number(words[6]),
-                "late_p99_ms": number(words[7]), "late_max_ms": number(words[8]),
-                "startup_peak_over_mean": number(words[9]),
-                "steady_peak_over_mean": number(words[10]),
-                "all_within_interval": words[11] == "yes",
-                "bare_cpu_per_probe_us": number(words[14]),
-            }
+        if len(words) < 16 or not words[0].isdigit() or "|" not in words:
+            continue
+        if with_workers:  # size workers probes/s fail inconcl CPU user cores main peer p50 ...
+            workers = int(words[1])
+            extra = {"inconclusive": number(words[4])}
+            words = [words[0], *words[2:4], *words[5:8], *words[10:13], *words[14:17],
+                     *words[words.index("|"):]]
+        else:
+            workers, extra = 0, {}
+        bare = words[words.index("|") + 2] if len(words) > words.index("|") + 2 else "-"
+        rows[words[0] + (f"/w{workers}" if workers else "")] = {
+            "size": int(words[0]), "workers": workers, "probes_per_s": number(words[1]),
+            "failures": number(words[2]), "cpu_per_probe_us": number(words[3]),
+            "cores": number(words[5]), "late_p50_ms": number(words[6]),
+            "late_p99_ms": number(words[7]), "late_max_ms": number(words[8]),
+            "startup_peak_over_mean": number(words[9]),
+            "steady_peak_over_mean": number(words[10]),
+            "all_within_interval": words[11] == "yes",
+            "bare_cpu_per_probe_us": float("nan") if bare == "-" else number(bare), **extra,
+        }
     if not rows:
         raise ValueError("no result rows in bench/probes.py's output")
     return rows
@@ -283,10 +295,11 @@ def figures_of(envelopes: dict[str, dict[str, Any]], part: str) -> Any:
 def goal_rows(envelopes: dict[str, dict[str, Any]]) -> list[Row]:
     rows: list[Row] = []
     probes = figures_of(envelopes, "probes") or {}
-    for size, row in sorted(probes.items(), key=lambda item: int(item[0])):
-        n = int(size)
+    for row in sorted(probes.values(), key=lambda row: (row["size"], row["workers"])):
+        n = row["size"]
         asked = n / PROBES_ASKED_INTERVAL
-        what = f"{n:,} servers, HTTP every 2 s"
+        what = f"{n:,} servers, HTTP every 2 s" + (
+            f", {row['workers']} worker processes" if row["workers"] else "")
         if n >= 10_000 and n < 37_000:
             rows.append(Row("P1", f"{what}: cores", fmt(row["cores"], "core"), "≤ 0.5 core",
                             ratio_text(row["cores"] / 0.5), judged(row["cores"], 0.5)))
@@ -533,9 +546,12 @@ def make_plots(envelopes: dict[str, dict[str, Any]], plots: Path) -> list[tuple[
             axes.plot(sizes, [(row["render_cpu"] + row["gzip_cpu"]) * 1000 for row in sweep],
                       "s-", label="/metrics render + gzip, CPU ms")
         if probes:
-            rows = sorted(probes.values(), key=lambda row: row["size"])
-            axes.plot([row["size"] for row in rows], [row["cpu_per_probe_us"] for row in rows],
-                      "^-", label="CPU per probe, µs (HTTP every 2 s)")
+            for workers in sorted({row["workers"] for row in probes.values()}):
+                rows = sorted((row for row in probes.values() if row["workers"] == workers),
+                              key=lambda row: row["size"])
+                axes.plot([row["size"] for row in rows],
+                          [row["cpu_per_probe_us"] for row in rows], "^-",
+                          label=f"CPU per probe, µs (HTTP every 2 s, {workers} workers)")
         axes.set_xscale("log")
         axes.set_yscale("log")
         axes.set_xlabel("table size (real servers / destinations)")
