@@ -316,6 +316,16 @@ class Contestant(abc.ABC):
                 found.setdefault(address, line.at)
         return found
 
+    def in_rotation(self) -> set[str]:
+        """The servers whose last state change put them in rotation."""
+        state: dict[str, bool] = {}
+        for line in list(self.lines):
+            if (address := self.up_address(line.text)) is not None:
+                state[address] = True
+            elif (address := self.down_address(line.text)) is not None:
+                state[address] = False
+        return {address for address, up in state.items() if up}
+
     def tail(self) -> str:
         return "\n".join(line.text for line in self.lines[-15:])
 
@@ -502,7 +512,7 @@ def session(kind: str, workdir: Path, servers: int, seconds: float, detect: int,
             "cpu_per_check_ms": (cpu_after - cpu) / answered * 1000 if answered
             else float("nan"),
             "false_downs": len(contestant.downs(since=checked_at)),
-            "in_rotation_at_window_end": len(set(contestant.ups()) - set(contestant.downs())),
+            "in_rotation_at_window_end": len(contestant.in_rotation()),
         }
         progress(f"checkers: {kind}: {figures['cpu_per_check_ms']:.2f} ms CPU per check, "
                  f"{figures['checks_per_s']:.0f} checks/s")
@@ -511,7 +521,7 @@ def session(kind: str, workdir: Path, servers: int, seconds: float, detect: int,
                                                     "lvsd_probe_lateness_seconds")
             if scrape_runs:
                 figures["metrics"] = measure_scrapes(contestant, 1, servers, scrape_runs)
-        up = set(contestant.ups()) - set(contestant.downs())
+        up = contestant.in_rotation()
         for how in ("refuse", "hang"):
             failing = [address for address in addresses if address in up][:detect]
             plan = sorted((rng.uniform(0, spread), a) for a in failing)

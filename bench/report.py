@@ -9,7 +9,8 @@ Parts on this host: ``probes`` (bench/probes.py: P1, P3), ``metrics`` (bench/met
 cost against table size), ``daemon`` (bench/daemon.py as root: P2 at scale, P7, reload).
 Parts in one VM boot (tests/vm/run-in-vm.sh), side by side with the peers: ``peers``
 (bench/peers.py: P9, P8, P2 against keepalived; P6 against node_exporter) and ``table``
-(bench/table.py: P4, P5 and dumps against ipvsadm). Each part's output, figures, load average
+(bench/table.py: P4, P5 and dumps against ipvsadm); ``LVSD_BENCH_PEERS`` adds options to
+peers.py's (e.g. ``--servers 100``). Each part's output, figures, load average
 and duration are saved as JSON under ``--results`` (default .lab/bench, or .lab/bench-smoke);
 the report is written from every part saved there, so a part rerun alone replaces only its
 own figures. Progress goes to stderr.
@@ -67,7 +68,7 @@ def commands(part: str, smoke: bool, results: Path) -> list[str]:
         case "peers", False:
             return [PYTHON, str(bench / "peers.py"), "--servers", "200", "--seconds", "30",
                     "--detect-servers", "40", "--shape", "1000x10", "--runs", "5", "--json",
-                    str(results / "peers.raw")]
+                    str(results / "peers.raw"), *os.environ.get("LVSD_BENCH_PEERS", "").split()]
         case "table", True:
             return [PYTHON, str(bench / "table.py"), "--quick", "--runs", "1", "--flips", "2",
                     "--json", str(results / "table.raw")]
