@@ -313,6 +313,7 @@ class Daemon:
             actual = await self.view.refresh(self.backend)
         except Exception as exc:  # any failure is a failed reload, never the daemon's end
             return self._reload_failed(exc)
+        log_warnings(new)
         if held:
             log.warning("reload_needs_restart", settings=held,
                         detail="these daemon settings take effect at the next start")
@@ -378,6 +379,12 @@ class Daemon:
     def status_line(self) -> str:
         return (f"{len(self.config.services)} services, {len(self.health)} checks, "
                 f"{self.health.not_up} not up")
+
+
+def log_warnings(config: Config) -> None:
+    """What check-config warns about: legal, but probably not what the operator meant."""
+    for warning in config.warnings:
+        log.warning("config_warning", config=config.source, warning=str(warning))
 
 
 def log_health_change(service: str, change: ServerChange, seen: Observed) -> None:
@@ -506,6 +513,7 @@ def run_daemon(config_path: Path) -> int:
         )
         return 2
     logs.configure(level=config.daemon.log_level)
+    log_warnings(config)
     # Chosen outside the ``except``: tracebacks must not be chained to the missing uvloop.
     run: Callable[[Coroutine[Any, Any, int]], int]
     try:

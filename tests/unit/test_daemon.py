@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import structlog
 
 from lvsd.checks.manual import ManualRunner
 from lvsd.config import load
@@ -547,3 +548,13 @@ async def test_a_maintenance_file_is_in_addition_to_the_health_check(tmp_path: P
     assert kernel_weights(backend)["192.0.2.11:80"] == 1
     server = daemon.snapshot().services[0].servers[0]
     assert server.check_type == "http, file" and server.health == "up"
+
+
+async def test_a_reload_logs_the_configs_warnings(config_file: Path) -> None:
+    daemon, _ = await make(config_file, healthy_table())
+    config_file.write_text(config_file.read_text().replace(
+        'rise = 2, fall = 2', 'rise = 2, fall = 2, interval = "1s", timeout = "5s"'))
+    with structlog.testing.capture_logs() as logged:
+        assert await daemon.reload()
+    (warning,) = [event for event in logged if event["event"] == "config_warning"]
+    assert "longer than the interval" in warning["warning"]
