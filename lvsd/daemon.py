@@ -313,10 +313,7 @@ class Daemon:
             actual = await self.view.refresh(self.backend)
         except Exception as exc:  # any failure is a failed reload, never the daemon's end
             return self._reload_failed(exc)
-        log_warnings(new)
-        if held:
-            log.warning("reload_needs_restart", settings=held,
-                        detail="these daemon settings take effect at the next start")
+        log_warnings(new, held)
         self.drains.start_unconfigured(new, actual, {spec.key for spec in self.config.services},
                                        new.daemon.drain_timeout,
                                        now=time.monotonic(), wall=time.time())
@@ -381,10 +378,14 @@ class Daemon:
                 f"{self.health.not_up} not up")
 
 
-def log_warnings(config: Config) -> None:
-    """What check-config warns about: legal, but probably not what the operator meant."""
+def log_warnings(config: Config, held: Sequence[str] = ()) -> None:
+    """What check-config warns about (legal, but probably not what the operator meant), and
+    the ``held`` settings a reload changed that wait for the next start."""
     for warning in config.warnings:
         log.warning("config_warning", config=config.source, warning=str(warning))
+    if held:
+        log.warning("reload_needs_restart", settings=list(held),
+                    detail="these daemon settings take effect at the next start")
 
 
 def log_health_change(service: str, change: ServerChange, seen: Observed) -> None:
