@@ -442,21 +442,25 @@ async def withdrawn(backend: IpvsBackend, owned: frozenset[ServiceKey]) -> froze
 
 def log_ops(ops: Iterable[Op], errors: Sequence[IpvsError]) -> None:
     for op in ops:
-        log.info("table_change", operation=op.operation, target=op.target, **_details(op))
+        log.info("table_change", op=op.name, **_details(op))
     for error in errors:
         log.error("table_change_failed", operation=error.operation, target=error.target,
                   errno=error.errno, reason=error.reason)
 
 
 def _details(op: Op) -> dict[str, object]:
-    """What an operator wants to see of an op in the log besides its words."""
+    """What an operator looks for in the log line of an op (``service``, ``server`` …)."""
     match op:
         case AddService(service) | EditService(service):
-            return {"scheduler": service.scheduler}
-        case AddDest(_, dest) | EditDest(_, dest):
-            return {"weight": dest.weight}
-        case DeleteService() | DeleteDest() | SetTimeouts():
-            return {}
+            return {"service": str(service.key), "scheduler": service.scheduler}
+        case DeleteService(key):
+            return {"service": str(key)}
+        case AddDest(key, dest) | EditDest(key, dest):
+            return {"service": str(key), "server": str(dest.key), "weight": dest.weight}
+        case DeleteDest(key, dest_key):
+            return {"service": str(key), "server": str(dest_key)}
+        case SetTimeouts(timeouts):
+            return {"tcp": timeouts.tcp, "tcpfin": timeouts.tcpfin, "udp": timeouts.udp}
         case _:
             assert_never(op)
 

@@ -336,7 +336,7 @@ async def test_reload_edits_once_keeps_health_and_survives_broken_files(
     await asyncio.sleep(1)
     changes = process.events("table_change")[before:]
     assert [(c["op"], c.get("server"), c.get("weight")) for c in changes] == [
-        ("EditDest", f"{RS2}:80", 3)]
+        ("edit_dest", f"{RS2}:80", 3)]
     assert w(weights(process.table()), RS1) == 0, "a server that was down stays down"
 
     good = process.config_path.read_text()

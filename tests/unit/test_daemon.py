@@ -558,3 +558,14 @@ async def test_a_reload_logs_the_configs_warnings(config_file: Path) -> None:
         assert await daemon.reload()
     (warning,) = [event for event in logged if event["event"] == "config_warning"]
     assert "longer than the interval" in warning["warning"]
+
+
+async def test_a_table_change_is_logged_with_its_op_service_and_server(
+        config_file: Path) -> None:
+    daemon, _ = await make(config_file, healthy_table())
+    feed(daemon, RS1, ok=False, times=2)
+    with structlog.testing.capture_logs() as logged:
+        await daemon.reconcile(full=False)
+    (change,) = [event for event in logged if event["event"] == "table_change"]
+    assert change == {"event": "table_change", "log_level": "info", "op": "edit_dest",
+                      "service": str(WEB), "server": "192.0.2.11:80", "weight": 0}
