@@ -430,3 +430,29 @@ def test_dr_path_checks_fit_in_the_probe_marks(monkeypatch: pytest.MonkeyPatch) 
     assert loads(text)
     assert problems_of(text + '[[services.real_servers]]\naddress = "192.0.2.12"\n') == [
         "services: 2 real servers have a dr_path check; lvsd has 1 probe marks"]
+
+
+def test_a_servers_checks_come_in_addition_to_the_services_check() -> None:
+    config = load(Path(__file__).parents[2] / "config/examples/udp-dns-timeouts.toml")
+    plain, maintained = config.services[0].servers
+    assert [check.type for check in plain.checks] == ["dns"]
+    assert [check.type for check in maintained.checks] == ["dns", "file"]
+
+
+def test_checks_of_service_and_server_add_up_and_each_is_validated() -> None:
+    text = """
+[[services]]
+address = "192.0.2.1"
+port = 80
+check = { type = "tcp" }
+checks = [{ type = "file", path = "/run/all" }]
+[[services.real_servers]]
+address = "192.0.2.11"
+check = { type = "http", path = "/" }
+checks = [{ type = "file", path = "/run/rs11" }, { type = "tcp", timout = 1 }]
+"""
+    (problem,) = problems_of(text)
+    assert "real_servers[0]" in problem and "checks[1]" in problem and "timout" in problem
+    config = loads(text.replace(", timout = 1", ""))
+    assert [check.type for check in config.services[0].servers[0].checks] == [
+        "http", "file", "file", "tcp"]
