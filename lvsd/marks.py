@@ -3,7 +3,7 @@
 A DR-path probe socket carries a mark that a one-server fwmark service forwards to exactly
 that server. Once a server has a mark it keeps it while it stays configured, whatever is
 inserted above it (Seesaw's ``markBackend``); new servers take the lowest free mark of
-``[base, base + MARK_RANGE)``. The marks are saved in the state file across restarts.
+``lvsd.limits.probe_mark_range(base)``. The marks are saved in the state file across restarts.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from collections.abc import Collection, Iterable, Mapping
 from types import MappingProxyType
 
 from lvsd import logs
+from lvsd.limits import probe_mark_range
 from lvsd.model import ServiceKey, Table
 from lvsd.spec import Config, ServerRef
-
-MARK_RANGE = 65536
 
 log = logs.get_logger(__name__)
 
@@ -49,11 +48,12 @@ class ProbeMarks:
         ones take the lowest free mark. Servers no longer wanted free theirs."""
         self._base = base
         refs = list(dict.fromkeys(wanted))
+        span = probe_mark_range(base)
         used = set(taken)
         kept: dict[ServerRef, int] = {}
         for ref in refs:
             mark = self._marks.get(ref)
-            if mark is not None and base <= mark < base + MARK_RANGE and mark not in used:
+            if mark is not None and mark in span and mark not in used:
                 kept[ref] = mark
                 used.add(mark)
         marks: dict[ServerRef, int] = {}
@@ -64,14 +64,14 @@ class ProbeMarks:
             if mark is None:
                 while candidate in used:
                     candidate += 1
-                if candidate >= base + MARK_RANGE:
+                if candidate not in span:
                     short += 1
                     continue
                 mark = candidate
                 used.add(mark)
             marks[ref] = mark
         if short:
-            log.error("dr_probe_marks_exhausted", servers=short, base=base, size=MARK_RANGE,
+            log.error("dr_probe_marks_exhausted", servers=short, base=base, size=len(span),
                       detail="these servers' DR-path checks get no probe service")
         self._marks = marks
         return self.marks

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lvsd.marks import MARK_RANGE, ProbeMarks
+from lvsd.limits import PROBE_MARK_SPAN
+from lvsd.marks import ProbeMarks
 from lvsd.model import DestKey, Protocol, ServiceKey, parse_address
 from lvsd.spec import ServerRef
 
@@ -61,6 +62,6 @@ def test_duplicated_remembered_marks_keep_only_the_first() -> None:
 
 def test_servers_beyond_the_range_get_no_mark() -> None:
     marks = ProbeMarks(BASE)
-    taken = set(range(BASE, BASE + MARK_RANGE - 1))
+    taken = set(range(BASE, BASE + PROBE_MARK_SPAN - 1))
     after = marks.assign([ref(1, 1), ref(1, 2)], base=BASE, taken=taken)
-    assert after == {ref(1, 1): BASE + MARK_RANGE - 1}
+    assert after == {ref(1, 1): BASE + PROBE_MARK_SPAN - 1}
