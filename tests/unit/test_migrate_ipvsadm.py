@@ -79,7 +79,7 @@ def test_the_imported_config_builds_the_table_of_the_save_file(name: str) -> Non
     wanted = parse(SEEDS[name], name)
     config = loads(render(import_table(wanted, name)))
     assert table_of(config) == wanted
-    assert all(s.check is None for spec in config.services for s in spec.servers)
+    assert all(not s.checks for spec in config.services for s in spec.servers)
 
 
 def test_each_service_says_it_has_no_check_and_the_weights_are_kept() -> None:
