@@ -176,16 +176,17 @@ async def reload_with(process: LvsdProcess, config: str, encoding: str | None
         process.write_config(config, encoding=encoding)
     process.send(signal.SIGHUP)
 
+    outcome: dict[str, object] = {}
+
     def reloaded() -> bool:
         if process.exited():
             return True
         with contextlib.suppress(AssertionError, ValueError):
-            return bool(process.status()["last_reload"] != before)
-        return False
+            outcome.update(process.status()["last_reload"] or {})
+        return bool(outcome) and outcome != before
 
-    await process.wait_for(reloaded, 30, "the reload's outcome in /status", poll=0.2)
+    await process.wait_for(reloaded, 60, "the reload's outcome in /status", poll=0.2)
     await assert_alive(process, "after the reload")
-    outcome: dict[str, object] = process.status()["last_reload"]
     return outcome
 
 
