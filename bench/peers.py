@@ -443,7 +443,7 @@ def wait_for(condition: Callable[[], bool], limit: float, what: str,
 
 
 def scrape_text(address: str) -> str:
-    return run(in_ns(DIR_NS, "curl", "-s", "--max-time", "60", f"http://{address}/metrics"))
+    return run(in_ns(DIR_NS, "curl", "-s", "--max-time", "600", f"http://{address}/metrics"))
 
 
 # --- the parts ----------------------------------------------------------------------------------
@@ -592,7 +592,7 @@ def quantiles(values: Sequence[float]) -> tuple[float, float, float]:
 
 def scrape(address: str, gzip: bool) -> tuple[float, int]:
     """(curl's time_total, bytes received) of one scrape from inside the director."""
-    argv = ["curl", "-s", "-o", "/dev/null", "--max-time", "120", "-w",
+    argv = ["curl", "-s", "-o", "/dev/null", "--max-time", "600", "-w",
             "%{time_total} %{size_download}"]
     if gzip:
         argv += ["-H", "Accept-Encoding: gzip"]

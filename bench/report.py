@@ -296,11 +296,11 @@ def figures_of(envelopes: dict[str, dict[str, Any]], part: str) -> Any:
 def goal_rows(envelopes: dict[str, dict[str, Any]]) -> list[Row]:
     rows: list[Row] = []
     probes = figures_of(envelopes, "probes") or {}
-    for row in sorted(probes.values(), key=lambda row: (row["size"], row["workers"])):
+    for row in sorted(probes.values(), key=lambda row: (row["size"], row.get("workers", 0))):
         n = row["size"]
         asked = n / PROBES_ASKED_INTERVAL
         what = f"{n:,} servers, HTTP every 2 s" + (
-            f", {row['workers']} worker processes" if row["workers"] else "")
+            f", {row['workers']} worker processes" if row.get("workers") else "")
         if n >= 10_000 and n < 37_000:
             rows.append(Row("P1", f"{what}: cores", fmt(row["cores"], "core"), "≤ 0.5 core",
                             ratio_text(row["cores"] / 0.5), judged(row["cores"], 0.5)))
@@ -547,8 +547,8 @@ def make_plots(envelopes: dict[str, dict[str, Any]], plots: Path) -> list[tuple[
             axes.plot(sizes, [(row["render_cpu"] + row["gzip_cpu"]) * 1000 for row in sweep],
                       "s-", label="/metrics render + gzip, CPU ms")
         if probes:
-            for workers in sorted({row["workers"] for row in probes.values()}):
-                rows = sorted((row for row in probes.values() if row["workers"] == workers),
+            for workers in sorted({row.get("workers", 0) for row in probes.values()}):
+                rows = sorted((row for row in probes.values() if row.get("workers", 0) == workers),
                               key=lambda row: row["size"])
                 axes.plot([row["size"] for row in rows],
                           [row["cpu_per_probe_us"] for row in rows], "^-",
