@@ -70,7 +70,8 @@ class SocketProbe:
     (refused on loopback, no route) reports on the next loop iteration.
     """
 
-    __slots__ = ("_done", "_exchange", "_fd", "_loop", "_pending", "_sock", "_start", "stage")
+    __slots__ = ("_done", "_exchange", "_fd", "_loop", "_pending", "_reading", "_sock", "_start",
+                 "_writing", "stage")
 
     def __init__(self, target: ProbeTarget, exchange: Exchange,
                  done: Callable[[ProbeResult], None]) -> None:
@@ -83,6 +84,7 @@ class SocketProbe:
         self.stage = "connect"
         self._sock: socket.socket | None = None
         self._fd = -1
+        self._reading = self._writing = False  # registered with the loop
         try:
             sock = self._sock = _new_socket(target)
             self._fd = sock.fileno()
@@ -94,12 +96,12 @@ class SocketProbe:
             loop.call_soon(self._fail, OSError(code, ""))
             return
         if not exchange.request:
-            loop.add_writer(self._fd, self._on_connect)  # nothing to send: wait for the open
+            self._watch_write(self._on_connect)  # nothing to send: wait for the open
             return
         try:
             sent = sock.send(exchange.request)
         except (BlockingIOError, InterruptedError):  # still connecting (a real network)
-            loop.add_writer(self._fd, self._on_connect)
+            self._watch_write(self._on_connect)
             return
         except OSError as exc:
             loop.call_soon(self._fail, exc)
@@ -117,7 +119,7 @@ class SocketProbe:
         sock = self._sock
         if sock is None:
             return
-        self._loop.remove_writer(self._fd)
+        self._unwatch_write()
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
             self._fail(OSError(code, ""))
@@ -144,14 +146,15 @@ class SocketProbe:
                 return
         if unsent:
             self._pending = unsent
-            self._loop.add_writer(self._fd, self._on_writable)
+            self._watch_write(self._on_writable)
+        self._reading = True
         self._loop.add_reader(self._fd, self._on_readable)
 
     def _on_writable(self) -> None:
         if self._sock is None:
             return
         pending, self._pending = self._pending, b""
-        self._loop.remove_writer(self._fd)
+        self._unwatch_write()
         try:
             sent = self._sock.send(pending)
         except (BlockingIOError, InterruptedError):
@@ -161,7 +164,7 @@ class SocketProbe:
             return
         if sent < len(pending):
             self._pending = pending[sent:]
-            self._loop.add_writer(self._fd, self._on_writable)
+            self._watch_write(self._on_writable)
 
     def _on_readable(self) -> None:
         sock = self._sock
@@ -190,11 +193,20 @@ class SocketProbe:
         if done is not None:
             done(ProbeResult(verdict[0], verdict[1], time.monotonic() - self._start))
 
+    def _watch_write(self, callback: Callable[[], None]) -> None:
+        self._writing = True
+        self._loop.add_writer(self._fd, callback)
+
+    def _unwatch_write(self) -> None:
+        self._writing = False
+        self._loop.remove_writer(self._fd)
+
     def _close(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
-            if self._fd >= 0:
+            if self._reading:
                 self._loop.remove_reader(self._fd)
+            if self._writing:
                 self._loop.remove_writer(self._fd)
             sock.close()
 
