@@ -504,11 +504,17 @@ async def serve(fd: int, max_in_flight: int) -> None:
         transport.close()
 
 
+def _ignore(number: int, frame: object) -> None:
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     fd, max_in_flight = int(args[0]), int(args[1])
+    # The daemon ends its workers, or its exit does (end of file on the pipe). A handler,
+    # not SIG_IGN: an ignored signal would stay ignored in the programs exec checks run.
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, signal.SIG_IGN)  # the daemon ends its workers, or its exit does
+        signal.signal(number, _ignore)
     logging.basicConfig(level=logging.WARNING, format="lvsd probe worker: %(message)s")
     run: Callable[[Any], None]
     try:

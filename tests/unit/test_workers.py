@@ -208,3 +208,21 @@ def test_probe_workers_in_the_config() -> None:
                 "probe_workers = true\n"):
         with pytest.raises(ConfigError, match="probe_workers"):
             loads(f"[daemon]\n{bad}allow_empty = true\n")
+
+
+async def test_a_worker_outlives_sigterm(port: int) -> None:
+    """systemd signals the whole unit on stop: the daemon, not the signal, ends its workers."""
+    collected = Collector()
+    runner = ShardedRunner(collected, workers=1)
+    keys = tcp_keys(port, 5)
+    runner.start()
+    try:
+        await asyncio.wait_for(runner.wait_up(), DEADLINE)
+        (pid,) = runner.pids()
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            os.kill(pid, number)
+        runner.update(keys)
+        await collected.until(lambda: collected.keys_since(0) == set(keys))
+        assert runner.pids() == [pid] and runner.restarted == 0
+    finally:
+        await runner.stop()
