@@ -318,6 +318,7 @@ class ProbeRunner:
 
     def _remove(self, entry: _Entry) -> None:
         entry.alive = False
+        entry.report = _noop  # breaks the entry <-> callback cycle: freed without the GC
         if entry.running is not None:
             entry.running.cancel()
             entry.running = None

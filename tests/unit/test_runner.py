@@ -4,6 +4,7 @@ timeouts and the bound on probes in flight."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import ipaddress
 import itertools
@@ -431,4 +432,24 @@ async def test_deadlines_need_no_timer_per_probe(world: World) -> None:
     assert probes >= 2_000
     # the runner's own wake-ups (at most one per batch) and the fake probes' sleeps
     assert world.clock.scheduled - timers_before <= probes + 2.0 / 0.005 + 1
+    await runner.stop()
+
+
+async def test_a_removed_check_leaves_no_reference_cycle(world: World) -> None:
+    """Workers freeze the collector's view of their checks: a removed one must be freed by
+    reference counting alone (once the scheduler's queues let go of it), or never."""
+    reports: list[ProbeReport] = []
+    runner = make_runner(world, reports)
+    runner.start()
+    gc.collect()
+    gc.disable()
+    try:
+        runner.update(keys(50, FakeCheck(duration=0.5)))
+        await world.clock.advance(1.0)
+        assert sum(type(o).__name__ == "_Entry" for o in gc.get_objects()) == 50
+        runner.update([])
+        await world.clock.advance(3.0)
+        assert sum(type(o).__name__ == "_Entry" for o in gc.get_objects()) == 0
+    finally:
+        gc.enable()
     await runner.stop()
