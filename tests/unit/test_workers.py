@@ -81,7 +81,7 @@ async def test_every_check_is_probed_by_one_of_the_workers(port: int) -> None:
         assert len(set(runner.pids())) == 2 and os.getpid() not in runner.pids()
         report = collected.reports[0]
         assert (report.result.ok, report.result.reason) == (True, "connected")
-        assert report.scheduled <= report.started <= report.finished
+        assert report.scheduled - 0.002 <= report.started <= report.finished  # uvloop: ms ticks
         assert not report.inconclusive
     finally:
         await runner.stop()
