@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 import pytest
 
 from lvsd.checks import CheckKey, HttpCheck, ProbeResult, ProbeTarget, check_key
+from lvsd.checks import runner as runner_module
 from lvsd.checks.base import CheckSpec, Prober, set_stage
 from lvsd.checks.runner import (
     ProbeReport,
@@ -445,9 +446,10 @@ async def test_a_removed_check_leaves_no_reference_cycle(world: World) -> None:
     gc.disable()
     try:
         batch = set(keys(50, FakeCheck(duration=0.5)))
+        entry_type = vars(runner_module)["_Entry"]  # what the scheduler holds per check
 
         def entries() -> int:
-            return sum(type(o).__name__ == "_Entry" and o.key in batch for o in gc.get_objects())
+            return sum(type(o) is entry_type and o.key in batch for o in gc.get_objects())
 
         runner.update(batch)
         await world.clock.advance(1.0)
