@@ -32,7 +32,17 @@ from lvsd.ipvsadm.names import (
     Slot,
 )
 from lvsd.ipvsadm.resolve import NameResolver, SystemResolver
-from lvsd.ipvsadm.scan import LineError, Scanned, decode, integer, scan, shown, split_lines, words
+from lvsd.ipvsadm.scan import (
+    LineError,
+    Scanned,
+    decode,
+    integer,
+    is_integer,
+    scan,
+    shown,
+    split_lines,
+    words,
+)
 from lvsd.model import (
     HOST_NETMASK_V4,
     HOST_PREFIX_V6,
@@ -96,7 +106,7 @@ def _parse_host(text: str, resolver: NameResolver) -> Address:
 
 
 def _parse_port(text: str, protocol: Protocol, resolver: NameResolver) -> int:
-    if text and (text[0] in "+-" or text.isdigit()):
+    if is_integer(text):
         return _checked(integer(text, "port"), limits.port_error)
     port = resolver.service_port(text, protocol) if text else None
     if port is None:
@@ -230,6 +240,27 @@ def _raise_if(error: str | None) -> None:
         raise LineError(error)
 
 
+def _port_text(endpoint: str) -> str | None:
+    """The port part of an ``-r`` value as ipvsadm splits it, or None if it has none."""
+    if endpoint.startswith("["):
+        return endpoint.partition("]")[2].removeprefix(":") or None
+    host, colon, port = endpoint.rpartition(":")
+    return port if colon and ":" not in host else None
+
+
+def _check_server_before_service(text: str, service: ServiceKey,
+                                 keeps_service_port: bool) -> None:
+    """ipvsadm reads ``-r`` against the service as far as it knows it then: no protocol to look
+    a port name up with, and port 0 to copy when the server names none."""
+    port = _port_text(text)
+    if port is None and not keeps_service_port and not service.is_fwmark:
+        raise LineError(f"-r {text} without a port comes before the service: ipvsadm "
+                        f"would give it port 0, not the service's; write the service first")
+    if port is not None and not is_integer(port):
+        raise LineError(f"-r {text} names its port before the service is known: ipvsadm "
+                        f"cannot look it up; write the service first")
+
+
 def _dest_key(command: Scanned, service: ServiceKey, resolver: NameResolver,
               forward: Forward | None) -> DestKey:
     """The ``-r`` real server; ``forward`` is None on a ``-d`` line, where it plays no part."""
@@ -238,16 +269,10 @@ def _dest_key(command: Scanned, service: ServiceKey, resolver: NameResolver,
     # ipvsadm resolves a fwmark service's port names as tcp
     protocol = Protocol.TCP if service.is_fwmark else service.protocol
     text = command.value(Slot.SERVER) or ""
-    address, port = _parse_endpoint(text, protocol, "real server", resolver)
     keeps_service_port = not service.is_fwmark and forward in (Forward.ROUTE, Forward.TUNNEL)
     if command.position(Slot.SERVER) < command.position(Slot.SERVICE):
-        # ipvsadm reads -r against the service as far as it knows it: no protocol, port 0
-        if port is None and not keeps_service_port and not service.is_fwmark:
-            raise LineError(f"-r {text} without a port comes before the service: ipvsadm "
-                            f"would give it port 0, not the service's; write the service first")
-        if port is not None and not text.rsplit(":", 1)[1].lstrip("+-").isdigit():
-            raise LineError(f"-r {text} names its port before the service is known: ipvsadm "
-                            f"cannot look it up; write the service first")
+        _check_server_before_service(text, service, keeps_service_port)
+    address, port = _parse_endpoint(text, protocol, "real server", resolver)
     if port is None or keeps_service_port:
         port = service.port  # as ipvsadm: DR and tunnels keep the service's port
     if forward is not None:

@@ -102,6 +102,10 @@ def words(line: str) -> list[str]:
     return found
 
 
+def is_integer(text: str) -> bool:
+    return _INTEGER.match(text) is not None
+
+
 def integer(text: str, what: str) -> int:
     """A decimal number as ipvsadm's ``string_to_number`` reads it (``strtol``, base 10: a sign
     may lead, no hex, nothing may follow)."""
@@ -164,6 +168,9 @@ def _split_options(word: str) -> list[tuple[str, str | None]]:
 def scan(line_words: list[str]) -> Scanned:
     """The command and options of one line, checked as ipvsadm's popt table and its
     ``commands_v_options`` check them."""
+    if not line_words[0].startswith("-"):
+        raise LineError(f"a line must start with a command (-A, -E, -D, -a, -e, -d, -C or "
+                        f"--set), not {line_words[0]!r}")
     scanned: Scanned | None = None
     count = len(line_words)
     i = 0

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from lvsd.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from lvsd.cli import EXIT_BAD_INPUT, EXIT_NO_IPVS, EXIT_OK, main
+from lvsd.errors import IpvsUnavailable
+from lvsd.ipvs.netlink import NetlinkIpvs
+from lvsd.model import Table
 
 CONFIG = Path(__file__).parents[2] / "config" / "lvsd.toml"
 
@@ -80,3 +83,59 @@ def test_every_shipped_config_passes_without_warnings(capsys: pytest.CaptureFixt
     for path in shipped:
         assert main(["check-config", str(path)]) == EXIT_OK, path
         assert "warning" not in capsys.readouterr().out, path
+
+
+def test_restore_of_a_file_that_is_not_utf8_names_the_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "rules"
+    rules.write_bytes(b"-A -t 192.0.2.1:80 -s rr\n-A -t caf\xe9:80 -s rr\n")
+    assert main(["restore", "--dry-run", str(rules)]) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err.startswith(f"lvsd: {rules}:2: the byte 0xE9")
+
+
+def test_restore_dry_run_against_a_save_file_needs_no_ipvs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    current = tmp_path / "current"
+    current.write_text("-A -t 192.0.2.1:80 -s rr\n-a -t 192.0.2.1:80 -r 198.51.100.1 -w 1\n"
+                       "-A -t 192.0.2.2:80 -s rr\n")
+    wanted = tmp_path / "wanted"
+    wanted.write_text("-A -t 192.0.2.1:80 -s rr\n-a -t 192.0.2.1:80 -r 198.51.100.1 -w 2\n")
+    assert main(["restore", "--dry-run", "--against", str(current), str(wanted)]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [
+        "-D -t 192.0.2.2:80", "-e -t 192.0.2.1:80 -r 198.51.100.1:80 -g -w 2"]
+    assert main(["restore", "--dry-run", "--against", "/dev/null", str(wanted)]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [
+        "-A -t 192.0.2.1:80 -s rr", "-a -t 192.0.2.1:80 -r 198.51.100.1:80 -g -w 2"]
+
+
+def test_restore_dry_run_against_a_bad_save_file_names_that_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    current = tmp_path / "current"
+    current.write_text("-A -t 192.0.2.1:80 -s nosuch\n")
+    wanted = tmp_path / "wanted"
+    wanted.write_text("-A -t 192.0.2.1:80 -s rr\n")
+    assert main(["restore", "--dry-run", "--against", str(current), str(wanted)]) \
+        == EXIT_BAD_INPUT
+    assert capsys.readouterr().err.startswith(f"lvsd: {current}:1: unknown scheduler")
+
+
+def test_restore_against_without_dry_run_is_bad_usage(tmp_path: Path) -> None:
+    wanted = tmp_path / "wanted"
+    wanted.write_text("-A -t 192.0.2.1:80 -s rr\n")
+    assert main(["restore", "--against", "/dev/null", str(wanted)]) == EXIT_BAD_INPUT
+
+
+def test_restore_dry_run_where_there_is_no_ipvs_plans_against_an_empty_table(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_ipvs(self: NetlinkIpvs) -> Table:
+        raise IpvsUnavailable("the kernel has no IPVS")
+
+    monkeypatch.setattr(NetlinkIpvs, "dump", no_ipvs)
+    wanted = tmp_path / "wanted"
+    wanted.write_text("-A -t 192.0.2.1:80 -s rr\n")
+    assert main(["restore", "--dry-run", str(wanted)]) == EXIT_OK
+    out, err = capsys.readouterr()
+    assert out == "-A -t 192.0.2.1:80 -s rr\n"
+    assert err.startswith("lvsd: the kernel has no IPVS; planning against an empty table")
+    assert main(["restore", str(wanted)]) == EXIT_NO_IPVS

@@ -7,8 +7,8 @@ import pytest
 from lvsd.errors import SaveFormatError
 from lvsd.ipvsadm.listing import format_listing
 from lvsd.ipvsadm.resolve import NumericResolver, SystemResolver
-from lvsd.ipvsadm.restore import parse
-from lvsd.ipvsadm.save import format_table
+from lvsd.ipvsadm.restore import parse, restore_plan
+from lvsd.ipvsadm.save import format_op, format_table
 from lvsd.model import (
     TUN_CSUM,
     Dest,
@@ -24,6 +24,7 @@ from lvsd.model import (
     parse_address,
 )
 from tests.unit.ipvsadm_samples import (
+    ACCEPTED,
     WEB,
     FakeNames,
     numeric_parse,
@@ -186,3 +187,52 @@ def test_a_second_set_line_names_the_first() -> None:
     with pytest.raises(SaveFormatError, match=r":3: a second --set line \(the first is line 1\)"):
         numeric_parse("--set 1 2 3\n-A -t 192.0.2.1:80\n--set 4 5 6\n")
 
+
+
+# --- read as ipvsadm-restore reads ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "saved"), [case[1:] for case in ACCEPTED],
+                         ids=[case[0] for case in ACCEPTED])
+def test_spellings_ipvsadm_restore_accepts_mean_what_they_mean_to_it(text: str,
+                                                                    saved: str) -> None:
+    assert format_table(numeric_parse(text), sort=False) == saved
+
+
+@pytest.mark.parametrize("separator", ["\f", "\v", "\x1c", "\x1d", "\x1e", "\x85", "\u2028",
+                                       "\u2029"])
+def test_line_numbers_count_newlines_only(separator: str) -> None:
+    # str.splitlines() breaks lines at these; ipvsadm-restore does not
+    text = f"# a note{separator}more\n-A -t 192.0.2.1:80 -s rr\n-A -t 192.0.2.2:80 -s nosuch\n"
+    with pytest.raises(SaveFormatError) as caught:
+        numeric_parse(text)
+    assert caught.value.line_no == 3
+    with pytest.raises(SaveFormatError) as caught:
+        numeric_parse(f"-A -t 192.0.2.1:80 -s rr\n-A -t 192.0.2.2:80{separator}-s rr\n")
+    assert caught.value.line_no == 2 and "at column 19" in caught.value.reason
+
+
+def test_bytes_are_read_as_utf8_and_a_bad_byte_is_an_error_on_its_line() -> None:
+    assert parse(b"# caf\xc3\xa9\n-A -t 192.0.2.1:80 -s rr\n", resolver=NumericResolver()) \
+        == numeric_parse("-A -t 192.0.2.1:80 -s rr\n")
+    with pytest.raises(SaveFormatError, match=r"^f:2: the byte 0xFF, which is not UTF-8 text"):
+        parse(b"-A -t 192.0.2.1:80 -s rr\n-A -t 192.0.2.2:80 \xff\n", "f",
+              resolver=NumericResolver())
+
+
+def test_a_nul_byte_in_a_host_name_is_an_error_not_a_lookup() -> None:
+    # gethostbyname("web\0") raises ValueError: the parser must not get that far
+    with pytest.raises(SaveFormatError, match=r":1: a NUL byte at column 10"):
+        parse("-A -t web\x00:80 -s rr\n", resolver=SystemResolver())
+
+
+def test_restore_plan_edits_in_place_and_noflush_deletes_nothing() -> None:
+    actual = numeric_parse("-A -t 192.0.2.1:80 -s rr\n-a -t 192.0.2.1:80 -r 198.51.100.1 -w 1\n"
+                           "-A -t 192.0.2.2:80 -s rr\n")
+    wanted = numeric_parse("-A -t 192.0.2.1:80 -s rr\n-a -t 192.0.2.1:80 -r 198.51.100.1 -w 3\n"
+                           "-A -t 192.0.2.3:80 -s rr\n")
+    assert [format_op(op) for op in restore_plan(wanted, actual)] == [
+        "-D -t 192.0.2.2:80", "-A -t 192.0.2.3:80 -s rr",
+        "-e -t 192.0.2.1:80 -r 198.51.100.1:80 -g -w 3"]
+    assert [format_op(op) for op in restore_plan(wanted, actual, noflush=True)] == [
+        "-A -t 192.0.2.3:80 -s rr", "-e -t 192.0.2.1:80 -r 198.51.100.1:80 -g -w 3"]
