@@ -22,7 +22,17 @@ from lvsd.ipvsadm.listing import format_listing
 from lvsd.ipvsadm.resolve import NumericResolver, SystemResolver
 from lvsd.ipvsadm.restore import parse
 from lvsd.ipvsadm.save import format_table
-from lvsd.model import AddDest, Dest, DestKey, Forward, Protocol, ServiceKey, parse_address
+from lvsd.model import (
+    AddDest,
+    Dest,
+    DestKey,
+    Forward,
+    Protocol,
+    ServiceKey,
+    Table,
+    parse_address,
+)
+from tests.unit.ipvsadm_samples import ACCEPTED, MALFORMED, STRICTER
 
 # Every feature ipvsadm 1.31 can set, including the seeds' examples. The order of the services
 # spans both halves of the IPv4 space, where ipvsadm's sort stops being a plain numeric order.
@@ -271,3 +281,37 @@ async def test_the_sort_of_many_services_across_the_address_space_matches_ipvsad
     assert format_table(dumped, compat=True) == ipvsadm(netns, "ipvsadm-save", "-n")
     assert format_listing(dumped) == "".join(
         ipvsadm(netns, "ipvsadm", "-Ln").splitlines(keepends=True)[1:])
+
+
+def _ipvsadm_restore_runs(ns: str, data: bytes) -> tuple[bool, str]:
+    """Whether ipvsadm-restore runs the whole file without a word on stderr (it goes on past a
+    rule the kernel refuses, printing why), on a table reset to empty and default timeouts."""
+    ipvsadm(ns, "ipvsadm", "--set", "900", "120", "300")
+    done = subprocess.run(["ip", "netns", "exec", ns, "ipvsadm-restore"], input=data,
+                          capture_output=True, timeout=120, check=False)
+    return done.returncode == 0 and not done.stderr, done.stderr.decode(errors="replace")
+
+
+async def test_lvsd_restore_and_ipvsadm_restore_accept_the_same_files_alike(
+        netns: str, ipvs: NetlinkIpvs) -> None:
+    """A file lvsd's parser accepts, ipvsadm-restore runs into the same table; a file lvsd
+    refuses, ipvsadm-restore refuses too, unless STRICTER says why lvsd refuses more."""
+    problems: list[str] = []
+    for name, text, _ in ACCEPTED:
+        ours = parse(text, name, resolver=NumericResolver())
+        runs, stderr = _ipvsadm_restore_runs(netns, text.encode())
+        if not runs:
+            problems.append(f"{name}: ipvsadm-restore refuses it: {stderr}")
+            continue
+        kernel = await ipvs.dump()
+        if Table(kernel.services) != Table(ours.services) or (
+                ours.timeouts is not None and kernel.timeouts != ours.timeouts):
+            problems.append(f"{name}: ipvsadm-restore made\n{format_table(kernel)}lvsd read\n"
+                            f"{format_table(ours)}")
+    for name, data, _, _ in MALFORMED:
+        runs, stderr = _ipvsadm_restore_runs(
+            netns, data.encode() if isinstance(data, str) else data)
+        if runs != (name in STRICTER):
+            problems.append(f"{name}: ipvsadm-restore {'runs' if runs else 'refuses'} it "
+                            f"({stderr.strip()[:200]!r}), STRICTER says otherwise")
+    assert problems == [], "\n".join(problems)

@@ -331,6 +331,7 @@ STRICTER: dict[str, str] = {
     "portless real server before the service": "ipvsadm gives the server port 0, not 80",
     "short dotted address": "inet_aton reads 10.1 as 10.0.0.1",
     "link-local real server": "lvsd.limits refuses link-local real servers",
+    "zero-network real server": "lvsd.limits refuses 0.0.0.0/8 (kernel 6.1 took 0.0.0.5 for DR)",
     "unspecified VIP": "lvsd.limits refuses 0.0.0.0 as a virtual address",
     "broadcast VIP": "lvsd.limits refuses the broadcast address as a virtual address",
     "multicast VIP": "lvsd.limits refuses multicast virtual addresses",
