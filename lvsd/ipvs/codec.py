@@ -24,6 +24,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, assert_never
 
+from lvsd import limits
 from lvsd.ipvs.abi import (
     GENL_HDRLEN,
     IP_VS_CONN_F_FWD_MASK,
@@ -404,8 +405,69 @@ def timeouts_attrs(timeouts: Timeouts) -> bytes:
                                          strict=True)))
 
 
+def _key_refusal(key: ServiceKey) -> str | None:
+    if key.address is None:
+        return limits.fwmark_error(key.fwmark)
+    if _family_of(key.address) is not key.family:
+        return f"address {key.address} is not of family {key.family.name}"
+    return limits.port_error(key.port)
+
+
+def _service_refusal(service: Service) -> str | None:
+    persistence = service.persistence
+    prefix = None
+    if persistence is not None and persistence.netmask is not None \
+            and service.key.family is Family.INET6:
+        prefix = limits.ipv6_prefix_error(persistence.netmask)
+    return (_key_refusal(service.key)
+            or limits.name_error(service.scheduler, "scheduler")
+            or (limits.name_error(service.pe_name, "persistence engine")
+                if service.pe_name else None)
+            or (limits.persistence_timeout_error(persistence.timeout)
+                if persistence is not None else None)
+            or prefix)
+
+
+def _threshold_refusal(value: int, what: str) -> str | None:
+    # Only the range: a lower threshold above the upper one is the kernel's to refuse (ERANGE).
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 0 <= value <= limits.THRESHOLD_MAX:
+        return f"{what} {value!r} is out of range 0..{limits.THRESHOLD_MAX}"
+    return None
+
+
+def _dest_refusal(dest: Dest) -> str | None:
+    return (limits.port_error(dest.key.port)
+            or limits.weight_error(dest.weight)
+            or _threshold_refusal(dest.upper_threshold, "upper threshold")
+            or _threshold_refusal(dest.lower_threshold, "lower threshold"))
+
+
+def refusal(op: Op) -> str | None:
+    """Why ``op`` cannot go to the kernel as it is, by ``lvsd.limits`` (None: it can)."""
+    match op:
+        case AddService(service) | EditService(service):
+            return _service_refusal(service)
+        case DeleteService(key):
+            return _key_refusal(key)
+        case AddDest(key, dest) | EditDest(key, dest):
+            return _key_refusal(key) or _dest_refusal(dest)
+        case DeleteDest(key, dest_key):
+            return _key_refusal(key) or limits.port_error(dest_key.port)
+        case SetTimeouts(timeouts):
+            return (limits.connection_timeout_error(timeouts.tcp, "tcp timeout")
+                    or limits.connection_timeout_error(timeouts.tcpfin, "tcpfin timeout")
+                    or limits.connection_timeout_error(timeouts.udp, "udp timeout"))
+        case _:
+            assert_never(op)
+
+
 def request(op: Op) -> tuple[Cmd, bytes]:
-    """The IPVS command and attributes that perform ``op``; raises ``EncodeError``."""
+    """The IPVS command and attributes that perform ``op``; raises ``EncodeError`` for what
+    ``lvsd.limits`` refuses or the wire cannot carry."""
+    why = refusal(op)
+    if why is not None:
+        raise EncodeError(why)
     try:
         match op:
             case AddService(service):
