@@ -42,6 +42,7 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from lvsd.checks.target import ProbeTarget
 from lvsd.model import Address
@@ -116,7 +117,7 @@ def route_interface(destination: ipaddress.IPv4Address, proc_net: Path = Path("/
     return best[2] if best else None
 
 
-ADDRESS_DUMP_TIMEOUT = 5.0  # seconds; the kernel answers at once, this bounds a stuck thread
+ADDRESS_DUMP_TIMEOUT = 5.0  # seconds once pyroute2 is loaded; bounds a stuck dump
 
 
 async def interfaces_holding(address: Address) -> set[str] | None:
@@ -124,35 +125,44 @@ async def interfaces_holding(address: Address) -> set[str] | None:
 
     pyroute2 answers, from a thread of its own: its asyncio socket cannot run on uvloop and
     its synchronous API cannot run inside a running loop, and importing it takes seconds
-    under emulation. The thread is started here, so it shares the caller's network namespace.
+    under emulation (the timeout counts from when it is loaded). The thread is started here,
+    so it shares the caller's network namespace.
     """
     loop = asyncio.get_running_loop()
+    loaded: asyncio.Future[None] = loop.create_future()
     answer: asyncio.Future[set[str] | None] = loop.create_future()
 
-    def settle(holders: set[str] | None) -> None:
-        if not answer.done():
-            answer.set_result(holders)
+    def settle(future: asyncio.Future[Any], value: Any) -> None:
+        if not future.done():
+            future.set_result(value)
+
+    def from_thread(future: asyncio.Future[Any], value: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, future, value)
 
     def dump() -> None:
+        holders: set[str] | None = None
         try:
-            holders: set[str] | None = _holders(address)
+            from pyroute2 import IPRoute
+
+            from_thread(loaded, None)
+            holders = _holders(IPRoute, address)
         except Exception:  # pyroute2 raises its own types too: any failure is "cannot tell"
             holders = None
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(settle, holders)
+        from_thread(loaded, None)
+        from_thread(answer, holders)
 
     threading.Thread(target=dump, name="lvsd-address-dump", daemon=True).start()
+    await loaded
     try:
         return await asyncio.wait_for(answer, ADDRESS_DUMP_TIMEOUT)
     except TimeoutError:
         return None
 
 
-def _holders(address: Address) -> set[str]:
-    from pyroute2 import IPRoute
-
+def _holders(ip_route: Callable[[], Any], address: Address) -> set[str]:
     family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-    with IPRoute() as rtnl:
+    with ip_route() as rtnl:
         indices = {
             message["index"]
             for message in rtnl.addr("dump", family=family)

@@ -663,11 +663,15 @@ def decode_service(data: bytes, start: int, end: int) -> Service:
     )
 
 
-def make_dest(fields: Sequence[Any], traffic: tuple[int, ...]) -> Dest:
+def make_dest(
+    family: int, raw_address: bytes, port: int, fwd: int, weight: int, upper: int, lower: int,
+    tun_type: int, tun_port: int, tun_flags: int, active: int, inactive: int, persistent: int,
+    traffic: tuple[int, ...],
+) -> Dest:
     """The model of one destination from its fields, in ``DEST_FIELDS`` order."""
-    (family, raw_address, port, fwd, weight, upper, lower, tun_type, tun_port, tun_flags,
-     active, inactive, persistent) = fields
-    forward = _lookup(_FORWARDS, fwd & IP_VS_CONN_F_FWD_MASK, "forwarding method")
+    forward = _FORWARDS.get(fwd & IP_VS_CONN_F_FWD_MASK)
+    if forward is None:
+        raise DecodeError(f"unknown forwarding method {fwd & IP_VS_CONN_F_FWD_MASK}")
     if traffic == _ZERO_COUNTERS:
         # Idle destinations share one object: fewer allocations, which emulation makes dear.
         dest_stats = ZERO_DEST_STATS if active == inactive == persistent == 0 else DestStats(
@@ -693,6 +697,12 @@ DEST_FIELDS = (
     DestAttr.TUN_FLAGS, DestAttr.ACTIVE_CONNS, DestAttr.INACT_CONNS, DestAttr.PERSIST_CONNS,
 )
 _DEST_REQUIRED = (DestAttr.ADDR, DestAttr.FWD_METHOD)
+# DestLayout.decode swaps these two by hand, on a little-endian host: the table must agree.
+_BIG_ENDIAN_FIELDS = (DestAttr.PORT, DestAttr.TUN_PORT)
+if tuple(a for a in DEST_FIELDS if DEST.attr(a).kind.swap) != _BIG_ENDIAN_FIELDS \
+        or sys.byteorder != "little":
+    raise ImportError("lvsd.ipvs.codec: DestLayout.decode assumes a little-endian host and "
+                      "big-endian port fields")
 
 
 def decode_dest(data: bytes, start: int, end: int, family: Family) -> Dest:
@@ -702,9 +712,11 @@ def decode_dest(data: bytes, start: int, end: int, family: Family) -> Dest:
     a = decode_nest(DEST, data, *_required(top, COMMAND, CmdAttr.DEST))
     for attr_id in _DEST_REQUIRED:
         _required(a, DEST, attr_id)
-    fields = [a.get(attr_id, 0) for attr_id in DEST_FIELDS]
-    fields[0] = a.get(DestAttr.ADDR_FAMILY, int(family))
-    return make_dest(fields, counters(data, a.get(DestAttr.STATS64)))
+    (_, raw_address, port, fwd, weight, upper, lower, tun_type, tun_port, tun_flags, active,
+     inactive, persistent) = (a.get(attr_id, 0) for attr_id in DEST_FIELDS)
+    return make_dest(a.get(DestAttr.ADDR_FAMILY, int(family)), raw_address, port, fwd, weight,
+                     upper, lower, tun_type, tun_port, tun_flags, active, inactive, persistent,
+                     counters(data, a.get(DestAttr.STATS64)))
 
 
 def decode_timeouts(data: bytes, start: int, end: int) -> Timeouts:
@@ -779,8 +791,6 @@ class DestLayout:
             *(fields[attr_id] for attr_id in DEST_FIELDS))
         self.counters: Callable[[tuple[Any, ...]], tuple[int, ...]] = itemgetter(
             *range(stats64 + 1, stats64 + 2 * STATS_COUNT, 2))
-        self._swapped = tuple(i for i, attr_id in enumerate(DEST_FIELDS)
-                              if DEST.attr(attr_id).kind.swap)
 
     def decode(self, data: bytes, start: int, end: int) -> Dest | None:
         """The destination in one message, or None if the message is not laid out as learnt."""
@@ -790,10 +800,12 @@ class DestLayout:
         v = self.struct.unpack_from(data, start)
         if self.headers(v) != self.expected:
             return None
-        fields = list(self.fields(v))
-        for i in self._swapped:
-            fields[i] = socket.ntohs(fields[i])
-        return make_dest(fields, self.counters(v))
+        (family, raw, port, fwd, weight, upper, lower, tun_type, tun_port, tun_flags, active,
+         inactive, persistent) = self.fields(v)
+        # The two big-endian fields (``_BIG_ENDIAN_FIELDS``), swapped from native order.
+        return make_dest(family, raw, ((port & 0xFF) << 8) | (port >> 8), fwd, weight, upper,
+                         lower, tun_type, ((tun_port & 0xFF) << 8) | (tun_port >> 8), tun_flags,
+                         active, inactive, persistent, self.counters(v))
 
 
 def decode_dests(replies: Sequence[tuple[bytes, int, int]], family: Family,
