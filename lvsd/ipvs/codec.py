@@ -678,16 +678,23 @@ def make_dest(
             active, inactive, persistent, ZERO_STATS)
     else:
         dest_stats = DestStats(active, inactive, persistent, ServiceStats(*traffic))
-    return Dest(
-        DestKey(address_of(family, raw_address), port),
-        weight=weight,
-        forward=forward,
-        tunnel=None if forward is not Forward.TUNNEL else Tunnel(
-            _lookup(_TUNNEL_TYPES, tun_type, "tunnel type"), tun_port, tun_flags),
-        upper_threshold=upper,
-        lower_threshold=lower,
-        stats=dest_stats,
-    )
+    keys = _v4_dest_keys if family == Family.INET else _v6_dest_keys
+    key = keys.get((raw_address, port))
+    if key is None:
+        key = DestKey(address_of(family, raw_address), port)
+        if len(keys) > 65536:
+            keys.clear()
+        keys[raw_address, port] = key
+    tunnel = None
+    if forward is Forward.TUNNEL:
+        tunnel = Tunnel(_lookup(_TUNNEL_TYPES, tun_type, "tunnel type"), tun_port, tun_flags)
+    return Dest(key, weight, forward, tunnel, upper, lower, dest_stats)
+
+
+# Destination keys by the kernel's raw address and port: identities, the same every dump, so
+# each is made once (a frozen dataclass costs dearly under emulation).
+_v4_dest_keys: dict[tuple[bytes, int], DestKey] = {}
+_v6_dest_keys: dict[tuple[bytes, int], DestKey] = {}
 
 
 # The destination attributes ``make_dest`` takes, in its order (the counters follow).
@@ -792,20 +799,34 @@ class DestLayout:
         self.counters: Callable[[tuple[Any, ...]], tuple[int, ...]] = itemgetter(
             *range(stats64 + 1, stats64 + 2 * STATS_COUNT, 2))
 
-    def decode(self, data: bytes, start: int, end: int) -> Dest | None:
-        """The destination in one message, or None if the message is not laid out as learnt."""
-        # Every Python operation costs ~50 times more under emulation: this path is kept flat.
-        if end - start != self.struct.size:
-            return None
-        v = self.struct.unpack_from(data, start)
-        if self.headers(v) != self.expected:
-            return None
-        (family, raw, port, fwd, weight, upper, lower, tun_type, tun_port, tun_flags, active,
-         inactive, persistent) = self.fields(v)
-        # The two big-endian fields (``_BIG_ENDIAN_FIELDS``), swapped from native order.
-        return make_dest(family, raw, ((port & 0xFF) << 8) | (port >> 8), fwd, weight, upper,
-                         lower, tun_type, ((tun_port & 0xFF) << 8) | (tun_port >> 8), tun_flags,
-                         active, inactive, persistent, self.counters(v))
+    def fits(self, data: bytes, start: int, end: int) -> bool:
+        """Whether one message is laid out as learnt (so ``decode_all`` unpacks it at once)."""
+        return (end - start == self.struct.size
+                and self.headers(self.struct.unpack_from(data, start)) == self.expected)
+
+    def decode_all(self, replies: Sequence[tuple[bytes, int, int]], family: Family
+                   ) -> tuple[Dest, ...]:
+        """The destinations of a dest dump: one unpack per message laid out as learnt, the
+        attribute walk (``decode_dest``) for any other."""
+        # Every Python operation costs ~50 times more under emulation: this loop is kept flat.
+        size, unpack = self.struct.size, self.struct.unpack_from
+        headers, expected, fields, counters = (self.headers, self.expected, self.fields,
+                                               self.counters)
+        dests = []
+        for data, start, end in replies:
+            if end - start == size:
+                v = unpack(data, start)
+                if headers(v) == expected:
+                    (family_of, raw, port, fwd, weight, upper, lower, tun_type, tun_port,
+                     tun_flags, active, inactive, persistent) = fields(v)
+                    # The two big-endian fields (``_BIG_ENDIAN_FIELDS``), swapped from native.
+                    dests.append(make_dest(
+                        family_of, raw, ((port & 0xFF) << 8) | (port >> 8), fwd, weight, upper,
+                        lower, tun_type, ((tun_port & 0xFF) << 8) | (tun_port >> 8), tun_flags,
+                        active, inactive, persistent, counters(v)))
+                    continue
+            dests.append(decode_dest(data, start, end, family))
+        return tuple(dests)
 
 
 def decode_dests(replies: Sequence[tuple[bytes, int, int]], family: Family,
@@ -813,5 +834,4 @@ def decode_dests(replies: Sequence[tuple[bytes, int, int]], family: Family,
     """Every destination of a dest dump, through ``layout`` where it fits."""
     if layout is None:
         return tuple(decode_dest(*reply, family) for reply in replies)
-    decode = layout.decode
-    return tuple(decode(*reply) or decode_dest(*reply, family) for reply in replies)
+    return layout.decode_all(replies, family)

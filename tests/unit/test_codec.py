@@ -332,10 +332,11 @@ def test_the_learnt_destination_layout_decodes_as_the_attribute_walk_does() -> N
     replies = list(dest_replies())
     layout = codec.DestLayout(*replies[0])
     assert len(replies) > 20
-    for reply in replies:
-        fast = layout.decode(*reply)
+    fast = layout.decode_all(replies, Family.INET)
+    for reply, decoded in zip(replies, fast, strict=True):
         walked = codec.decode_dest(*reply, Family.INET)
-        assert fast is not None and fast == walked and fast.stats == walked.stats
+        assert layout.fits(*reply)
+        assert decoded == walked and decoded.stats == walked.stats
 
 
 # --- what the kernel should never answer ---------------------------------------------------------
@@ -727,9 +728,10 @@ def test_a_forwarding_method_outside_the_model_is_a_decode_error() -> None:
     broken = data[:method[0]] + struct.pack("=I", 6) + data[method[1]:]
     with pytest.raises(codec.DecodeError, match="unknown forwarding method 6"):
         codec.decode_dest(broken, start, end, Family.INET)
-    assert codec.DestLayout(data, start, end).decode(data, start, end) is not None
-    with pytest.raises(codec.DecodeError):
-        codec.DestLayout(data, start, end).decode(broken, start, end)
+    layout = codec.DestLayout(data, start, end)
+    assert layout.fits(broken, start, end)
+    with pytest.raises(codec.DecodeError, match="unknown forwarding method 6"):
+        layout.decode_all([(broken, start, end)], Family.INET)
 
 
 def test_forwarding_flags_above_the_method_bits_are_ignored() -> None:
