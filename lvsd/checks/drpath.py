@@ -41,6 +41,7 @@ import ipaddress
 import socket
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,44 +94,32 @@ async def connected_socket(target: ProbeTarget, *, stream: bool) -> socket.socke
     return sock
 
 
-def route_interface(destination: ipaddress.IPv4Address, proc_net: Path = Path("/proc/net")
-                    ) -> str | None:
-    """The interface of the main-table IPv4 route towards ``destination`` (longest prefix)."""
-    best: tuple[int, int, str] | None = None  # (prefix length, -metric, interface)
-    try:
-        lines = (proc_net / "route").read_text().splitlines()[1:]
-    except OSError:
-        return None
-    target = int(destination)
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 8:
-            continue
-        iface, dest_hex, metric, mask_hex = fields[0], fields[1], int(fields[6]), fields[7]
-        dest = int.from_bytes(bytes.fromhex(dest_hex), "little")
-        mask = int.from_bytes(bytes.fromhex(mask_hex), "little")
-        if target & mask != dest:
-            continue
-        candidate = (mask.bit_count(), -metric, iface)
-        if best is None or candidate[:2] > best[:2]:
-            best = candidate
-    return best[2] if best else None
+RTNETLINK_TIMEOUT = 5.0  # seconds once pyroute2 is loaded; bounds a stuck answer
 
 
-ADDRESS_DUMP_TIMEOUT = 5.0  # seconds once pyroute2 is loaded; bounds a stuck dump
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """What the director's kernel says about a DR path (None where it could not tell)."""
+
+    vip_holders: frozenset[str] | None  # interfaces holding the VIP
+    reply_interface: str | None  # the interface of the route towards the real server
 
 
-async def interfaces_holding(address: Address) -> set[str] | None:
-    """The names of this namespace's interfaces that hold ``address`` (None: cannot tell).
+CANNOT_TELL = Routing(None, None)
 
-    pyroute2 answers, from a thread of its own: its asyncio socket cannot run on uvloop and
-    its synchronous API cannot run inside a running loop, and importing it takes seconds
-    under emulation (the timeout counts from when it is loaded). The thread is started here,
-    so it shares the caller's network namespace.
+
+async def director_routing(vip: Address | None, rs_address: Address) -> Routing:
+    """Ask rtnetlink, through pyroute2, which interfaces hold ``vip`` and which interface the
+    kernel routes ``rs_address`` through (the interface the real server's replies come in on).
+
+    pyroute2 answers from a thread of its own: its asyncio socket cannot run on uvloop and its
+    synchronous API cannot run inside a running loop, and importing it takes seconds under
+    emulation (the timeout counts from when it is loaded). The thread is started here, so it
+    shares the caller's network namespace.
     """
     loop = asyncio.get_running_loop()
     loaded: asyncio.Future[None] = loop.create_future()
-    answer: asyncio.Future[set[str] | None] = loop.create_future()
+    answer: asyncio.Future[Routing] = loop.create_future()
 
     def settle(future: asyncio.Future[Any], value: Any) -> None:
         if not future.done():
@@ -140,39 +129,50 @@ async def interfaces_holding(address: Address) -> set[str] | None:
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(settle, future, value)
 
-    def dump() -> None:
-        holders: set[str] | None = None
+    def ask() -> None:
+        routing = CANNOT_TELL
         try:
             from pyroute2 import IPRoute
 
             from_thread(loaded, None)
-            holders = _holders(IPRoute, address)
+            with IPRoute() as rtnl:
+                routing = _routing(rtnl, vip, rs_address)
         except Exception:  # pyroute2 raises its own types too: any failure is "cannot tell"
-            holders = None
+            routing = CANNOT_TELL
         from_thread(loaded, None)
-        from_thread(answer, holders)
+        from_thread(answer, routing)
 
-    threading.Thread(target=dump, name="lvsd-address-dump", daemon=True).start()
+    threading.Thread(target=ask, name="lvsd-rtnetlink", daemon=True).start()
     await loaded
     try:
-        return await asyncio.wait_for(answer, ADDRESS_DUMP_TIMEOUT)
+        return await asyncio.wait_for(answer, RTNETLINK_TIMEOUT)
     except TimeoutError:
-        return None
+        return CANNOT_TELL
 
 
-def _holders(ip_route: Callable[[], Any], address: Address) -> set[str]:
-    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-    with ip_route() as rtnl:
-        indices = {
-            message["index"]
+def _routing(rtnl: Any, vip: Address | None, rs_address: Address) -> Routing:
+    names = {link["index"]: link.get("IFLA_IFNAME") for link in rtnl.link("dump")}
+    holders = None
+    if vip is not None:
+        family = socket.AF_INET if vip.version == 4 else socket.AF_INET6
+        holders = frozenset(
+            names[message["index"]]
             for message in rtnl.addr("dump", family=family)
-            if any(value is not None and ipaddress.ip_address(value) == address
-                   for value in (message.get("IFA_ADDRESS"), message.get("IFA_LOCAL")))
-        }
-        if not indices:
-            return set()
-        return {link.get("IFLA_IFNAME") for link in rtnl.link("dump")
-                if link["index"] in indices}
+            if message["index"] in names
+            and any(value is not None and ipaddress.ip_address(value) == vip
+                    for value in (message.get("IFA_ADDRESS"), message.get("IFA_LOCAL")))
+        )
+    reply_interface = None
+    try:
+        routes = rtnl.route("get", dst=str(rs_address))
+    except Exception:  # unreachable: NetlinkError(ENETUNREACH) and the like
+        routes = []
+    for route in routes:
+        index = route.get("RTA_OIF")
+        if index in names:
+            reply_interface = names[index]
+            break
+    return Routing(holders, reply_interface)
 
 
 async def director_problems(
@@ -180,18 +180,21 @@ async def director_problems(
     vip: Address | None = None,
     *,
     proc_sys: Path = Path("/proc/sys"),
-    proc_net: Path = Path("/proc/net"),
-    holders: Callable[[Address], Awaitable[set[str] | None]] = interfaces_holding,
+    routing: Callable[[Address | None, Address], Awaitable[Routing]] = director_routing,
 ) -> list[str]:
     """What would drop DR-path replies from ``rs_address`` (sent from ``vip``) on this
     director, as sentences for the log; empty when nothing would. IPv4 only: IPv6 has no
     martian-source filter of this kind."""
     if rs_address.version != 4:
         return []
-    vip_holders = await holders(vip) if vip is not None else None
+    facts = await routing(vip, rs_address)
+    if facts == CANNOT_TELL:
+        return ["cannot read the director's addresses and routes over rtnetlink: "
+                "the DR-path sysctls (accept_local, rp_filter) were not checked"]
+    vip_holders = facts.vip_holders
     if vip_holders is not None and not vip_holders:
         return []  # the VIP is not an address of this director: its replies are no martians
-    iface = route_interface(ipaddress.IPv4Address(rs_address), proc_net)
+    iface = facts.reply_interface
     if iface is None:
         return [f"no IPv4 route towards {rs_address}"]
     conf = proc_sys / "net/ipv4/conf"

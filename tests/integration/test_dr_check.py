@@ -12,7 +12,6 @@ import ctypes
 import ipaddress
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -30,7 +29,6 @@ pytestmark = pytest.mark.kernel
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 MARK_BASE = 0x4C560000
-THREAD_PROC_NET = Path("/proc/thread-self/net")
 
 
 def in_namespace(namespace: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -168,7 +166,7 @@ def test_director_sysctls_the_dr_path_needs(lab: DrLab, accept_local: int, rp_fi
 
         async def probe_and_diagnose() -> tuple[ProbeResult, list[str]]:
             results = await first_results([key])
-            return results[key], await director_problems(rs1, vip, proc_net=THREAD_PROC_NET)
+            return results[key], await director_problems(rs1, vip)
 
         result, problems = in_namespace(director, probe_and_diagnose)
         assert result.ok is passes, result

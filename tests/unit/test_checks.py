@@ -47,7 +47,7 @@ from lvsd.checks import (
     check_key,
     parse_check,
 )
-from lvsd.checks.drpath import director_problems, interfaces_holding, route_interface
+from lvsd.checks.drpath import Routing, director_problems, director_routing
 from lvsd.checks.runner import ProbeRunner
 from lvsd.model import Address, Protocol
 from lvsd.probe import ProbeReport
@@ -716,11 +716,6 @@ def test_maintenance_file_takes_the_server_out(tmp_path: Path, run: Runner[Probe
 # --- director sysctls for the DR path ------------------------------------------------------
 
 def _fake_proc(tmp_path: Path, accept_local: dict[str, int], rp_filter: dict[str, int]) -> None:
-    (tmp_path / "net").mkdir()
-    (tmp_path / "net/route").write_text(
-        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n"
-        "eth1\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
-        "eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n")
     for iface in ("all", "eth0", "eth1"):
         conf = tmp_path / "sys/net/ipv4/conf" / iface
         conf.mkdir(parents=True)
@@ -728,21 +723,16 @@ def _fake_proc(tmp_path: Path, accept_local: dict[str, int], rp_filter: dict[str
         (conf / "rp_filter").write_text(f"{rp_filter.get(iface, 0)}\n")
 
 
-def test_route_interface_is_the_longest_prefix(tmp_path: Path) -> None:
-    _fake_proc(tmp_path, {}, {})
-    assert route_interface(ipaddress.IPv4Address("192.0.2.11"), tmp_path / "net") == "eth0"
-    assert route_interface(ipaddress.IPv4Address("203.0.113.1"), tmp_path / "net") == "eth1"
-
-
 async def problems_with(tmp_path: Path, vip_holders: set[str] | None,
-                        vip: str | None = "192.0.2.100") -> list[str]:
-    async def holders(address: Address) -> set[str] | None:
-        return vip_holders
+                        vip: str | None = "192.0.2.100", reply_interface: str = "eth0",
+                        ) -> list[str]:
+    async def routing(vip: Address | None, rs_address: Address) -> Routing:
+        holders = None if vip_holders is None else frozenset(vip_holders)
+        return Routing(holders, reply_interface)
 
     return await director_problems(ipaddress.ip_address("192.0.2.11"),
                                    None if vip is None else ipaddress.ip_address(vip),
-                                   proc_sys=tmp_path / "sys", proc_net=tmp_path / "net",
-                                   holders=holders)
+                                   proc_sys=tmp_path / "sys", routing=routing)
 
 
 async def test_director_problems_name_the_sysctls(tmp_path: Path) -> None:
@@ -775,8 +765,22 @@ async def test_a_vip_the_director_does_not_hold_needs_nothing(tmp_path: Path) ->
 async def test_director_problems_checks_the_right_interface(tmp_path: Path) -> None:
     _fake_proc(tmp_path, {"eth1": 1}, {})
     assert await problems_with(tmp_path, {"eth0"})
+    assert await problems_with(tmp_path, {"eth1"}, reply_interface="eth1") == []
 
 
-async def test_interfaces_holding_finds_loopback() -> None:
-    assert await interfaces_holding(ipaddress.ip_address("127.0.0.1")) == {"lo"}
-    assert await interfaces_holding(ipaddress.ip_address("192.0.2.250")) == set()
+async def test_director_problems_say_when_rtnetlink_cannot_tell(tmp_path: Path) -> None:
+    async def silent(vip: Address | None, rs_address: Address) -> Routing:
+        return Routing(None, None)
+
+    problems = await director_problems(ipaddress.ip_address("192.0.2.11"),
+                                       ipaddress.ip_address("192.0.2.100"),
+                                       proc_sys=tmp_path / "sys", routing=silent)
+    assert len(problems) == 1 and "were not checked" in problems[0]
+
+
+async def test_director_routing_asks_the_kernel_over_rtnetlink() -> None:
+    loopback = ipaddress.ip_address("127.0.0.1")
+    facts = await director_routing(loopback, ipaddress.ip_address("127.0.0.2"))
+    assert facts == Routing(frozenset({"lo"}), "lo")
+    elsewhere = await director_routing(ipaddress.ip_address("192.0.2.250"), loopback)
+    assert elsewhere.vip_holders == frozenset()
