@@ -136,6 +136,10 @@ class StaticSource:
     def __init__(self, snapshot: Snapshot) -> None:
         self.current = snapshot
 
+    @property
+    def ready(self) -> bool:
+        return self.current.ready
+
     def snapshot(self) -> Snapshot:
         return self.current
 

@@ -157,9 +157,8 @@ async def _latest(app: web.Application) -> Snapshot:
     """The snapshot to answer with: fresh counters once the daemon is ready; before that the
     daemon has not read the kernel yet, and a request must not make the first dump."""
     source = app[SOURCE_KEY]
-    current = source.snapshot()
-    if not current.ready:
-        return current
+    if not source.ready:
+        return source.snapshot()
     return await source.fresh_snapshot(FRESHNESS)
 
 
@@ -189,7 +188,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    if request.app[SOURCE_KEY].snapshot().ready:
+    if request.app[SOURCE_KEY].ready:  # never a snapshot: at 10,000 servers one is not free
         return web.Response(text="ready\n")
     return web.Response(status=503, text="not ready: configuration or first reconcile pending\n")
 
@@ -227,6 +226,7 @@ def status_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
     """Everything the status page shows, as JSON-ready data."""
     reload = snapshot.last_reload
     sync = snapshot.sync
+    probing = snapshot.probing
     return {
         "version": lvsd.__version__,
         "ready": snapshot.ready,
@@ -242,6 +242,15 @@ def status_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
             "last_error": sync.last_error,
             "consecutive_failures": sync.consecutive_failures,
             "failed_passes": sync.failed_passes,
+        },
+        "probing": {
+            "overloaded": probing.overloaded,
+            "window": probing.window,
+            "probes": probing.probes,
+            "late": probing.late,
+            "inconclusive": probing.inconclusive,
+            "max_lateness": probing.max_lateness,
+            "max_loop_stall": probing.max_loop_stall,
         },
         "services": [_service_json(s, now) for s in snapshot.services],
         "foreign": [_foreign_json(vs) for vs in snapshot.foreign],
@@ -395,9 +404,16 @@ def _summary(snapshot: Snapshot, now: float) -> str:
         f"{sync.consecutive_failures} failed pass(es) in a row: "
         f"{_e(sync.last_error or '')}</span>"
     )
+    probing = snapshot.probing
+    probing_text = "" if not probing.overloaded else (
+        f'<span><span class="badge bad">overloaded</span> {probing.late} of {probing.probes} '
+        f"probes started late (up to {probing.max_lateness:.3f} s) in the last "
+        f"{probing.window:.0f} s; {probing.inconclusive} failures not held against their "
+        "servers</span>"
+    )
     return (
         f"<h1>lvsd {_e(lvsd.__version__)} {ready}</h1><div class=\"summary\">"
-        f"{sync_text}"
+        f"{sync_text}{probing_text}"
         f"<span>{len(snapshot.services)} services</span>"
         f"<span>{len(servers)} real servers: {up} up, {down} down</span>"
         f"<span>table read {_e(_ago(snapshot.taken_at, now))}</span>"

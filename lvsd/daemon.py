@@ -48,7 +48,7 @@ from lvsd.model import (
     SetTimeouts,
     Table,
 )
-from lvsd.probe import ProbeReport, Runner, RunnerFactory
+from lvsd.probe import EngineLoad, ProbeReport, Runner, RunnerFactory
 from lvsd.reconcile import (
     Plan,
     ServiceDecision,
@@ -64,6 +64,7 @@ from lvsd.savefile import SaveFile
 from lvsd.snapshot import (
     EMPTY_SNAPSHOT,
     DaemonStatus,
+    ProbingStatus,
     ReloadStatus,
     Snapshot,
     build_snapshot,
@@ -76,6 +77,7 @@ log = logs.get_logger(__name__)
 
 SAVE_DEBOUNCE = 0.5
 DRAIN_POLL = 1.0
+LOAD_WINDOW = 10.0  # seconds of probing each /status ``probing`` figure covers
 
 
 class Daemon:
@@ -100,6 +102,8 @@ class Daemon:
         self.dirty: set[ServiceKey] = set()
         self.retry_at: float | None = None  # monotonic; the one pending retry of a failed pass
         self.last_reload: ReloadStatus | None = None
+        self.probing = ProbingStatus()
+        self._load_window_start = time.monotonic()
         self.ready = False
         self.kernel_version = ""
         self.wake = asyncio.Event()
@@ -136,6 +140,7 @@ class Daemon:
         self.ready = True
         self._snapshot = None
         self._spawn(save_loop(self.save_requested, self.save_file, self.backend))
+        self._spawn(load_loop(self.sample_probe_load))
         self.runner.start()
         freeze_long_lived(self.freeze_gc)
         log.info("started", services=len(self.config.services), checks=len(self.health),
@@ -278,12 +283,15 @@ class Daemon:
         """The runner's callback: take a batch of reports into the health book."""
         now = time.time()
         changed = False
+        metrics = self.metrics
         for report in reports:
+            spec, result = report.key.spec, report.result
+            # Inconclusive reports too: the most overloaded probes are the latest.
+            metrics.probe(spec.type, result.ok, result.latency, report.lateness,
+                          report.inconclusive)
             seen = self.health.observe(report, now=now)
             if seen is None:
                 continue
-            spec, result = report.key.spec, report.result
-            self.metrics.probe(spec.type, result.ok, result.latency, report.lateness)
             for change in seen.servers:
                 changed = True
                 service_key, dest_key = change.ref
@@ -357,7 +365,7 @@ class Daemon:
         """Built when a reader asks, from the owners' views: a pass never pays for it."""
         if self._snapshot is None:
             status = DaemonStatus(self.ready, self.last_reload, self.kernel_version,
-                                  self.view.status())
+                                  self.view.status(), self.probing)
             self._snapshot = build_snapshot(
                 config=self.config, kernel=self.view.table.to_table(), health=self.health,
                 draining=self.drains.of, decisions=self.decisions,
@@ -372,6 +380,18 @@ class Daemon:
                     await self.view.refresh(self.backend)
             self._snapshot = None
         return self.snapshot()
+
+    def sample_probe_load(self) -> ProbingStatus:
+        """Close the probing window: how late the runner ran since the last sample, for
+        /status, the page and ``lvsd_probe_engine_overloaded``."""
+        now = time.monotonic()
+        load = self.runner.load()
+        probing = probing_status(load, now - self._load_window_start)
+        self._load_window_start = now
+        if probing != self.probing:
+            self.probing = probing
+            self._snapshot = None
+        return probing
 
     def status_line(self) -> str:
         return (f"{len(self.config.services)} services, {len(self.health)} checks, "
@@ -416,6 +436,17 @@ def freeze_long_lived(enabled: bool) -> None:
     objects per reload), which a frozen object never becomes free of."""
     if enabled:
         gc.freeze()
+
+
+def probing_status(load: EngineLoad, window: float) -> ProbingStatus:
+    return ProbingStatus(load.overloaded, round(window, 3), load.probes, load.late,
+                         load.inconclusive, round(load.max_lateness, 6), round(load.max_lag, 6))
+
+
+async def load_loop(sample: Callable[[], object]) -> None:
+    while True:
+        await asyncio.sleep(LOAD_WINDOW)
+        sample()
 
 
 async def save_loop(requested: asyncio.Event, save_file: SaveFile, backend: IpvsBackend) -> None:

@@ -76,7 +76,9 @@ class DaemonMetrics:
         self.renderer = SnapshotRenderer()
         reg = self.registry
         self._probes = Counter(
-            "lvsd_probes", "Health probes finished, by check type and result (ok, fail).",
+            "lvsd_probes",
+            "Health probes finished, by check type and result (ok, fail, inconclusive: a "
+            "failure of a probe lvsd started late, not held against its server).",
             ["check_type", "result"], registry=reg,
         )
         self._probe_duration = Histogram(
@@ -139,17 +141,18 @@ class DaemonMetrics:
         self._last_reload_ok.set(1)
         self._last_reload_success.set(time.time())
         # Children cached per label set: .labels() costs more than the increment (P1 budget).
-        self._probe_children: dict[tuple[str, bool], tuple[Counter, Histogram]] = {}
+        self._probe_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
-    def probe(self, check_type: str, ok: bool, duration: float, lateness: float) -> None:
-        children = self._probe_children.get((check_type, ok))
+    def probe(self, check_type: str, ok: bool, duration: float, lateness: float,
+              inconclusive: bool = False) -> None:
+        result = "ok" if ok else "inconclusive" if inconclusive else "fail"
+        children = self._probe_children.get((check_type, result))
         if children is None:
-            result = "ok" if ok else "fail"
             children = (
                 self._probes.labels(check_type, result),
                 self._probe_duration.labels(check_type, result),
             )
-            self._probe_children[(check_type, ok)] = children
+            self._probe_children[(check_type, result)] = children
         children[0].inc()
         children[1].observe(duration)
         self._lateness.observe(max(lateness, 0.0))
@@ -398,6 +401,10 @@ def _global_families(out: list[bytes], snapshot: Snapshot) -> None:
          "How old this scrape's reading of the IPVS table is: its counters and weights are "
          "that old (the kernel itself updates its traffic counters every 2 s).",
          round(max(0.0, time.time() - snapshot.taken_at), 3) if snapshot.taken_at else 0.0),
+        ("lvsd_probe_engine_overloaded",
+         "1 while lvsd itself runs behind: in its last window (10 s) probes started later than "
+         "their late bound; their failures count as inconclusive, not against the servers.",
+         1 if snapshot.probing.overloaded else 0),
     ):
         out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{name} {value}\n".encode())
     name = "lvsd_table_sync_failed_passes_total"

@@ -66,6 +66,31 @@ class ProbeReport:
         return self.started - self.scheduled
 
 
+def late_bound(spec: CheckSpec) -> float:
+    """A probe that started later than this after its schedule proves nothing by failing."""
+    return min(spec.timeout, spec.interval / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """How far behind the probe engine runs, since the previous ``load()``."""
+
+    probes: int = 0
+    inconclusive: int = 0
+    late: int = 0  # probes that started later than their late bound
+    max_lateness: float = 0.0
+    max_lag: float = 0.0  # the longest event-loop stall seen at a wake-up
+
+    @property
+    def overloaded(self) -> bool:
+        return self.late > 0 or self.inconclusive > 0
+
+    def __add__(self, other: EngineLoad) -> EngineLoad:
+        return EngineLoad(self.probes + other.probes, self.inconclusive + other.inconclusive,
+                          self.late + other.late, max(self.max_lateness, other.max_lateness),
+                          max(self.max_lag, other.max_lag))
+
+
 ResultsCallback = Callable[[Sequence[ProbeReport]], None]
 
 
@@ -77,6 +102,10 @@ class Runner(Protocol):
         ...
 
     def start(self) -> None: ...
+
+    def load(self) -> EngineLoad:
+        """How late the probes ran since the previous call (each call starts a new window)."""
+        ...
 
     async def stop(self) -> None: ...
 

@@ -80,6 +80,21 @@ class SyncStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbingStatus:
+    """How late the probe engine ran over its last window: lvsd's own lateness, not the
+    servers'. While ``overloaded``, failures of probes started late are ``inconclusive``:
+    counted, never held against their servers."""
+
+    overloaded: bool = False
+    window: float = 0.0  # seconds the figures cover; 0 before the first window closed
+    probes: int = 0
+    late: int = 0  # started later than their late bound (their timeout, or half the interval)
+    inconclusive: int = 0
+    max_lateness: float = 0.0  # seconds
+    max_loop_stall: float = 0.0  # seconds: the longest event-loop stall the runner saw
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     services: tuple[ServiceStatus, ...]
     foreign: tuple[VirtualService, ...]  # in the kernel, not lvsd's: exported, never changed
@@ -89,6 +104,7 @@ class Snapshot:
     last_reload: ReloadStatus | None = None
     kernel_version: str = ""
     sync: SyncStatus = SyncStatus()
+    probing: ProbingStatus = ProbingStatus()
 
 
 EMPTY_SNAPSHOT = Snapshot((), (), 0.0, False, "")
@@ -122,6 +138,7 @@ class DaemonStatus:
     last_reload: ReloadStatus | None
     kernel_version: str
     sync: SyncStatus
+    probing: ProbingStatus = ProbingStatus()
 
 
 def build_snapshot(
@@ -165,7 +182,8 @@ def build_snapshot(
     foreign = tuple(vs for vs in kernel.services
                     if vs.key not in configured and vs.key not in probe_services)
     return Snapshot(tuple(services), foreign, status.sync.dumped_at, status.ready,
-                    config.source, status.last_reload, status.kernel_version, status.sync)
+                    config.source, status.last_reload, status.kernel_version, status.sync,
+                    status.probing)
 
 
 def _server_status(health: HealthView, ref: ServerRef, dest: Dest, disabled: bool,
@@ -185,7 +203,12 @@ def _server_status(health: HealthView, ref: ServerRef, dest: Dest, disabled: boo
 
 
 class SnapshotSource(Protocol):
-    """What the HTTP API reads: the latest snapshot, refreshed from the kernel when stale."""
+    """What the HTTP API reads: the latest snapshot, refreshed from the kernel when stale;
+    ``ready`` without building one (/readyz is polled, a snapshot at 10,000 servers is not
+    free)."""
+
+    @property
+    def ready(self) -> bool: ...
 
     def snapshot(self) -> Snapshot: ...
 

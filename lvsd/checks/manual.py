@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from lvsd.probe import CheckKey, ProbeReport, ProbeResult, ResultsCallback, Runner
+from lvsd.probe import (
+    CheckKey,
+    EngineLoad,
+    ProbeReport,
+    ProbeResult,
+    ResultsCallback,
+    Runner,
+    late_bound,
+)
 
 
 class ManualRunner:
@@ -20,6 +28,7 @@ class ManualRunner:
         self.keys: frozenset[CheckKey] = frozenset()
         self.updates = 0
         self.running = False
+        self._load = EngineLoad()
 
     def update(self, keys: Iterable[CheckKey]) -> None:
         self.keys = frozenset(keys)
@@ -31,16 +40,29 @@ class ManualRunner:
     async def stop(self) -> None:
         self.running = False
 
+    def load(self) -> EngineLoad:
+        """What the delivered reports say of lateness, as a ``ProbeRunner`` counts it."""
+        load, self._load = self._load, EngineLoad()
+        return load
+
     def deliver(self, reports: Iterable[ProbeReport]) -> None:
         """Hand ``reports`` to the daemon as one batch."""
-        self._on_results(tuple(reports))
+        batch = tuple(reports)
+        for report in batch:
+            self._load += EngineLoad(1, int(report.inconclusive),
+                                     int(report.lateness > late_bound(report.key.spec)),
+                                     max(report.lateness, 0.0))
+        self._on_results(batch)
 
     def report(self, key: CheckKey, ok: bool, reason: str = "", *, times: int = 1,
-               latency: float = 0.001, at: float = 0.0, inconclusive: bool = False) -> None:
-        """``times`` results of ``key``, each delivered as its own batch."""
+               latency: float = 0.001, at: float = 0.0, inconclusive: bool = False,
+               lateness: float = 0.0) -> None:
+        """``times`` results of ``key``, each delivered as its own batch; each started
+        ``lateness`` seconds after its schedule."""
         result = ProbeResult(ok, reason if reason or ok else "refused", latency)
+        start = at + lateness
         for _ in range(times):
-            self.deliver((ProbeReport(key, result, at, at, at + latency, inconclusive),))
+            self.deliver((ProbeReport(key, result, at, start, start + latency, inconclusive),))
 
     def report_all(self, ok: bool, reason: str = "", *, at: float = 0.0) -> None:
         """One result for every probe, in one batch."""

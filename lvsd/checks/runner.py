@@ -42,12 +42,18 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lvsd.checks.base import CheckSpec, Prober, RunningProbe, TaskProbe
 from lvsd.checks.target import ProbeTarget
-from lvsd.probe import CheckKey, ProbeReport, ProbeResult, ResultsCallback
+from lvsd.probe import (
+    CheckKey,
+    EngineLoad,
+    ProbeReport,
+    ProbeResult,
+    ResultsCallback,
+    late_bound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,31 +73,6 @@ class Clock(Protocol):
     def time(self) -> float: ...
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> Cancellable: ...
-
-
-@dataclass(frozen=True, slots=True)
-class EngineLoad:
-    """How far behind the probe engine runs, since the previous ``load()``."""
-
-    probes: int = 0
-    inconclusive: int = 0
-    late: int = 0  # probes that started later than their late bound
-    max_lateness: float = 0.0
-    max_lag: float = 0.0  # the longest event-loop stall seen at a wake-up
-
-    @property
-    def overloaded(self) -> bool:
-        return self.late > 0 or self.inconclusive > 0
-
-    def __add__(self, other: EngineLoad) -> EngineLoad:
-        return EngineLoad(self.probes + other.probes, self.inconclusive + other.inconclusive,
-                          self.late + other.late, max(self.max_lateness, other.max_lateness),
-                          max(self.max_lag, other.max_lag))
-
-
-def late_bound(spec: CheckSpec) -> float:
-    """A probe that started later than this after its schedule proves nothing by failing."""
-    return min(spec.timeout, spec.interval / 2)
 
 
 def stable_hash(key: CheckKey, spec_digest: bytes = b"") -> int:
@@ -223,9 +204,10 @@ class ProbeRunner:
         self._timer_when = 0.0
         self._reports: list[ProbeReport] = []
         self._stall_end = float("-inf")  # when the last event-loop stall was seen
-        self._window = _LoadCounter()  # since _window_start, for the log
+        self._window = _LoadCounter()  # since _window_start and the last load()
         self._window_start = self._clock.time()
         self._since_load = EngineLoad()  # earlier windows not yet read by load()
+        self._log_carry = EngineLoad()  # read by load() since _window_start, not yet logged
 
     # --- public -------------------------------------------------------------------------
 
@@ -253,7 +235,9 @@ class ProbeRunner:
 
     def load(self) -> EngineLoad:
         """How late the engine ran since the previous call (for /status and the log)."""
-        load = self._since_load + self._window.freeze()
+        current = self._window.freeze()
+        self._log_carry += current  # the log's window still covers it
+        load = self._since_load + current
         self._since_load = EngineLoad()
         self._window = _LoadCounter()
         return load
@@ -378,10 +362,12 @@ class ProbeRunner:
                 self._waiting.append((entry, due))
         self._arm()
         if now - self._window_start >= LOG_EVERY:
-            window = self._window
-            if window.overloaded and self._log_load:
-                log_overload(window.freeze())
-            self._since_load += window.freeze()
+            current = self._window.freeze()
+            logged = self._log_carry + current
+            if logged.overloaded and self._log_load:
+                log_overload(logged)
+            self._since_load += current
+            self._log_carry = EngineLoad()
             self._window = _LoadCounter()
             self._window_start = now
 

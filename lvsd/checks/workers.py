@@ -37,9 +37,9 @@ from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
 from lvsd.checks.base import CheckSpec
-from lvsd.checks.runner import EngineLoad, ProbeRunner, log_overload
+from lvsd.checks.runner import ProbeRunner, log_overload
 from lvsd.checks.target import ProbeTarget
-from lvsd.probe import CheckKey, ProbeReport, ProbeResult, ResultsCallback
+from lvsd.probe import CheckKey, EngineLoad, ProbeReport, ProbeResult, ResultsCallback
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from lvsd.api import accepts_gzip, create_app, render_page, start_api
 from lvsd.errors import ListenError
 from lvsd.metrics import DaemonMetrics
-from lvsd.snapshot import LastProbe, Snapshot, SyncStatus
+from lvsd.snapshot import LastProbe, ProbingStatus, Snapshot, SyncStatus
 from tests.unit.snapshot_builders import NOW, WEB, lab_snapshot, server, service
 
 
@@ -29,8 +29,14 @@ class StaticSource:
     def __init__(self, snapshot: Snapshot) -> None:
         self.current = snapshot
         self.fresh_asked: list[float] = []
+        self.built = 0  # snapshot() calls: each one may build a whole snapshot
+
+    @property
+    def ready(self) -> bool:
+        return self.current.ready
 
     def snapshot(self) -> Snapshot:
+        self.built += 1
         return self.current
 
     async def fresh_snapshot(self, max_age: float) -> Snapshot:
@@ -63,6 +69,17 @@ async def test_readyz_is_503_until_ready(
     assert (await client.get("/readyz")).status == 503
     source.current = lab_snapshot(ready=True)
     assert (await client.get("/readyz")).status == 200
+
+
+@pytest.mark.parametrize("ready", [False, True])
+async def test_readyz_and_healthz_never_build_a_snapshot(
+    client: TestClient[object, object], source: StaticSource, ready: bool
+) -> None:
+    source.current = lab_snapshot(ready=ready)
+    for _ in range(3):
+        assert (await client.get("/readyz")).status == (200 if ready else 503)
+        assert (await client.get("/healthz")).status == 200
+    assert source.built == 0 and source.fresh_asked == []
 
 
 async def test_metrics_plain_text_with_fresh_counters(
@@ -250,6 +267,42 @@ def test_page_shows_a_table_out_of_sync_with_its_error() -> None:
     # Before the first pass nothing is in sync yet: "not ready" says it.
     not_ready = dataclasses.replace(lab_snapshot(ready=False), sync=SyncStatus())
     assert "not in sync" not in render_page(not_ready, NOW)
+
+
+OVERLOADED = ProbingStatus(True, 10.0, 5000, 1200, 300, 2.5, 0.4)
+
+
+async def test_status_says_how_late_the_probe_engine_runs(
+    client: TestClient[object, object], source: StaticSource
+) -> None:
+    document = await (await client.get("/status")).json()
+    assert document["probing"] == {"overloaded": False, "window": 0.0, "probes": 0, "late": 0,
+                                   "inconclusive": 0, "max_lateness": 0.0,
+                                   "max_loop_stall": 0.0}
+    source.current = dataclasses.replace(lab_snapshot(), probing=OVERLOADED)
+    document = await (await client.get("/status")).json()
+    assert document["probing"] == {"overloaded": True, "window": 10.0, "probes": 5000,
+                                   "late": 1200, "inconclusive": 300, "max_lateness": 2.5,
+                                   "max_loop_stall": 0.4}
+
+
+def test_page_shows_an_overloaded_probe_engine() -> None:
+    assert "overloaded" not in render_page(lab_snapshot(), NOW)
+    page = render_page(dataclasses.replace(lab_snapshot(), probing=OVERLOADED), NOW)
+    assert '<span class="badge bad">overloaded</span>' in page
+    assert "1200 of 5000 probes started late (up to 2.500 s) in the last 10 s" in page
+    assert "300 failures not held against their servers" in page
+
+
+def test_metrics_say_when_the_probe_engine_is_overloaded() -> None:
+    def gauge(snapshot: Snapshot) -> str:
+        text = DaemonMetrics().exposition(snapshot).decode()
+        return next(line for line in text.splitlines()
+                    if line.startswith("lvsd_probe_engine_overloaded "))
+
+    assert gauge(lab_snapshot()) == "lvsd_probe_engine_overloaded 0"
+    assert gauge(dataclasses.replace(lab_snapshot(), probing=OVERLOADED)) == (
+        "lvsd_probe_engine_overloaded 1")
 
 
 # --- a daemon that is not started yet -------------------------------------------------------

@@ -253,6 +253,47 @@ async def test_an_inconclusive_report_leaves_health_alone(config_file: Path) -> 
     assert kernel_weights(backend)["192.0.2.11:80"] == 1
 
 
+def probes_counted(daemon: Daemon, result: str) -> float:
+    value = daemon.metrics.registry.get_sample_value(
+        "lvsd_probes_total", {"check_type": "http", "result": result})
+    return value or 0.0
+
+
+async def test_every_report_is_counted_the_inconclusive_ones_apart(config_file: Path) -> None:
+    daemon, backend = await make(config_file, healthy_table())
+    runner = daemon.runner
+    assert isinstance(runner, ManualRunner)
+    key = daemon.health.checks_of((WEB, RS1))[0]
+    runner.report(key, False, times=3, inconclusive=True, lateness=2.0)
+    runner.report(key, True, times=2)
+    assert probes_counted(daemon, "inconclusive") == 3
+    assert probes_counted(daemon, "fail") == 0 and probes_counted(daemon, "ok") == 2
+    lateness = daemon.metrics.registry.get_sample_value("lvsd_probe_lateness_seconds_count")
+    assert lateness == 5  # the latest probes are in the lateness histogram too
+    await daemon.reconcile(full=False)
+    assert backend.applied == []
+
+
+async def test_an_overloaded_probe_engine_shows_in_the_snapshot(config_file: Path) -> None:
+    daemon, _ = await make(config_file, healthy_table())
+    runner = daemon.runner
+    assert isinstance(runner, ManualRunner)
+    key = daemon.health.checks_of((WEB, RS1))[0]
+    assert not daemon.snapshot().probing.overloaded
+    # The check's timeout is 1 s: a probe 1.5 s late is late, its failure inconclusive.
+    runner.report(key, True, lateness=1.5)
+    runner.report(key, False, lateness=1.5, inconclusive=True)
+    runner.report(key, True, lateness=0.01)
+    probing = daemon.sample_probe_load()
+    assert probing.overloaded
+    assert (probing.probes, probing.late, probing.inconclusive) == (3, 2, 1)
+    assert probing.max_lateness == 1.5 and probing.window >= 0.0
+    assert daemon.snapshot().probing == probing
+    runner.report(key, True, lateness=0.01)
+    assert not daemon.sample_probe_load().overloaded  # each sample covers its own window
+    assert not daemon.snapshot().probing.overloaded
+
+
 # --- the loop survives: reloads (defect 1) and kernel faults (defect 3) ----------------------
 
 

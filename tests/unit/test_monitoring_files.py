@@ -94,7 +94,7 @@ def test_alerts_fire_as_their_unit_tests_expect() -> None:
 @pytest.mark.parametrize("alert", [
     "LvsdDown", "LvsdRealServerDown", "LvsdServiceBelowQuorum", "LvsdServiceEmpty",
     "LvsdSorryServerActive", "LvsdConfigReloadFailed", "LvsdProbesLate", "LvsdReconcileErrors",
-    "LvsdTableOutOfSync",
+    "LvsdTableOutOfSync", "LvsdProbeEngineOverloaded",
 ])
 def test_the_issue_s_alerts_exist(alert: str) -> None:
     assert f"alert: {alert}\n" in (PROMETHEUS / "lvsd-alerts.yml").read_text(encoding="utf-8")
@@ -103,7 +103,7 @@ def test_the_issue_s_alerts_exist(alert: str) -> None:
 def test_alert_rules_use_only_exported_metrics() -> None:
     exported = exported_names()
     exprs = alert_exprs()
-    assert len(exprs) == 11
+    assert len(exprs) == 12
     for expr in exprs:
         names = metric_names(expr)
         assert names, expr

@@ -390,6 +390,27 @@ async def test_a_failure_that_started_late_is_inconclusive(world: World) -> None
     await runner.stop()
 
 
+async def test_reading_the_load_does_not_swallow_the_overload_warning(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    reports: list[ProbeReport] = []
+    runner = make_runner(world, reports, max_in_flight=1)
+    spec = FakeCheck(interval=2.0, timeout=1.0, duration=0.6)
+    runner.update(keys(5, spec))
+    world.failing.update(range(1, 6))
+    runner.start()
+    with caplog.at_level("WARNING", logger=runner_module.__name__):
+        overloaded = []
+        for second in range(11):  # the daemon samples every second, the log window is 10 s
+            if second == 4:
+                runner.update(keys(1, spec))  # overloaded early in the window only
+            await world.clock.advance(1.0)
+            overloaded.append(runner.load().overloaded)
+    assert any(overloaded[:5]) and not any(overloaded[6:])
+    warnings = [r.getMessage() for r in caplog.records if "overloaded" in r.getMessage()]
+    assert len(warnings) == 1 and "started late" in warnings[0]
+    await runner.stop()
+
+
 async def test_a_success_that_started_late_still_counts(world: World) -> None:
     reports: list[ProbeReport] = []
     runner = make_runner(world, reports, max_in_flight=1)
