@@ -277,7 +277,7 @@ def _dest_json(dest: Dest | None) -> dict[str, Any] | None:
         return None
     return {
         "weight": dest.weight,
-        "forward": dest.forward.name.lower(),
+        "forward": FORWARD_NAMES[dest.forward],
         "active": dest.stats.active,
         "inactive": dest.stats.inactive,
         "persistent": dest.stats.persistent,

@@ -43,12 +43,17 @@ from lvsd.checks.exec import ExecCheck
 from lvsd.checks.file import FileCheck
 from lvsd.errors import ConfigError, Problem
 from lvsd.ipvsadm.names import (
+    DEFAULT_SCHEDULER,
     FORWARD_BY_CONFIG_NAME,
     PROTOCOL_BY_NAME,
     SCHED_FLAGS,
     TUNNEL_BY_NAME,
     TUNNEL_CSUM_BY_NAME,
+    CsumName,
     ForwardName,
+    PersistenceEngine,
+    ProtocolName,
+    TunnelName,
 )
 from lvsd.model import (
     HOST_NETMASK_V4,
@@ -70,12 +75,6 @@ from lvsd.spec import Config, DaemonSettings, ServerSpec, ServiceSpec
 DEFAULT_CONFIG_PATH = Path("/etc/lvsd/lvsd.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/lvsd")
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
-
-_FORWARD = FORWARD_BY_CONFIG_NAME
-_PROTOCOL = PROTOCOL_BY_NAME
-_TUNNEL = TUNNEL_BY_NAME
-_TUN_CSUM = TUNNEL_CSUM_BY_NAME
-_SCHED_FLAG_BITS = SCHED_FLAGS
 
 
 def _within(check: Callable[[int], str | None]) -> AfterValidator:
@@ -161,9 +160,9 @@ class RealServerSchema(_Schema):
     forward: ForwardName | None = None
     upper_threshold: Threshold = 0
     lower_threshold: Threshold = 0
-    tunnel_type: Literal["ipip", "gue", "gre"] = "ipip"
+    tunnel_type: TunnelName = "ipip"
     tunnel_port: Port = 0
-    tunnel_csum: Literal["nocsum", "csum", "remcsum"] = "nocsum"
+    tunnel_csum: CsumName = "nocsum"
     check: dict[str, Any] | None = None
     checks: list[dict[str, Any]] = Field(default_factory=list)  # in addition to ``check``
     disabled: Bool = False
@@ -178,17 +177,17 @@ class SorryServerSchema(_Schema):
 
 class ServiceSchema(_Schema):
     name: Annotated[Text, AfterValidator(_name)] | None = None
-    protocol: Literal["tcp", "udp", "sctp"] = "tcp"
+    protocol: ProtocolName = "tcp"
     address: Text | None = None
     port: Port | None = None
     fwmark: Annotated[Int, _within(limits.fwmark_error)] | None = None
     family: Literal["ipv4", "ipv6"] = "ipv4"
-    scheduler: Text = "wlc"
+    scheduler: Text = DEFAULT_SCHEDULER
     sched_flags: list[Text] = Field(default_factory=list)
     ops: Bool = False
     persistence: Annotated[Int, _within(limits.persistence_timeout_error)] | None = None
     persistence_netmask: Annotated[str | int, BeforeValidator(_netmask_value)] | None = None
-    pe: Literal["sip"] | None = None
+    pe: PersistenceEngine | None = None
     forward: ForwardName = "route"
     on_failure: Literal["weight0", "remove"] = "weight0"
     quorum: Annotated[Int, Field(ge=0)] = 1
@@ -611,13 +610,13 @@ def _build_service(
                                 f"(one of {', '.join(SCHEDULERS)})"))
     sched_flags = 0
     for flag in svc.sched_flags:
-        owner = _SCHED_FLAG_BITS.get(flag)
+        owner = SCHED_FLAGS.get(flag)
         if owner is None:
             problems.append(
                 Problem(
                     f"{where}.sched_flags",
-                    f"unknown flag {flag!r}{_suggestion(flag, list(_SCHED_FLAG_BITS))} "
-                    f"(one of {', '.join(_SCHED_FLAG_BITS)})",
+                    f"unknown flag {flag!r}{_suggestion(flag, list(SCHED_FLAGS))} "
+                    f"(one of {', '.join(SCHED_FLAGS)})",
                 )
             )
         elif owner[0] is not None and owner[0] != svc.scheduler:
@@ -725,7 +724,7 @@ def _service_key(svc: ServiceSchema, where: str, problems: list[Problem]) -> Ser
         return None
     if "family" in svc.model_fields_set:
         problems.append(Problem(f"{where}.family", "only for fwmark services (the address tells)"))
-    return ServiceKey.virtual(_PROTOCOL[svc.protocol], address, svc.port)
+    return ServiceKey.virtual(PROTOCOL_BY_NAME[svc.protocol], address, svc.port)
 
 
 def _netmask(
@@ -882,7 +881,7 @@ def _dest(
         return None
     if not _limit(limits.real_server_address_error(address), f"{where}.address", problems):
         return None
-    forward = _FORWARD[forward_name]
+    forward = FORWARD_BY_CONFIG_NAME[forward_name]
     if key.is_fwmark:
         if key.family is not Family.of(address) and forward is not Forward.TUNNEL:
             problems.append(
@@ -917,7 +916,8 @@ def _dest(
     if rs is not None:
         tunnel_keys = {"tunnel_type", "tunnel_port", "tunnel_csum"} & rs.model_fields_set
         if forward is Forward.TUNNEL:
-            tunnel = Tunnel(_TUNNEL[rs.tunnel_type], rs.tunnel_port, _TUN_CSUM[rs.tunnel_csum])
+            tunnel = Tunnel(TUNNEL_BY_NAME[rs.tunnel_type], rs.tunnel_port,
+                            TUNNEL_CSUM_BY_NAME[rs.tunnel_csum])
             error = limits.tunnel_error(tunnel.type, tunnel.port, tunnel.csum)
             if error is not None:
                 field = "tunnel_port" if "port" in error else "tunnel_csum"

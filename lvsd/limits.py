@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from lvsd.model import TUN_CSUM, TUN_NOCSUM, TUN_REMCSUM, Address, Protocol, TunnelType
+from lvsd.ipvsadm.names import TUNNEL_CSUM_NAMES, TUNNEL_NAMES
+from lvsd.model import TUN_NOCSUM, TUN_REMCSUM, Address, Protocol, TunnelType
 
 PORT_MAX = 65535
 WEIGHT_MAX = 65535  # ipvsadm -w; the kernel takes any non-negative int
@@ -41,8 +42,6 @@ TUNNEL_PORT_MIN = 1
 # never beyond this many: a configured fwmark service may not fall in that range.
 PROBE_MARK_SPAN = 65536
 
-_TUNNEL_NAMES = {TunnelType.IPIP: "ipip", TunnelType.GUE: "gue", TunnelType.GRE: "gre"}
-_CSUM_NAMES = {TUN_NOCSUM: "nocsum", TUN_CSUM: "csum", TUN_REMCSUM: "remcsum"}
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _ZERO_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 
@@ -132,17 +131,18 @@ def zero_port_error(port: int, persistent: bool, protocol: Protocol) -> str | No
 def tunnel_error(tunnel_type: TunnelType, port: int, csum: int) -> str | None:
     """ipvsadm's tunnel option table: ipip takes no port and no checksum option, gue needs a
     port, gre takes no port and no remote checksum (the kernel refuses that too)."""
-    name = _TUNNEL_NAMES.get(tunnel_type)
+    name = TUNNEL_NAMES.get(tunnel_type)
     if name is None:
         return f"unknown tunnel type {tunnel_type!r}"
-    if csum not in _CSUM_NAMES:
+    if csum not in TUNNEL_CSUM_NAMES:
         return f"unknown tunnel checksum flags {csum!r}"
     if tunnel_type is TunnelType.GUE:
         return _integer_error(port, TUNNEL_PORT_MIN, PORT_MAX, "a gue tunnel port")
     if port != 0:
         return f"a {name} tunnel has no port (only gue has one)"
     if tunnel_type is TunnelType.IPIP and csum != TUN_NOCSUM:
-        return f"an ipip tunnel has no checksum option ({_CSUM_NAMES[csum]} is for gue or gre)"
+        return (f"an ipip tunnel has no checksum option ({TUNNEL_CSUM_NAMES[csum]} is for gue "
+                "or gre)")
     if tunnel_type is TunnelType.GRE and csum == TUN_REMCSUM:
         return "a gre tunnel cannot use remcsum (only gue can)"
     return None

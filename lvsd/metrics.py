@@ -190,16 +190,15 @@ class DaemonMetrics:
 
 # --- the snapshot part, rendered by hand -------------------------------------------------------
 
-PROTO_LABEL = PROTOCOL_LABELS
-
 
 def service_labels(key: ServiceKey) -> str:
     """``local_address="…",local_port="…",proto="…",local_mark="…"`` as node_exporter writes."""
     if key.is_fwmark:
-        return f'local_address="",local_port="0",proto="FWM",local_mark="{key.fwmark:08X}"'
+        return (f'local_address="",local_port="0",proto="{PROTOCOL_LABELS[key.protocol]}",'
+                f'local_mark="{key.fwmark:08X}"')
     return (
         f'local_address="{key.address}",local_port="{key.port}",'
-        f'proto="{PROTO_LABEL[key.protocol]}",local_mark=""'
+        f'proto="{PROTOCOL_LABELS[key.protocol]}",local_mark=""'
     )
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from lvsd.ipvsadm.names import PROTOCOL_LABELS
+from lvsd.ipvsadm.names import (
+    FORWARD_NAMES,
+    PROTOCOL_LABELS,
+    TUNNEL_NAMES,
+    generic_sched_flag_names,
+)
 from lvsd.model import (
     HOST_NETMASK_V4,
-    SVC_F_SCHED1,
-    SVC_F_SCHED2,
-    SVC_F_SCHED3,
     Dest,
     Family,
     Forward,
@@ -68,11 +70,11 @@ def _dest_full_json(dest: Dest) -> dict[str, Any]:
         "address": str(dest.key.address),
         "port": dest.key.port,
         "weight": dest.weight,
-        "forward": dest.forward.name.lower(),
+        "forward": FORWARD_NAMES[dest.forward],
         "upper_threshold": dest.upper_threshold,
         "lower_threshold": dest.lower_threshold,
         "tunnel": None if tunnel is None else {
-            "type": tunnel.type.name.lower(), "port": tunnel.port, "csum": tunnel.csum},
+            "type": TUNNEL_NAMES[tunnel.type], "port": tunnel.port, "csum": tunnel.csum},
         "active": dest.stats.active,
         "inactive": dest.stats.inactive,
         "persistent": dest.stats.persistent,
@@ -85,12 +87,10 @@ def table_json(table: Table) -> dict[str, Any]:
     services = []
     for vs in table.services:
         service = vs.service
-        flags = service.sched_flags
         services.append({
             **key_json(vs.key),
             "scheduler": service.scheduler,
-            "sched_flags": [n for n, bit in (("flag-1", SVC_F_SCHED1), ("flag-2", SVC_F_SCHED2),
-                                             ("flag-3", SVC_F_SCHED3)) if flags & bit],
+            "sched_flags": generic_sched_flag_names(service.sched_flags),
             "ops": service.onepacket,
             "persistence": None if service.persistence is None else service.persistence.timeout,
             "persistence_netmask": _netmask(vs),

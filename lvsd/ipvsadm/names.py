@@ -29,11 +29,13 @@ from lvsd.model import (
 
 DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED, and the kernel's default
 DEFAULT_PERSISTENT_TIMEOUT = 360  # a bare -p: libipvs's IPVS_SVC_PERSISTENT_TIMEOUT (6*60)
-PERSISTENCE_ENGINES = ("sip",)
+PersistenceEngine = Literal["sip"]
+PERSISTENCE_ENGINES: tuple[PersistenceEngine, ...] = ("sip",)
 
 # --- protocols -------------------------------------------------------------------------------
 
-PROTOCOL_NAMES: dict[Protocol, str] = {
+ProtocolName = Literal["tcp", "udp", "sctp"]
+PROTOCOL_NAMES: dict[Protocol, ProtocolName] = {
     Protocol.TCP: "tcp", Protocol.UDP: "udp", Protocol.SCTP: "sctp"}
 """lvsd's config words, which are also the services database's protocol names."""
 PROTOCOL_BY_NAME: dict[str, Protocol] = {name: p for p, name in PROTOCOL_NAMES.items()}
@@ -120,6 +122,11 @@ def sched_flag_names(scheduler: str, flags: int, *, complete: bool = True) -> li
         if complete and flags & SVC_F_SCHED3:
             names.append("flag-3")
         return names
+    return generic_sched_flag_names(flags)
+
+
+def generic_sched_flag_names(flags: int) -> list[str]:
+    """The scheduler-independent ``-b`` names of ``flags``: ``flag-1`` … ``flag-3``."""
     return [f"flag-{n}" for n, bit in enumerate((SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3),
                                                 start=1) if flags & bit]
 

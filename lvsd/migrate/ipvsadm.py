@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import ipaddress
 
+from lvsd.ipvsadm.names import (
+    FORWARD_BY_CONFIG_NAME,
+    FORWARD_NAMES,
+    PROTOCOL_NAMES,
+    TUNNEL_CSUM_NAMES,
+    TUNNEL_NAMES,
+    sched_flag_names,
+)
 from lvsd.migrate.document import Document, Scalar, ServerOut, ServiceOut, Value
 from lvsd.model import (
     HOST_NETMASK_V4,
     HOST_PREFIX_V6,
-    SVC_F_SCHED1,
-    SVC_F_SCHED2,
-    SVC_F_SCHED3,
     Dest,
     Family,
     Forward,
@@ -24,22 +29,7 @@ from lvsd.model import (
     VirtualService,
 )
 
-_FORWARD = {Forward.ROUTE: "route", Forward.MASQ: "masq", Forward.TUNNEL: "tunnel"}
-_TUNNEL_TYPE = {TunnelType.IPIP: "ipip", TunnelType.GUE: "gue", TunnelType.GRE: "gre"}
-_TUNNEL_CSUM = {0: "nocsum", 1: "csum", 2: "remcsum"}
-
-
-def _sched_flags(vs: VirtualService) -> list[str]:
-    scheduler, bits = vs.service.scheduler, vs.service.sched_flags
-    named = scheduler in ("sh", "mh")
-    names = []
-    if bits & SVC_F_SCHED1:
-        names.append(f"{scheduler}-fallback" if named else "flag-1")
-    if bits & SVC_F_SCHED2:
-        names.append(f"{scheduler}-port" if named else "flag-2")
-    if bits & SVC_F_SCHED3:
-        names.append("flag-3")
-    return names
+_CONFIGURABLE_FORWARDS = frozenset(FORWARD_BY_CONFIG_NAME.values())
 
 
 def _service(vs: VirtualService) -> ServiceOut:
@@ -50,10 +40,10 @@ def _service(vs: VirtualService) -> ServiceOut:
         if key.family is Family.INET6:
             fields["family"] = "ipv6"
     else:
-        fields.update(protocol=key.protocol.name.lower(), address=str(key.address),
+        fields.update(protocol=PROTOCOL_NAMES[key.protocol], address=str(key.address),
                       port=key.port)
     fields["scheduler"] = service.scheduler
-    flags: list[Scalar] = [*_sched_flags(vs)]
+    flags: list[Scalar] = [*sched_flag_names(service.scheduler, service.sched_flags)]
     if flags:
         fields["sched_flags"] = flags
     if service.onepacket:
@@ -67,9 +57,9 @@ def _service(vs: VirtualService) -> ServiceOut:
             fields["persistence_netmask"] = str(ipaddress.IPv4Address(mask))
     if service.pe_name is not None:
         fields["pe"] = service.pe_name
-    forwards = [d.forward for d in vs.dests if d.forward in _FORWARD]
+    forwards = [d.forward for d in vs.dests if d.forward in _CONFIGURABLE_FORWARDS]
     common = max(set(forwards), key=forwards.count) if forwards else Forward.ROUTE
-    fields["forward"] = _FORWARD[common]
+    fields["forward"] = FORWARD_NAMES[common]
     out = ServiceOut(fields, comments=[
         f"{key}: no health check in a save file: add [services.check] (lvsd.toml(5))"])
     for dest in vs.dests:
@@ -83,7 +73,7 @@ def _service(vs: VirtualService) -> ServiceOut:
 
 
 def _server(vs: VirtualService, dest: Dest, common: Forward) -> ServerOut | None:
-    if dest.forward not in _FORWARD:
+    if dest.forward not in _CONFIGURABLE_FORWARDS:
         return None
     fields: dict[str, Value] = {"address": str(dest.key.address)}
     if vs.key.is_fwmark:
@@ -94,18 +84,18 @@ def _server(vs: VirtualService, dest: Dest, common: Forward) -> ServerOut | None
         fields["port"] = dest.key.port
     fields["weight"] = dest.weight
     if dest.forward is not common:
-        fields["forward"] = _FORWARD[dest.forward]
+        fields["forward"] = FORWARD_NAMES[dest.forward]
     if dest.upper_threshold:
         fields["upper_threshold"] = dest.upper_threshold
     if dest.lower_threshold:
         fields["lower_threshold"] = dest.lower_threshold
     if dest.forward is Forward.TUNNEL and dest.tunnel is not None:
         if dest.tunnel.type is not TunnelType.IPIP:
-            fields["tunnel_type"] = _TUNNEL_TYPE[dest.tunnel.type]
+            fields["tunnel_type"] = TUNNEL_NAMES[dest.tunnel.type]
         if dest.tunnel.port:
             fields["tunnel_port"] = dest.tunnel.port
         if dest.tunnel.csum:
-            fields["tunnel_csum"] = _TUNNEL_CSUM.get(dest.tunnel.csum, "nocsum")
+            fields["tunnel_csum"] = TUNNEL_CSUM_NAMES[dest.tunnel.csum]
     return ServerOut(fields)
 
 

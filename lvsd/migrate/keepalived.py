@@ -20,6 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lvsd.errors import ConfigError, Problem
+from lvsd.ipvsadm.names import (
+    PROTOCOL_BY_NAME,
+    SCHED_FLAGS,
+    TUNNEL_BY_NAME,
+    TUNNEL_CSUM_BY_NAME,
+    generic_sched_flag_names,
+)
 from lvsd.migrate.document import (
     Document,
     Scalar,
@@ -33,10 +40,6 @@ from lvsd.model import SCHEDULERS
 
 _MAX_GROUP_MEMBERS = 4096
 _FORWARD = {"NAT": "masq", "DR": "route", "TUN": "tunnel"}
-_SCHED_FLAGS = {"sh-fallback": ("sh", "flag-1"), "sh-port": ("sh", "flag-2"),
-                "mh-fallback": ("mh", "flag-1"), "mh-port": ("mh", "flag-2"),
-                "flag-1": (None, "flag-1"), "flag-2": (None, "flag-2"),
-                "flag-3": (None, "flag-3")}
 _DEFAULT_PORTS = {"http": 80, "https": 443, "dns": 53}
 _TIMINGS = ("delay_loop", "connect_timeout", "retry", "delay_before_retry")
 _TRUE = frozenset({"on", "true", "yes"})
@@ -362,7 +365,7 @@ class _Importer:
                         forward = method
                 case "protocol":
                     protocol = values[0].lower() if values else ""
-                    if protocol not in ("tcp", "udp", "sctp"):
+                    if protocol not in PROTOCOL_BY_NAME:
                         self.problem(statement, f"expected TCP, UDP or SCTP, got {protocol!r}")
                     fields["protocol"] = protocol
                 case "persistence_timeout":
@@ -376,7 +379,7 @@ class _Importer:
                         self.problem(statement, "the only persistence engine is sip")
                 case "ops":
                     fields["ops"] = self.flag(statement)
-                case name if name in _SCHED_FLAGS:
+                case name if name in SCHED_FLAGS:
                     if self.flag(statement):
                         flags.append(name)
                 case "inhibit_on_failure":
@@ -406,8 +409,9 @@ class _Importer:
                             "persistence_timeout, as keepalived does")
         sched_flags = []
         for flag in flags:
-            owner, generic = _SCHED_FLAGS[flag]
-            sched_flags.append(flag if owner in (None, scheduler) else generic)
+            owner, bit = SCHED_FLAGS[flag]
+            sched_flags.append(flag if owner in (None, scheduler)
+                               else generic_sched_flag_names(bit)[0])
         head: dict[str, Value] = {"scheduler": scheduler}
         if sched_flags:
             head["sched_flags"] = list(dict.fromkeys(sched_flags))
@@ -439,14 +443,13 @@ class _Importer:
         index = 0
         while index < len(rest):
             word = rest[index]
-            if word == "type" and index + 1 < len(rest) and rest[index + 1] in ("ipip", "gue",
-                                                                                   "gre"):
+            if word == "type" and index + 1 < len(rest) and rest[index + 1] in TUNNEL_BY_NAME:
                 out["tunnel_type"] = rest[index + 1]
                 index += 2
             elif word == "port" and index + 1 < len(rest) and rest[index + 1].isdigit():
                 out["tunnel_port"] = int(rest[index + 1])
                 index += 2
-            elif word in ("nocsum", "csum", "remcsum"):
+            elif word in TUNNEL_CSUM_BY_NAME:
                 out["tunnel_csum"] = word
                 index += 1
             else:
