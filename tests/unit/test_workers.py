@@ -77,12 +77,15 @@ async def test_every_check_is_probed_by_one_of_the_workers(port: int) -> None:
     try:
         await asyncio.wait_for(runner.wait_up(), DEADLINE)  # up before it has any check
         runner.update(keys)
-        await collected.until(lambda: collected.keys_since(0) == set(keys))
+        # A worker the machine starves may time a probe out; it reports that one inconclusive
+        # (lvsd, not the server, was late), and the check's next probe must then connect.
+        await collected.until(lambda: {r.key for r in collected.reports
+                                       if not r.inconclusive} == set(keys))
         assert len(set(runner.pids())) == 2 and os.getpid() not in runner.pids()
-        report = collected.reports[0]
-        assert (report.result.ok, report.result.reason) == (True, "connected")
-        assert report.scheduled - 0.002 <= report.started <= report.finished  # uvloop: ms ticks
-        assert not report.inconclusive
+        for report in collected.reports:
+            assert ((report.result.ok, report.result.reason) == (True, "connected")
+                    or (not report.result.ok and report.inconclusive)), report
+            assert report.scheduled - 0.002 <= report.started <= report.finished  # ms ticks
     finally:
         await runner.stop()
     assert runner.pids() == []
