@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import struct
+from collections.abc import Callable
 from typing import Literal, cast
 
 import dns.exception
@@ -38,6 +39,15 @@ from lvsd.probe import ProbeResult
 _MAX_TCP_MESSAGE = 65535
 
 
+def _known_word(value: str, parse: Callable[[str], object], what: str) -> str:
+    """``value`` upper-cased if dnspython knows it, else a validation error naming ``what``."""
+    try:
+        parse(value)
+    except (dns.exception.DNSException, ValueError):
+        raise ValueError(f"unknown {what} {value!r}") from None
+    return value.upper()
+
+
 class DnsCheck(CheckSpec):
     type: Literal["dns"] = "dns"
     query_name: Text
@@ -59,20 +69,12 @@ class DnsCheck(CheckSpec):
     @field_validator("query_type")
     @classmethod
     def _type_parses(cls, value: str) -> str:
-        try:
-            dns.rdatatype.from_text(value)
-        except (dns.exception.DNSException, ValueError):
-            raise ValueError(f"unknown query_type {value!r}") from None
-        return value.upper()
+        return _known_word(value, dns.rdatatype.from_text, "query_type")
 
     @field_validator("expect_rcode")
     @classmethod
     def _rcode_parses(cls, value: str) -> str:
-        try:
-            dns.rcode.from_text(value)
-        except (dns.exception.DNSException, ValueError):
-            raise ValueError(f"unknown rcode {value!r}") from None
-        return value.upper()
+        return _known_word(value, dns.rcode.from_text, "rcode")
 
     @model_validator(mode="after")
     def _answers_parse(self) -> DnsCheck:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lvsd import limits
 from lvsd.errors import ConfigError, Problem
 from lvsd.ipvsadm.names import (
     PROTOCOL_BY_NAME,
@@ -336,8 +337,21 @@ class _Importer:
             self.problem(statement, f"not an IP address: {text!r}")
             return None
 
+    def endpoint(self, statement: Statement) -> tuple[
+            ipaddress.IPv4Address | ipaddress.IPv6Address, int | None] | None:
+        """``address [port]`` of a real or sorry server, or None (the problem recorded)."""
+        words = statement.values()
+        if not words:
+            self.problem(statement, "needs an address")
+            return None
+        address = self.address(statement, words[0])
+        port = self.port(statement, words[1]) if len(words) > 1 else None
+        if address is None or (len(words) > 1 and port is None):
+            return None
+        return address, port
+
     def port(self, statement: Statement, text: str) -> int | None:
-        if text.isdigit() and int(text) <= 65535:
+        if text.isdigit() and int(text) <= limits.PORT_MAX:
             return int(text)
         self.problem(statement, f"not a port: {text!r}")
         return None
@@ -459,14 +473,10 @@ class _Importer:
 
     def sorry_server(self, statement: Statement, block: list[Statement]
                      ) -> dict[str, Scalar] | None:
-        words = statement.values()
-        if not words:
-            self.problem(statement, "needs an address")
+        endpoint = self.endpoint(statement)
+        if endpoint is None:
             return None
-        address = self.address(statement, words[0])
-        port = self.port(statement, words[1]) if len(words) > 1 else None
-        if address is None or (len(words) > 1 and port is None):
-            return None
+        address, port = endpoint
         out: dict[str, Scalar] = {"address": str(address)}
         if port is not None:
             out["port"] = port
@@ -482,14 +492,10 @@ class _Importer:
     def real_server(self, rs: Statement, vs_scope: _Scope, service: dict[str, Value],
                     forward: dict[str, Value]) -> ServerOut | None:
         """The server as keepalived describes it (its port, if given, kept for server_for)."""
-        words = rs.values()
-        if not words:
-            self.problem(rs, "needs an address")
+        endpoint = self.endpoint(rs)
+        if endpoint is None:
             return None
-        address = self.address(rs, words[0])
-        port = self.port(rs, words[1]) if len(words) > 1 else None
-        if address is None or (len(words) > 1 and port is None):
-            return None
+        address, port = endpoint
         fields: dict[str, Value] = {"address": str(address)}
         comments: list[str] = []
         block = rs.block or []
