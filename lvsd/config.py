@@ -43,7 +43,6 @@ from lvsd.checks.exec import ExecCheck
 from lvsd.checks.file import FileCheck
 from lvsd.errors import ConfigError, Problem
 from lvsd.ipvsadm.names import (
-    DEFAULT_SCHEDULER,
     FORWARD_BY_CONFIG_NAME,
     PROTOCOL_BY_NAME,
     SCHED_FLAGS,
@@ -56,6 +55,7 @@ from lvsd.ipvsadm.names import (
     TunnelName,
 )
 from lvsd.model import (
+    DEFAULT_SCHEDULER,
     HOST_NETMASK_V4,
     HOST_PREFIX_V6,
     SCHEDULERS,

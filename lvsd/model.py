@@ -63,6 +63,7 @@ SVC_F_SCHED2 = 0x0010
 SVC_F_SCHED3 = 0x0020
 SCHED_FLAG_BITS = SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3
 
+DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED, and the kernel's default
 SCHEDULERS = (
     "rr",
     "wrr",
@@ -158,7 +159,7 @@ ZERO_STATS = ServiceStats()
 @dataclass(frozen=True, slots=True)
 class Service:
     key: ServiceKey
-    scheduler: str = "wlc"
+    scheduler: str = DEFAULT_SCHEDULER
     sched_flags: int = 0  # SVC_F_SCHED1..3 bits: sh/mh-fallback, sh/mh-port, flag-3
     onepacket: bool = False
     persistence: Persistence | None = None

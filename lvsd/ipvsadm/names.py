@@ -27,7 +27,6 @@ from lvsd.model import (
     TunnelType,
 )
 
-DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED, and the kernel's default
 DEFAULT_PERSISTENT_TIMEOUT = 360  # a bare -p: libipvs's IPVS_SVC_PERSISTENT_TIMEOUT (6*60)
 PersistenceEngine = Literal["sip"]
 PERSISTENCE_ENGINES: tuple[PersistenceEngine, ...] = ("sip",)

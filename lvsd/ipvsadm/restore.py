@@ -20,13 +20,13 @@ from lvsd.errors import SaveFormatError
 from lvsd.ipvsadm.names import (
     CSUM_OF_SLOT,
     DEFAULT_PERSISTENT_TIMEOUT,
-    DEFAULT_SCHEDULER,
     FORWARD_BY_OPTION,
     PERSISTENCE_ENGINES,
     PROTOCOL_BY_SERVICE_OPTION,
     PROTOCOL_NAMES,
     SCHED_FLAGS,
     TUNNEL_BY_NAME,
+    TUNNEL_NAMES,
     TUNNEL_SLOTS,
     Command,
     Slot,
@@ -44,6 +44,7 @@ from lvsd.ipvsadm.scan import (
     words,
 )
 from lvsd.model import (
+    DEFAULT_SCHEDULER,
     HOST_NETMASK_V4,
     HOST_PREFIX_V6,
     SCHEDULERS,
@@ -290,7 +291,7 @@ def _tunnel(command: Scanned, forward: Forward) -> Tunnel | None:
         if given:
             raise LineError(f"{command.spelling_of(given[0])} needs -i (tunneling)")
         return None
-    type_name = command.value(Slot.TUN_TYPE) or "ipip"
+    type_name = command.value(Slot.TUN_TYPE) or TUNNEL_NAMES[TunnelType.IPIP]
     tunnel_type = TUNNEL_BY_NAME.get(type_name)
     if tunnel_type is None:
         raise LineError(f"unknown tunnel type {type_name!r} (known: "

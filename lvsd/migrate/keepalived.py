@@ -22,6 +22,7 @@ from pathlib import Path
 from lvsd import limits
 from lvsd.errors import ConfigError, Problem
 from lvsd.ipvsadm.names import (
+    FORWARD_NAMES,
     PROTOCOL_BY_NAME,
     SCHED_FLAGS,
     TUNNEL_BY_NAME,
@@ -37,10 +38,11 @@ from lvsd.migrate.document import (
     hoist_common_check,
 )
 from lvsd.migrate.keepalived_parse import Statement, read
-from lvsd.model import SCHEDULERS
+from lvsd.model import SCHEDULERS, Forward
 
 _MAX_GROUP_MEMBERS = 4096
-_FORWARD = {"NAT": "masq", "DR": "route", "TUN": "tunnel"}
+_FORWARD = {"NAT": FORWARD_NAMES[Forward.MASQ], "DR": FORWARD_NAMES[Forward.ROUTE],
+            "TUN": FORWARD_NAMES[Forward.TUNNEL]}
 _DEFAULT_PORTS = {"http": 80, "https": 443, "dns": 53}
 _TIMINGS = ("delay_loop", "connect_timeout", "retry", "delay_before_retry")
 _TRUE = frozenset({"on", "true", "yes"})
