@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import signal
 import time
@@ -68,6 +69,7 @@ from lvsd.snapshot import (
     ReloadStatus,
     Snapshot,
     build_snapshot,
+    shows_the_same,
 )
 from lvsd.spec import Config, ServerSpec, ServiceSpec
 from lvsd.statefile import DaemonState, StateFile
@@ -118,6 +120,7 @@ class Daemon:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._snapshot: Snapshot | None = EMPTY_SNAPSHOT  # None: the next reader builds one
+        self._built_over: tuple[Table, int] | None = None  # the table and health.observed
         self._specs: tuple[Config | None, dict[ServiceKey, ServiceSpec]] = (None, {})
 
     # --- life cycle ------------------------------------------------------------------------
@@ -366,20 +369,34 @@ class Daemon:
         if self._snapshot is None:
             status = DaemonStatus(self.ready, self.last_reload, self.kernel_version,
                                   self.view.status(), self.probing)
+            kernel = self.view.table.to_table()
             self._snapshot = build_snapshot(
-                config=self.config, kernel=self.view.table.to_table(), health=self.health,
+                config=self.config, kernel=kernel, health=self.health,
                 draining=self.drains.of, decisions=self.decisions,
                 probe_services=self.marks.probe_services(), status=status)
+            self._built_over = (kernel, self.health.observed)
         return self._snapshot
 
     async def fresh_snapshot(self, max_age: float) -> Snapshot:
         stale = time.time() - self.view.dumped_at > max_age
         if self.ready and stale and not self._lock.locked():
+            dumped: Table | None = None
             async with self._lock:
                 with contextlib.suppress(Exception):  # a failed dump: the snapshot says its age
-                    await self.view.refresh(self.backend)
-            self._snapshot = None
+                    dumped = await self.view.refresh(self.backend)
+            self._snapshot = self._redated(dumped)
         return self.snapshot()
+
+    def _redated(self, dumped: Table | None) -> Snapshot | None:
+        """The snapshot as it is, dated by ``dumped``, if that dump found the table it shows
+        (counters too) and no probe reported since; else None, to be rebuilt. A poll loop
+        over an idle table then costs a dump, not a rebuild (~0.1 s at 10,000 servers)."""
+        current, built = self._snapshot, self._built_over
+        if (current is None or built is None or dumped is None
+                or built[1] != self.health.observed or not shows_the_same(built[0], dumped)):
+            return None
+        sync = self.view.status()
+        return dataclasses.replace(current, taken_at=sync.dumped_at, sync=sync)
 
     def sample_probe_load(self) -> ProbingStatus:
         """Close the probing window: how late the runner ran since the last sample, for
@@ -390,7 +407,8 @@ class Daemon:
         self._load_window_start = now
         if probing != self.probing:
             self.probing = probing
-            self._snapshot = None
+            if self._snapshot is not None:  # no rebuild for one field
+                self._snapshot = dataclasses.replace(self._snapshot, probing=probing)
         return probing
 
     def status_line(self) -> str:

@@ -81,6 +81,7 @@ class HealthBook:
         self._last: dict[CheckKey, LastProbe] = {}
         self._made: dict[tuple[ServerRef, int], tuple[CheckSpec, int, CheckKey]] = {}
         self._not_up = 0
+        self.observed = 0  # reports taken in: a snapshot built at another count is out of date
 
     # --- building -------------------------------------------------------------------------
 
@@ -182,6 +183,7 @@ class HealthBook:
         if previous is None or report.inconclusive:
             return None
         result, spec = report.result, key.spec
+        self.observed += 1
         self._last[key] = LastProbe(result.ok, result.reason, result.latency, now)
         refs = self._servers_of[key]
         before = [self.status(ref) for ref in refs]

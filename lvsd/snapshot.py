@@ -202,6 +202,22 @@ def _server_status(health: HealthView, ref: ServerRef, dest: Dest, disabled: boo
     )
 
 
+def shows_the_same(built: Table, dumped: Table) -> bool:
+    """Whether a snapshot built over ``built`` shows ``dumped`` as well: the same services
+    and destinations in the same order, counters included (``==`` on the model leaves the
+    counters out)."""
+    if built.timeouts != dumped.timeouts or len(built.services) != len(dumped.services):
+        return False
+    for old, new in zip(built.services, dumped.services, strict=True):
+        if (old.service != new.service or old.service.stats != new.service.stats
+                or len(old.dests) != len(new.dests)):
+            return False
+        for old_dest, new_dest in zip(old.dests, new.dests, strict=True):
+            if old_dest != new_dest or old_dest.stats != new_dest.stats:
+                return False
+    return True
+
+
 class SnapshotSource(Protocol):
     """What the HTTP API reads: the latest snapshot, refreshed from the kernel when stale;
     ``ready`` without building one (/readyz is polled, a snapshot at 10,000 servers is not

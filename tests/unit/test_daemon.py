@@ -13,10 +13,12 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
+from lvsd import daemon as daemon_module
 from lvsd.checks.manual import ManualRunner
 from lvsd.config import load
 from lvsd.daemon import Daemon, run_daemon, serve
@@ -40,6 +42,7 @@ from lvsd.model import (
     VirtualService,
     parse_address,
 )
+from lvsd.snapshot import Snapshot, shows_the_same
 from lvsd.spec import Config
 
 WEB = ServiceKey.virtual(Protocol.TCP, "192.0.2.100", 80)
@@ -292,6 +295,55 @@ async def test_an_overloaded_probe_engine_shows_in_the_snapshot(config_file: Pat
     runner.report(key, True, lateness=0.01)
     assert not daemon.sample_probe_load().overloaded  # each sample covers its own window
     assert not daemon.snapshot().probing.overloaded
+
+
+def count_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    builds: list[int] = []
+    build = daemon_module.build_snapshot
+
+    def counted(**parts: Any) -> Snapshot:
+        builds.append(1)
+        return build(**parts)
+
+    monkeypatch.setattr(daemon_module, "build_snapshot", counted)
+    return builds
+
+
+async def test_a_poll_loop_rebuilds_the_snapshot_only_when_something_changed(
+        config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    daemon, backend = await make(config_file, healthy_table())
+    runner = daemon.runner
+    assert isinstance(runner, ManualRunner)
+    builds = count_builds(monkeypatch)
+    first = await daemon.fresh_snapshot(0.0)
+    dumps = backend.dumps
+    for _ in range(3):  # each poll re-reads the kernel, finds it as it was: no rebuild
+        snapshot = await daemon.fresh_snapshot(0.0)
+        assert snapshot.services == first.services and snapshot.taken_at >= first.taken_at
+        assert snapshot.taken_at == daemon.view.dumped_at
+    assert backend.dumps == dumps + 3 and len(builds) == 1
+    daemon.sample_probe_load()  # a new probing window is one field, not a rebuild
+    assert len(builds) == 1
+    runner.report(daemon.health.checks_of((WEB, RS1))[0], True)  # a probe: a new last probe
+    await daemon.fresh_snapshot(0.0)
+    assert len(builds) == 2
+    entry = backend.table.entries[WEB]  # traffic: the counters moved
+    entry.dests[RS2] = dataclasses.replace(entry.dests[RS2], stats=DestStats(active=7))
+    snapshot = await daemon.fresh_snapshot(0.0)
+    assert len(builds) == 3
+    assert [s.kernel.stats.active for s in snapshot.services[0].servers if s.kernel] == [0, 7]
+
+
+def test_shows_the_same_compares_the_counters_too() -> None:
+    table = healthy_table()
+    (vs,) = table.services
+    busy = dataclasses.replace(vs.dests[0], stats=DestStats(active=1))
+    assert shows_the_same(table, healthy_table())
+    assert busy == vs.dests[0]  # the model's == leaves the counters out
+    assert not shows_the_same(table, Table((VirtualService(vs.service, (busy, vs.dests[1])),)))
+    assert not shows_the_same(table, Table((VirtualService(vs.service, vs.dests[::-1]),)))
+    assert not shows_the_same(table, Table((VirtualService(vs.service, vs.dests[:1]),)))
+    assert not shows_the_same(table, Table(()))
 
 
 # --- the loop survives: reloads (defect 1) and kernel faults (defect 3) ----------------------
