@@ -297,6 +297,20 @@ async def test_an_overloaded_probe_engine_shows_in_the_snapshot(config_file: Pat
     assert not daemon.snapshot().probing.overloaded
 
 
+async def test_the_daemon_samples_the_probe_load_without_a_reader(
+        config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(daemon_module, "LOAD_WINDOW", 0.01)
+    daemon, _ = await make(config_file, healthy_table())
+    runner = daemon.runner
+    assert isinstance(runner, ManualRunner)
+    runner.report(daemon.health.checks_of((WEB, RS1))[0], False, lateness=1.5,
+                  inconclusive=True)
+    await wait_for(lambda: daemon.probing.overloaded)
+    assert daemon.snapshot().probing.inconclusive == 1
+    await wait_for(lambda: not daemon.probing.overloaded)  # the next window saw no probe
+    await daemon.stop()
+
+
 def count_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     builds: list[int] = []
     build = daemon_module.build_snapshot
