@@ -136,7 +136,11 @@ async def test_update_moves_only_what_changed(port: int) -> None:
         await collected.until(lambda: collected.keys_since(0) == set(first))
         runner.update(first[:10] + second)
         assert len(runner) == 40 and first[20] not in runner and second[0] in runner
-        await asyncio.sleep(0.3)  # reports of removed checks already in the pipe may arrive
+        # Reports of removed checks sent before a worker read the update may still arrive; a
+        # worker's pipe is in order, so once every new check has reported (each worker got
+        # some), every worker has applied its removals and no stale report can follow.
+        updated = len(collected.reports)
+        await collected.until(lambda: collected.keys_since(updated) >= set(second))
         settled = len(collected.reports)
         await collected.until(lambda: collected.keys_since(settled) >= set(first[:10] + second))
         assert collected.keys_since(settled) == set(first[:10] + second)
