@@ -18,7 +18,7 @@ for arg in "$@"; do [[ $arg == tests/* ]] && TARGET=(); done
 
 set +e
 VM_TIMEOUT=${VM_TIMEOUT:-3600} "$REPO/tests/vm/run-in-vm.sh" \
-    "$PYTHON" -m pytest -p no:cacheprovider -p no:hypothesispytest --junitxml="$REPORT" \
+    "$PYTHON" -m pytest -p no:cacheprovider -p no:hypothesispytest --durations=25 --junitxml="$REPORT" \
     "$@" "${TARGET[@]}"
 RC=$?
 set -e
