@@ -82,9 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         match args.command:
             case "run":
+                from lvsd.signals import EarlySignals
+
+                early = EarlySignals()
+                early.install()  # before the daemon's imports, which take seconds on a slow host
                 from lvsd.daemon import run_daemon
 
-                return run_daemon(args.config)
+                return run_daemon(args.config, early)
             case "check-config":
                 if args.json:
                     return check_config_json(args.config)

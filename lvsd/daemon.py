@@ -29,7 +29,7 @@ from lvsd.checks.drpath import director_problems
 from lvsd.checks.workers import make_runner
 from lvsd.config import load
 from lvsd.drains import Drains
-from lvsd.errors import ConfigError, IpvsError, ListenError, LvsdError
+from lvsd.errors import ConfigError, IpvsError, IpvsUnavailable, ListenError, LvsdError
 from lvsd.health import Status
 from lvsd.healthbook import HealthBook, Observed, ServerChange, serving_in
 from lvsd.hooks import run_hook
@@ -62,6 +62,7 @@ from lvsd.reconcile import (
 )
 from lvsd.reloading import keep_restart_only, refuses_emptying
 from lvsd.savefile import SaveFile
+from lvsd.signals import EarlySignals
 from lvsd.snapshot import (
     EMPTY_SNAPSHOT,
     DaemonStatus,
@@ -517,7 +518,7 @@ def _details(op: Op) -> dict[str, object]:
 # --- process entry point ---------------------------------------------------------------------
 
 
-async def serve(config_path: Path, config: Config) -> int:
+async def serve(config_path: Path, config: Config, early: EarlySignals | None = None) -> int:
     """Bind the API first (a port in use fails here, the kernel table untouched; /readyz
     answers 503 until the first pass), then adopt the table and serve."""
     from lvsd.api import create_app, start_api
@@ -539,10 +540,18 @@ async def serve(config_path: Path, config: Config) -> int:
     loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
     loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
     loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
+    if early is not None:
+        early.replay(daemon)
     watchdog = start_watchdog(notifier)
     try:
+        if daemon.stop_requested.is_set():
+            log.info("stopped", detail="asked to stop during start-up; the kernel was not touched")
+            return 0
         try:
             await daemon.start()
+        except IpvsUnavailable as exc:
+            log.error("start_failed", error=str(exc))
+            return 3
         except LvsdError as exc:
             log.error("start_failed", error=str(exc))
             return 2
@@ -557,7 +566,7 @@ async def serve(config_path: Path, config: Config) -> int:
     return 0
 
 
-def run_daemon(config_path: Path) -> int:
+def run_daemon(config_path: Path, early: EarlySignals | None = None) -> int:
     try:
         config = load(config_path)
     except ConfigError as exc:
@@ -576,4 +585,4 @@ def run_daemon(config_path: Path) -> int:
         run = asyncio.run
     else:
         run = uvloop.run
-    return run(serve(config_path, config))
+    return run(serve(config_path, config, early))
