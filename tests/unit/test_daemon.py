@@ -608,7 +608,7 @@ async def test_a_reload_does_not_move_the_files_or_the_listener(config_file: Pat
 
 def test_a_daemon_traceback_is_not_chained_to_the_missing_uvloop(
         config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def failing(path: Path, config: Config) -> int:
+    async def failing(path: Path, config: Config, early: object) -> int:
         raise RuntimeError("boom")
 
     monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
