@@ -86,9 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 early = EarlySignals()
                 early.install()  # before the daemon's imports, which take seconds on a slow host
-                from lvsd.daemon import run_daemon
+                try:
+                    from lvsd.daemon import run_daemon
 
-                return run_daemon(args.config, early)
+                    return run_daemon(args.config, early)
+                finally:
+                    early.restore()
             case "check-config":
                 if args.json:
                     return check_config_json(args.config)

@@ -24,10 +24,17 @@ class EarlySignals:
 
     def __init__(self) -> None:
         self.seen: list[int] = []
+        self._before: dict[int, object] = {}
 
     def install(self) -> None:
         for signum in self.SIGNALS:
-            signal.signal(signum, self._remember)
+            self._before[signum] = signal.signal(signum, self._remember)
+
+    def restore(self) -> None:
+        """Put back the handlers ``install`` replaced (the daemon has returned)."""
+        for signum, handler in self._before.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._before.clear()
 
     def _remember(self, signum: int, frame: object) -> None:
         self.seen.append(signum)

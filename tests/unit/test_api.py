@@ -476,7 +476,7 @@ def test_the_cli_turns_a_listen_error_into_exit_1_with_the_address(
     import lvsd.daemon
     from lvsd.cli import EXIT_FAILED, main
 
-    def refuse(path: object) -> int:
+    def refuse(path: object, early: object) -> int:
         raise ListenError("127.0.0.1", 9163, "the port is already in use")
 
     monkeypatch.setattr(lvsd.daemon, "run_daemon", refuse)

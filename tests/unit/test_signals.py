@@ -45,8 +45,8 @@ def test_early_signals_are_remembered_in_order_and_replayed_once() -> None:
         for signum in (signal.SIGHUP, signal.SIGHUP, signal.SIGTERM):
             os.kill(os.getpid(), signum)
     finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
+        early.restore()
+    assert {s: signal.getsignal(s) for s in EarlySignals.SIGNALS} == before
     daemon = Recorder()
     early.replay(daemon)
     early.replay(daemon)
