@@ -196,7 +196,9 @@ def test_prometheus_reads_health_and_weight_of_each_server_and_sees_a_kill(
 ) -> None:
     rs1 = observed.lab.real_servers[0]
     rs2 = observed.lab.real_servers[1]
-    assert observed.query('up{job="lvsd"}')[0]["value"][1] == "1"
+    # One scrape may time out while the emulated daemon is busy: wait for a good one.
+    wait_for("Prometheus to scrape lvsd", lambda: [
+        s for s in observed.query('up{job="lvsd"}') if s["value"][1] == "1"], 30)
     wait_for("both servers up with weight 1 in Prometheus", lambda: both_up(observed), 60)
     (configured,) = observed.query(
         f'lvsd_backend_configured_weight{{remote_address="{rs1.address}"}}')
