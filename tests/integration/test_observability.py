@@ -297,55 +297,6 @@ def lvsd_stats(text: str, vip: str) -> dict[str, tuple[int, ...]]:
             for where in places if all((where, c) in values for c in COUNTERS)}
 
 
-def test_counters_match_ipvsadm_stats_after_traffic(observed: Observed) -> None:
-    lab = observed.lab
-    answers = asyncio.run(lab.fetch(20))
-    assert None not in answers, answers
-
-    def settled() -> dict[str, tuple[int, ...]] | None:
-        first = ipvsadm_stats(observed)
-        time.sleep(1.0)
-        return first if ipvsadm_stats(observed) == first else None
-
-    expected = wait_for("ipvsadm counters to settle", settled, 30)
-    service_key = f"service {lab.vip}:{lab.port}"
-    assert expected[service_key][0] >= 20, expected
-    assert set(expected) == {service_key, *(f"{lab.vip}:{lab.port} -> {s.address}:{lab.port}"
-                                            for s in lab.real_servers)}
-    assert lvsd_stats(observed.get("/metrics"), lab.vip) == expected
-
-    def prometheus_agrees() -> bool:
-        connections = observed.by_server("lvsd_backend_connections_total")
-        in_bytes = observed.by_server("lvsd_backend_incoming_bytes_total")
-        return all(
-            connections.get(s.address) == expected[f"{lab.vip}:{lab.port} -> "
-                                                   f"{s.address}:{lab.port}"][0]
-            and in_bytes.get(s.address) == expected[f"{lab.vip}:{lab.port} -> "
-                                                    f"{s.address}:{lab.port}"][3]
-            for s in lab.real_servers)
-
-    wait_for("Prometheus to scrape the same counters", prometheus_agrees, 30)
-
-
-def chromium_command(profile: Path, screenshot: Path, url: str) -> list[str]:
-    """Headless Chromium that prints the DOM and saves a screenshot of ``url``.
-
-    Debian's chromium-headless-shell (Chromium's headless mode without the browser around it)
-    does this in ~2 minutes under the VM's software emulation, the full browser in ~5; the
-    full one needs a single process to finish at all there. No JIT: the page has no script,
-    and emulated code generation is slow.
-    """
-    common = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-extensions", "--disable-dev-shm-usage", "--mute-audio",
-              "--js-flags=--jitless", f"--user-data-dir={profile}", "--window-size=1600,400",
-              "--hide-scrollbars", f"--screenshot={screenshot}", "--dump-dom", url]
-    if shutil.which("chromium-headless-shell"):
-        return ["chromium-headless-shell", *common]
-    assert shutil.which("chromium"), "chromium missing: bash tests/bootstrap.sh installs it"
-    return ["chromium", "--headless", "--single-process", "--no-zygote", *common]
-
-
 def test_status_page_in_chromium_shows_every_server_and_a_killed_one_down(
     observed: Observed,
 ) -> None:
