@@ -30,6 +30,7 @@ from lvsd.model import (
     VirtualService,
 )
 from lvsd.spec import Config, ServerRef, ServerSpec, ServiceSpec
+from lvsd.weight import NO_STANDING, Role, Standing, effective
 
 
 def plan(desired: Table, actual: Table, owned: Iterable[ServiceKey] = ()) -> list[Op]:
@@ -94,6 +95,7 @@ class ServiceDecision:
 
 
 HealthOf = Callable[[ServiceSpec, ServerSpec], Status]
+StandingOf = Callable[[ServiceSpec, ServerSpec], Standing]
 
 
 def dr_checked(config: Config) -> list[ServerRef]:
@@ -117,28 +119,36 @@ def probe_service(ref: ServerRef, mark: int) -> VirtualService:
 
 
 def desired_service(
-    spec: ServiceSpec, health: HealthOf, draining: Sequence[Dest] = ()
+    spec: ServiceSpec, health: HealthOf, draining: Sequence[Dest] = (),
+    standing: StandingOf | None = None,
 ) -> tuple[VirtualService, ServiceDecision]:
-    status = {
-        server.key: health(spec, server) if server.checks else Status.UP
+    worth = {
+        server.key: effective(
+            server.dest.weight,
+            healthy=health(spec, server) is Status.UP if server.checks else True,
+            standing=standing(spec, server) if standing is not None else NO_STANDING,
+            disabled=server.disabled,
+        )
         for server in spec.servers
     }
-    serving = [s for s in spec.servers if not s.disabled and status[s.key] is Status.UP]
+    serving = [s for s in spec.servers if worth[s.key].serving]
     healthy_weight = sum(s.dest.weight for s in serving)
     below_quorum = healthy_weight < spec.quorum
     sorry_active = below_quorum and spec.sorry_server is not None
     fail_open_active = not serving and spec.fail_open and not sorry_active
     if fail_open_active:
-        serving = [s for s in spec.servers if not s.disabled]
+        serving = [s for s in spec.servers if worth[s.key].role is Role.DOWN]
     if sorry_active:
         serving = []
     in_rotation = {s.key for s in serving}
 
     dests: list[Dest] = []
     for server in spec.servers:
+        role = worth[server.key].role
         if server.key in in_rotation:
-            dests.append(server.dest)
-        elif server.disabled or spec.on_failure == "weight0":
+            weight = worth[server.key].weight if role is Role.SERVING else server.dest.weight
+            dests.append(server.dest.with_weight(weight))
+        elif role is Role.DRAINED or (role is not Role.OUT and spec.on_failure == "weight0"):
             dests.append(server.dest.with_weight(0))
     if sorry_active and spec.sorry_server is not None:
         dests.append(spec.sorry_server)
@@ -153,6 +163,7 @@ def desired(
     health: HealthOf,
     draining: Mapping[ServiceKey, Sequence[Dest]] | None = None,
     marks: Mapping[ServerRef, int] | None = None,
+    standing: StandingOf | None = None,
 ) -> tuple[Table, dict[ServiceKey, ServiceDecision]]:
     """The table lvsd wants: every configured service, each server at its configured weight
     while healthy, out of rotation (weight 0 or absent, per service) otherwise, plus the
@@ -162,7 +173,8 @@ def desired(
     services: list[VirtualService] = []
     decisions: dict[ServiceKey, ServiceDecision] = {}
     for spec in config.services:
-        vs, decisions[spec.key] = desired_service(spec, health, draining.get(spec.key, ()))
+        vs, decisions[spec.key] = desired_service(spec, health, draining.get(spec.key, ()),
+                                                  standing)
         services.append(vs)
     services.extend(probe_service(ref, mark) for ref, mark in (marks or {}).items())
     return Table(tuple(services), config.timeouts), decisions
@@ -195,13 +207,15 @@ def dirty_plan(
     draining: Mapping[ServiceKey, Sequence[Dest]],
     view: Callable[[ServiceKey], VirtualService | None],
     owned: Collection[ServiceKey],
+    standing: StandingOf | None = None,
 ) -> Plan:
     """Only ``specs`` (the services whose health changed), each against lvsd's ``view``
     of it: O(servers of those services), whatever the size of the table."""
     ops: list[Op] = []
     decisions: dict[ServiceKey, ServiceDecision] = {}
     for spec in specs:
-        want, decisions[spec.key] = desired_service(spec, health, draining.get(spec.key, ()))
+        want, decisions[spec.key] = desired_service(spec, health, draining.get(spec.key, ()),
+                                                    standing)
         have = view(spec.key)
         ops.extend(plan(Table((want,)), Table(() if have is None else (have,)), owned))
     return Plan(ops, decisions)

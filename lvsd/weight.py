@@ -1,0 +1,111 @@
+"""A real server's effective weight: one pure function of everything that moves it.
+
+Inputs, in the order they apply: the configured weight; the operator's admin state and weight
+override (``lvsd ctl``); the health verdict of its checks; the agent's report (HAProxy's
+agent-check protocol: ``75%``, ``drain``, ``maint``, ``down``, ``up``, ``ready``); the slow-start
+ramp after it comes back. The planner (``lvsd.reconcile``) asks only this module what a server
+is worth, so quorum, sorry server and fail-open see the same number the kernel gets.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from lvsd.limits import WEIGHT_MAX
+
+
+class AdminState(enum.Enum):
+    ENABLED = "enabled"
+    DRAINED = "drained"  # weight 0: no new connections, established ones finish, probes go on
+    DISABLED = "disabled"  # out of the table, probes go on
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """What an operator set at runtime. ``weight`` replaces the configured weight while set."""
+
+    state: AdminState = AdminState.ENABLED
+    weight: int | None = None
+
+
+NO_ADMIN = Admin()
+
+
+class AgentCommand(enum.Enum):
+    UP = "up"  # "up" and "ready": back to normal
+    DRAIN = "drain"  # weight 0, connections kept
+    DOWN = "down"  # out of rotation, as a failed health check ("down", "maint", "stopped", "fail")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReport:
+    """The agent's last answer. ``percent`` scales the weight; ``command`` (when the line had
+    one) overrides the state. An agent that does not answer reports nothing: lvsd then falls
+    back to the health check alone (pass ``None``)."""
+
+    percent: int | None = None
+    command: AgentCommand | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """Everything besides health that moves a server's weight."""
+
+    admin: Admin = NO_ADMIN
+    agent: AgentReport | None = None
+    ramp: float = 1.0  # slow start: the share of the ramp gone by, in (0, 1]
+
+
+NO_STANDING = Standing()
+
+
+class Role(enum.Enum):
+    """Where a server stands in its service's table."""
+
+    SERVING = "serving"  # takes new connections at ``weight``
+    DRAINED = "drained"  # in the table at weight 0 whatever ``on_failure`` says
+    DOWN = "down"  # failed (health or agent): weight 0 or removed, as ``on_failure`` says
+    OUT = "out"  # disabled by the operator: not in the table
+
+
+@dataclass(frozen=True, slots=True)
+class Effective:
+    role: Role
+    weight: int  # the kernel weight while SERVING; 0 otherwise
+
+    @property
+    def serving(self) -> bool:
+        return self.role is Role.SERVING
+
+
+def effective(configured: int, *, healthy: bool, standing: Standing = NO_STANDING,
+              disabled: bool = False) -> Effective:
+    """The server's role and weight. Precedence: disabled by the operator (out) > drained
+    (``disabled`` in the config, the operator, then the agent) > down (health, then agent) >
+    serving at the operator's or the configured weight, scaled by the agent's percentage and
+    the slow-start ramp."""
+    admin, agent = standing.admin, standing.agent
+    if admin.state is AdminState.DISABLED:
+        return Effective(Role.OUT, 0)
+    if disabled or admin.state is AdminState.DRAINED:
+        return Effective(Role.DRAINED, 0)
+    command = agent.command if agent is not None else None
+    if command is AgentCommand.DRAIN:
+        return Effective(Role.DRAINED, 0)
+    if not healthy or command is AgentCommand.DOWN:
+        return Effective(Role.DOWN, 0)
+    weight = configured if admin.weight is None else admin.weight
+    if agent is not None and agent.percent is not None:
+        weight = min(weight * agent.percent // 100, WEIGHT_MAX)
+    if weight <= 0:
+        return Effective(Role.DRAINED, 0)
+    return Effective(Role.SERVING, ramped(weight, standing.ramp))
+
+
+def ramped(weight: int, ramp: float) -> int:
+    """``weight`` scaled by the slow-start share gone by, never below 1 while serving."""
+    if ramp >= 1.0:
+        return weight
+    return max(1, min(weight, math.ceil(weight * max(ramp, 0.0))))
