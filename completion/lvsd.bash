@@ -14,7 +14,7 @@ _lvsd() {
 _lvsd_words() {
     local opts
     case "$1" in
-        "") opts="run check-config save restore show import -h --help --version" ;;
+        "") opts="run check-config save restore show import doctor -h --help --version" ;;
         "run") opts="-h --help -c --config" ;;
         "check-config") opts="-h --help --json" ;;
         "save") opts="-h --help --resolve --compat" ;;
@@ -23,6 +23,7 @@ _lvsd_words() {
         "import") opts="ipvsadm-save keepalived -h --help" ;;
         "import ipvsadm-save") opts="-h --help -o --output" ;;
         "import keepalived") opts="-h --help --config-id -o --output" ;;
+        "doctor") opts="-h --help -c --config --json" ;;
     esac
     echo "$opts"
 }

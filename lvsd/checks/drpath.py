@@ -136,7 +136,7 @@ async def director_routing(vip: Address | None, rs_address: Address) -> Routing:
 
             from_thread(loaded, None)
             with IPRoute() as rtnl:
-                routing = _routing(rtnl, vip, rs_address)
+                routing = routing_of(rtnl, vip, rs_address)
         except Exception:  # pyroute2 raises its own types too: any failure is "cannot tell"
             routing = CANNOT_TELL
         from_thread(loaded, None)
@@ -150,7 +150,7 @@ async def director_routing(vip: Address | None, rs_address: Address) -> Routing:
         return CANNOT_TELL
 
 
-def _routing(rtnl: Any, vip: Address | None, rs_address: Address) -> Routing:
+def routing_of(rtnl: Any, vip: Address | None, rs_address: Address) -> Routing:
     names = {link["index"]: link.get("IFLA_IFNAME") for link in rtnl.link("dump")}
     holders = None
     if vip is not None:
@@ -191,12 +191,6 @@ async def director_problems(
     if facts == CANNOT_TELL:
         return ["cannot read the director's addresses and routes over rtnetlink: "
                 "the DR-path sysctls (accept_local, rp_filter) were not checked"]
-    vip_holders = facts.vip_holders
-    if vip_holders is not None and not vip_holders:
-        return []  # the VIP is not an address of this director: its replies are no martians
-    iface = facts.reply_interface
-    if iface is None:
-        return [f"no IPv4 route towards {rs_address}"]
     conf = proc_sys / "net/ipv4/conf"
 
     def read(name: str, key: str) -> int:
@@ -205,14 +199,31 @@ async def director_problems(
         except (OSError, ValueError):
             return 0
 
+    return [problem for problem, _ in martian_drops(rs_address, facts, read)]
+
+
+def martian_drops(rs_address: Address, facts: Routing,
+                  read: Callable[[str, str], int]) -> list[tuple[str, str]]:
+    """Pure: what drops DR-path replies from ``rs_address``, given what rtnetlink said and
+    ``read(interface, key)`` of net.ipv4.conf sysctls; each as (problem, fixing command)."""
+    vip_holders = facts.vip_holders
+    if vip_holders is not None and not vip_holders:
+        return []  # the VIP is not an address of this director: its replies are no martians
+    iface = facts.reply_interface
+    if iface is None:
+        return [(f"no IPv4 route towards {rs_address}", f"ip route add {rs_address} dev IFACE")]
     problems = []
     if not (read("all", "accept_local") or read(iface, "accept_local")):
-        problems.append(f"net.ipv4.conf.{iface}.accept_local is 0: replies from the VIP "
-                        f"arriving on {iface} are dropped as martians (set it to 1)")
+        problems.append((f"net.ipv4.conf.{iface}.accept_local is 0: replies from the VIP "
+                         f"arriving on {iface} are dropped as martians (set it to 1)",
+                         f"sysctl -w net.ipv4.conf.{iface}.accept_local=1"))
     strict = max(read("all", "rp_filter"), read(iface, "rp_filter")) == 1
     if strict and (vip_holders is None or iface not in vip_holders):
         held = (f"the VIP is held by {', '.join(sorted(vip_holders))}" if vip_holders
                 else f"unless the VIP is an address of {iface} itself")
-        problems.append(f"strict rp_filter on {iface} (net.ipv4.conf.all/{iface}.rp_filter=1) "
-                        f"drops replies from the VIP: {held} (use rp_filter 0 or 2)")
+        loosen = [f"net.ipv4.conf.{name}.rp_filter=2" for name in ("all", iface)
+                  if read(name, "rp_filter") == 1]
+        problems.append((f"strict rp_filter on {iface} (net.ipv4.conf.all/{iface}.rp_filter=1) "
+                         f"drops replies from the VIP: {held} (use rp_filter 0 or 2)",
+                         f"sysctl -w {' '.join(loosen)}"))
     return problems
