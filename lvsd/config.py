@@ -59,6 +59,7 @@ from lvsd.model import (
     HOST_NETMASK_V4,
     HOST_PREFIX_V6,
     SCHEDULERS,
+    SVC_F_SCHED1,
     Address,
     Dest,
     DestKey,
@@ -190,6 +191,7 @@ class ServiceSchema(_Schema):
     pe: PersistenceEngine | None = None
     forward: ForwardName = "route"
     on_failure: Literal["weight0", "remove"] = "weight0"
+    consistent_hash: Bool = False
     quorum: Annotated[Int, Field(ge=0)] = 1
     sorry_server: SorryServerSchema | None = None
     fail_open: Bool = False
@@ -608,7 +610,11 @@ def _build_service(
         problems.append(Problem(f"{where}.scheduler", f"unknown scheduler {svc.scheduler!r}"
                                 f"{_suggestion(svc.scheduler, SCHEDULERS)} "
                                 f"(one of {', '.join(SCHEDULERS)})"))
+    scheduler = svc.scheduler
     sched_flags = 0
+    if svc.consistent_hash:
+        _consistent_hash_problems(svc, where, problems)
+        scheduler, sched_flags = "mh", SVC_F_SCHED1  # mh-fallback: weight 0 keeps the slots
     for flag in svc.sched_flags:
         owner = SCHED_FLAGS.get(flag)
         if owner is None:
@@ -619,11 +625,11 @@ def _build_service(
                     f"(one of {', '.join(SCHED_FLAGS)})",
                 )
             )
-        elif owner[0] is not None and owner[0] != svc.scheduler:
+        elif owner[0] is not None and owner[0] != scheduler:
             problems.append(
                 Problem(
                     f"{where}.sched_flags",
-                    f"{flag!r} needs scheduler {owner[0]!r}, not {svc.scheduler!r}",
+                    f"{flag!r} needs scheduler {owner[0]!r}, not {scheduler!r}",
                 )
             )
         else:
@@ -664,6 +670,12 @@ def _build_service(
         if server.key in seen:
             problems.append(Problem(rs_where, f"duplicate of {seen[server.key]}"))
             continue
+        if svc.consistent_hash and server.dest.weight == 0:
+            problems.append(Problem(f"{rs_where}.weight", "weight 0 with consistent_hash = true "
+                                    "gives this server no mh slots on a director that adds it "
+                                    "but keeps its old ones on a director that had it: give "
+                                    "it a weight of 1 or more and take it out of rotation "
+                                    "with disabled = true"))
         seen[server.key] = rs_place
         servers.append(server)
 
@@ -690,7 +702,7 @@ def _build_service(
 
     if key is None or len(problems) > before:
         return key, None
-    service = Service(key, svc.scheduler, sched_flags, svc.ops, persistence, svc.pe)
+    service = Service(key, scheduler, sched_flags, svc.ops, persistence, svc.pe)
     return key, ServiceSpec(
         service=service,
         name=svc.name or str(key),
@@ -700,7 +712,31 @@ def _build_service(
         sorry_server=sorry,
         fail_open=svc.fail_open,
         on_change=tuple(svc.on_change or ()),
+        consistent_hash=svc.consistent_hash,
     )
+
+
+CONSISTENT_HASH_FLAGS = ("mh-fallback", "mh-port")
+
+
+def _consistent_hash_problems(svc: ServiceSchema, where: str, problems: list[Problem]) -> None:
+    """``consistent_hash = true`` means scheduler mh with mh-fallback and on_failure weight0:
+    say what contradicts it, and the fix."""
+    if "scheduler" in svc.model_fields_set and svc.scheduler != "mh":
+        problems.append(Problem(f"{where}.scheduler", f"consistent_hash = true schedules with "
+                                f"\"mh\", not \"{svc.scheduler}\": set scheduler = \"mh\" or "
+                                f"leave scheduler out"))
+    for flag in svc.sched_flags:
+        if flag in SCHED_FLAGS and flag not in CONSISTENT_HASH_FLAGS:
+            problems.append(Problem(f"{where}.sched_flags", f"{flag!r} does not go with "
+                                    f"consistent_hash = true: only "
+                                    f"{' and '.join(CONSISTENT_HASH_FLAGS)} (mh-fallback is "
+                                    f"always set)"))
+    if svc.on_failure != "weight0":
+        problems.append(Problem(f"{where}.on_failure", f"consistent_hash = true needs "
+                                f"on_failure = \"weight0\", not \"{svc.on_failure}\": removing "
+                                f"a failed server changes the mh table on this director only; "
+                                f"set on_failure = \"weight0\" or leave it out"))
 
 
 def _service_key(svc: ServiceSchema, where: str, problems: list[Problem]) -> ServiceKey | None:

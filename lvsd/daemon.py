@@ -28,6 +28,7 @@ from lvsd import logs
 from lvsd.checks.drpath import director_problems
 from lvsd.checks.workers import make_runner
 from lvsd.config import load
+from lvsd.consistent import Hashing, hashing_of, last_weights_after
 from lvsd.drains import Drains
 from lvsd.errors import ConfigError, IpvsError, IpvsUnavailable, ListenError, LvsdError
 from lvsd.health import Status
@@ -72,7 +73,7 @@ from lvsd.snapshot import (
     build_snapshot,
     shows_the_same,
 )
-from lvsd.spec import Config, ServerSpec, ServiceSpec
+from lvsd.spec import Config, ServerRef, ServerSpec, ServiceSpec
 from lvsd.statefile import DaemonState, StateFile
 from lvsd.systemd import Notifier, start_watchdog
 
@@ -123,6 +124,7 @@ class Daemon:
         self._snapshot: Snapshot | None = EMPTY_SNAPSHOT  # None: the next reader builds one
         self._built_over: tuple[Table, int] | None = None  # the table and health.observed
         self._specs: tuple[Config | None, dict[ServiceKey, ServiceSpec]] = (None, {})
+        self._hashed: tuple[Config | None, Hashing] = (None, Hashing())
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -232,14 +234,14 @@ class Daemon:
             specs = [spec for key in self.dirty if (spec := self._spec(key)) is not None]
             self.dirty.clear()
             return dirty_plan(specs, self._health_of, self.drains.dests(), self.view.service,
-                              self.state.owned)
+                              self.state.owned, self._hashing())
         actual = dumped if dumped is not None else await self.view.refresh(self.backend)
         self.drains.expire(actual, self.config, now=time.monotonic())
         self.dirty.clear()  # first: a health change while this pass yields stays dirty
         want, decisions = desired(self.config, self._health_of, self.drains.dests(),
                                   self.marks.marks)
         await asyncio.sleep(0)  # let probes start between the halves of a 10k pass
-        return full_plan(want, decisions, actual, self.state.owned)
+        return full_plan(want, decisions, actual, self.state.owned, self._hashing())
 
     def _record(self, done: Plan, errors: Sequence[IpvsError]) -> None:
         if done.wanted is not None:
@@ -252,9 +254,14 @@ class Daemon:
         self.dirty.update(key for e in errors if e.op and (key := service_of(e.op)) is not None)
         if done.ops:
             self.save_requested.set()
-        owned = owned_after(self.state.owned, done, {e.op for e in errors if e.op is not None})
-        if owned != self.state.owned:
-            self._store(owned=frozenset(owned))
+        failed = {e.op for e in errors if e.op is not None}
+        owned = owned_after(self.state.owned, done, failed)
+        hashing = self._hashing()
+        last = last_weights_after(self.state.last_weights, done.seen, done.ops, failed,
+                                  hashing.weights,
+                                  hashing.refs if done.wanted is not None else None)
+        if owned != self.state.owned or last != self.state.last_weights:
+            self._store(owned=frozenset(owned), last_weights=last)
 
     def _pass_failed(self, error: str, *, unknown: bool) -> None:
         delay = self.view.failed(error, unknown=unknown)
@@ -262,10 +269,19 @@ class Daemon:
         log.error("reconcile_failed", error=error, consecutive=self.view.failures,
                   retry_in=delay)
 
-    def _store(self, *, owned: frozenset[ServiceKey] | None = None) -> None:
+    def _store(self, *, owned: frozenset[ServiceKey] | None = None,
+               last_weights: dict[ServerRef, int] | None = None) -> None:
         owned = self.state.owned if owned is None else owned
-        self.state = DaemonState(owned, dict(self.marks.marks), self.state.overrides)
+        last = self.state.last_weights if last_weights is None else last_weights
+        self.state = DaemonState(owned, dict(self.marks.marks), self.state.overrides, last)
         self.state_file.store(self.state)
+
+    def _hashing(self) -> Hashing:
+        """The consistent-hash services' configured weights (rebuilt with the config) and the
+        last weights lvsd remembers."""
+        if self._hashed[0] is not self.config:
+            self._hashed = (self.config, hashing_of(self.config, {}))
+        return Hashing(self._hashed[1].weights, self.state.last_weights)
 
     # --- health ----------------------------------------------------------------------------
 

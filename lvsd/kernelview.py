@@ -42,7 +42,7 @@ class KernelView:
 
     def service(self, key: ServiceKey) -> VirtualService | None:
         entry = self.table.entries.get(key)
-        return None if entry is None else VirtualService(entry.service, tuple(entry.dests.values()))
+        return None if entry is None else VirtualService(entry.service, entry.listed())
 
     def applied(self, ops: Sequence[Op], errors: Sequence[IpvsError]) -> None:
         """Follow what the kernel accepted. An error that names no op leaves the view unknown."""

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import assert_never
 
+from lvsd.consistent import NO_HASHING, Hashing, canonical_order, dest_ops
 from lvsd.health import Status
 from lvsd.model import (
     AddDest,
@@ -33,7 +34,8 @@ from lvsd.spec import Config, ServerRef, ServerSpec, ServiceSpec
 from lvsd.weight import NO_STANDING, Role, Standing, effective
 
 
-def plan(desired: Table, actual: Table, owned: Iterable[ServiceKey] = ()) -> list[Op]:
+def plan(desired: Table, actual: Table, owned: Iterable[ServiceKey] = (),
+         hashing: Hashing = NO_HASHING, seen: dict[ServerRef, int] | None = None) -> list[Op]:
     """Operations that turn the owned part of ``actual`` into ``desired``.
 
     Every service in ``desired`` is managed (adopted if it already exists). A service only in
@@ -41,6 +43,10 @@ def plan(desired: Table, actual: Table, owned: Iterable[ServiceKey] = ()) -> lis
     are edits in place, never delete + add, so established connections and counters survive.
     Order: destination deletes, service deletes, service adds and edits, destination adds and
     edits; within a service, destinations follow the desired order.
+
+    The consistent-hash services in ``hashing`` also get the kernel's destination order and
+    weight history right (``lvsd.consistent.dest_ops``), which may delete and re-add
+    destinations; the non-zero weights their destinations have now go into ``seen``.
     """
     actual_by_key = actual.by_key()
     desired_keys = {vs.key for vs in desired.services}
@@ -57,6 +63,17 @@ def plan(desired: Table, actual: Table, owned: Iterable[ServiceKey] = ()) -> lis
 
     for want in desired.services:
         have = actual_by_key.get(want.key)
+        if want.key in hashing:
+            if have is None:
+                service_writes.append(AddService(want.service))
+            elif have.service != want.service:
+                service_writes.append(EditService(want.service))
+            hashed = dest_ops(want, have, hashing)
+            dest_deletes.extend(hashed.deletes)
+            dest_writes.extend(hashed.writes)
+            if seen is not None:
+                seen.update(hashed.seen)
+            continue
         if have is None:
             service_writes.append(AddService(want.service))
             dest_writes.extend(AddDest(want.key, d) for d in want.dests)
@@ -148,14 +165,16 @@ def desired_service(
         if server.key in in_rotation:
             weight = worth[server.key].weight if role is Role.SERVING else server.dest.weight
             dests.append(server.dest.with_weight(weight))
-        elif role is Role.DRAINED or (role is not Role.OUT and spec.on_failure == "weight0"):
+        elif (role is Role.DRAINED or (role is not Role.OUT and spec.on_failure == "weight0")
+              or spec.consistent_hash):  # mh: membership must not depend on this director
             dests.append(server.dest.with_weight(0))
     if sorry_active and spec.sorry_server is not None:
         dests.append(spec.sorry_server)
     configured = {d.key for d in dests}
     dests.extend(d.with_weight(0) for d in draining if d.key not in configured)
     decision = ServiceDecision(healthy_weight, below_quorum, sorry_active, fail_open_active)
-    return VirtualService(spec.service, tuple(dests)), decision
+    listed = canonical_order(dests) if spec.consistent_hash else tuple(dests)
+    return VirtualService(spec.service, listed), decision
 
 
 def desired(
@@ -192,13 +211,16 @@ class Plan:
     decisions: dict[ServiceKey, ServiceDecision]
     wanted: frozenset[ServiceKey] | None = None
     present: frozenset[ServiceKey] = field(default_factory=frozenset)
+    seen: dict[ServerRef, int] = field(default_factory=dict)  # consistent-hash weights now
 
 
 def full_plan(want: Table, decisions: dict[ServiceKey, ServiceDecision], actual: Table,
-              owned: Collection[ServiceKey]) -> Plan:
+              owned: Collection[ServiceKey], hashing: Hashing = NO_HASHING) -> Plan:
     """Every service: ``want`` (from ``desired``) against a fresh dump."""
-    return Plan(plan(want, actual, owned), decisions, frozenset(vs.key for vs in want.services),
-                frozenset(vs.key for vs in actual.services))
+    seen: dict[ServerRef, int] = {}
+    ops = plan(want, actual, owned, hashing, seen)
+    return Plan(ops, decisions, frozenset(vs.key for vs in want.services),
+                frozenset(vs.key for vs in actual.services), seen)
 
 
 def dirty_plan(
@@ -208,17 +230,20 @@ def dirty_plan(
     view: Callable[[ServiceKey], VirtualService | None],
     owned: Collection[ServiceKey],
     standing: StandingOf | None = None,
+    hashing: Hashing = NO_HASHING,
 ) -> Plan:
     """Only ``specs`` (the services whose health changed), each against lvsd's ``view``
     of it: O(servers of those services), whatever the size of the table."""
     ops: list[Op] = []
     decisions: dict[ServiceKey, ServiceDecision] = {}
+    seen: dict[ServerRef, int] = {}
     for spec in specs:
         want, decisions[spec.key] = desired_service(spec, health, draining.get(spec.key, ()),
                                                     standing)
         have = view(spec.key)
-        ops.extend(plan(Table((want,)), Table(() if have is None else (have,)), owned))
-    return Plan(ops, decisions)
+        ops.extend(plan(Table((want,)), Table(() if have is None else (have,)), owned,
+                        hashing, seen))
+    return Plan(ops, decisions, seen=seen)
 
 
 def service_of(op: Op) -> ServiceKey | None:

@@ -66,6 +66,8 @@ class ServiceSpec:
     sorry_server: Dest | None = None
     fail_open: bool = False
     on_change: tuple[str, ...] = ()
+    # the same mh table on every director (lvsd.consistent): canonical order, weight history
+    consistent_hash: bool = False
 
     @property
     def key(self) -> ServiceKey:

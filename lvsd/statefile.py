@@ -3,7 +3,10 @@
 - ``owned``: the services lvsd created or adopted, so a restart can delete the ones the config
   dropped while lvsd was down, and never a service it did not make;
 - ``probe_marks``: the DR-path probe mark of each (service, server), so marks survive a restart;
-- ``overrides``: operator overrides (kept as read, for the runtime control to come).
+- ``overrides``: operator overrides (kept as read, for the runtime control to come);
+- ``mh_last_weights``: the last non-zero weight of each server of a consistent-hash service
+  (``lvsd.consistent``): the kernel builds the mh table from it and does not report it. An
+  older lvsd ignores the key.
 
 Versioned JSON, written atomically. A file that cannot be read or understood is logged, moved
 aside (``state.json.corrupt-<time>``) and taken as empty, which is conservative: lvsd then owns
@@ -34,6 +37,7 @@ class DaemonState:
     owned: frozenset[ServiceKey] = frozenset()
     marks: Mapping[ServerRef, int] = field(default_factory=dict)
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    last_weights: Mapping[ServerRef, int] = field(default_factory=dict)
 
 
 class StateFile:
@@ -93,6 +97,12 @@ def encode(state: DaemonState) -> dict[str, Any]:
             for (svc, dest), mark in sorted(state.marks.items(), key=lambda item: item[1])
         ],
         "overrides": dict(state.overrides),
+        "mh_last_weights": [
+            {"service": _service_to_json(svc), "server": _dest_to_json(dest), "weight": weight}
+            for (svc, dest), weight in sorted(state.last_weights.items(),
+                                              key=lambda item: (str(item[0][0]),
+                                                                str(item[0][1])))
+        ],
     }
 
 
@@ -115,7 +125,16 @@ def decode(data: object) -> DaemonState:
     overrides = data.get("overrides", {})
     if not isinstance(overrides, dict):
         raise ValueError("overrides is not an object")
-    return DaemonState(owned, marks, overrides)
+    last_weights: dict[ServerRef, int] = {}
+    for item in _list(data.get("mh_last_weights", [])):
+        if not isinstance(item, dict):
+            raise ValueError("an mh last weight is not an object")
+        weight = item["weight"]
+        if not _is_int(weight) or weight <= 0:
+            raise ValueError(f"mh last weight {weight!r} is not a positive integer")
+        last_weights[(_service_from_json(item["service"]),
+                      _dest_from_json(item["server"]))] = weight
+    return DaemonState(owned, marks, overrides, last_weights)
 
 
 def _list(value: object) -> list[Any]:

@@ -38,11 +38,17 @@ from lvsd.model import (
 @dataclass
 class _Entry:
     service: Service
-    dests: dict[DestKey, Dest] = field(default_factory=dict)
+    dests: dict[DestKey, Dest] = field(default_factory=dict)  # oldest first
+
+    def listed(self) -> tuple[Dest, ...]:
+        """In the kernel's order: it adds each destination at the head of the list, and
+        ``mh`` builds its table from that order."""
+        return tuple(reversed(self.dests.values()))
 
 
 class MemoryTable:
-    """Services and destinations keyed by identity, in insertion order."""
+    """Services in insertion order; destinations keyed by identity and listed newest first,
+    as the kernel lists them."""
 
     def __init__(self) -> None:
         self.entries: dict[ServiceKey, _Entry] = {}
@@ -52,7 +58,7 @@ class MemoryTable:
     def from_table(cls, table: Table) -> MemoryTable:
         fake = cls()
         for vs in table.services:
-            fake.entries[vs.key] = _Entry(vs.service, {d.key: d for d in vs.dests})
+            fake.entries[vs.key] = _Entry(vs.service, {d.key: d for d in reversed(vs.dests)})
         if table.timeouts is not None:
             fake.timeouts = table.timeouts
         return fake
@@ -60,7 +66,7 @@ class MemoryTable:
     def to_table(self) -> Table:
         return Table(
             tuple(
-                VirtualService(e.service, tuple(e.dests.values())) for e in self.entries.values()
+                VirtualService(e.service, e.listed()) for e in self.entries.values()
             ),
             self.timeouts,
         )

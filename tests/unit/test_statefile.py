@@ -16,10 +16,17 @@ RS1 = DestKey(parse_address("2001:db8::11"), 8080)
 
 
 def test_what_is_stored_loads_back_equal(tmp_path: Path) -> None:
-    state = DaemonState(frozenset({WEB, PROBE}), {(WEB, RS1): 0x4C560000}, {"drain": ["x"]})
+    state = DaemonState(frozenset({WEB, PROBE}), {(WEB, RS1): 0x4C560000}, {"drain": ["x"]},
+                        {(WEB, RS1): 3, (WEB, DestKey(parse_address("192.0.2.1"), 80)): 65535})
     assert StateFile(tmp_path / "state.json").store(state)
     assert StateFile(tmp_path / "state.json").load() == state
     assert json.loads((tmp_path / "state.json").read_text())["version"] == VERSION
+
+
+def test_a_version_2_file_without_mh_last_weights_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text('{"version": 2, "owned": [[2, 6, "192.0.2.100", 80, 0]]}\n')
+    assert StateFile(path).load() == DaemonState(frozenset({WEB}))
 
 
 def test_a_missing_file_is_an_empty_state(tmp_path: Path) -> None:
@@ -42,6 +49,9 @@ def test_the_version_1_file_with_only_owned_is_read(tmp_path: Path) -> None:
     b'{"owned": "all"}',
     b'{"probe_marks": [{"service": [2, 6, "192.0.2.1", 80, 0], "server": ["x", 1], "mark": 1}]}',
     b"[" * 100_000,
+    b'{"mh_last_weights": [{"service": [2, 6, "192.0.2.1", 80, 0], "server": ["192.0.2.2", 80],'
+    b' "weight": 0}]}',
+    b'{"mh_last_weights": {"a": 1}}',
 ])
 def test_a_corrupt_file_is_moved_aside_and_taken_as_empty(tmp_path: Path,
                                                            content: bytes) -> None:
