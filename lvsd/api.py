@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 import lvsd
+from lvsd.consistent import MhTableStatus
 from lvsd.errors import ListenError
 from lvsd.ipvsadm.names import FORWARD_NAMES
 from lvsd.metrics import CONTENT_TYPE, DaemonMetrics
@@ -254,6 +255,7 @@ def status_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
         },
         "services": [_service_json(s, now) for s in snapshot.services],
         "foreign": [_foreign_json(vs) for vs in snapshot.foreign],
+        "consistent_hash": [_mh_table_json(table) for table in snapshot.mh_tables],
     }
 
 
@@ -322,6 +324,17 @@ def _service_json(service: ServiceStatus, now: float) -> dict[str, Any]:
         "fail_open_active": service.fail_open_active,
         "kernel": _kernel_service_json(service.kernel),
         "servers": [_server_json(s, now) for s in service.servers],
+    }
+
+
+def _mh_table_json(table: MhTableStatus) -> dict[str, Any]:
+    """Compare ``fingerprint`` across directors: equal means the same mh table."""
+    return {
+        "name": table.name,
+        **key_json(table.key),
+        "fingerprint": table.fingerprint,
+        "in_canonical_order": table.in_order,
+        "table_size": table.table_size,
     }
 
 

@@ -187,3 +187,30 @@ def fingerprint(vs: VirtualService, last: Mapping[ServerRef, int], size: int) ->
             return None
         digest.update(f"{dest.key} {weight}\n".encode())
     return digest.hexdigest()[:13]
+
+
+@dataclass(frozen=True, slots=True)
+class MhTableStatus:
+    """A consistent-hash service's mh table as lvsd sees it, for /status and metrics."""
+
+    key: ServiceKey
+    name: str
+    fingerprint: str | None  # None: not in the kernel, or a last weight unknown
+    in_order: bool  # the kernel lists the destinations in canonical order
+    table_size: int
+
+
+def mh_tables(config: Config, kernel: Mapping[ServiceKey, VirtualService],
+              last: Mapping[ServerRef, int], size: int) -> tuple[MhTableStatus, ...]:
+    tables: list[MhTableStatus] = []
+    for spec in config.services:
+        if not spec.consistent_hash:
+            continue
+        vs = kernel.get(spec.key)
+        if vs is None:
+            tables.append(MhTableStatus(spec.key, spec.name, None, False, size))
+            continue
+        in_order = [d.key for d in vs.dests] == [d.key for d in canonical_order(vs.dests)]
+        tables.append(MhTableStatus(spec.key, spec.name, fingerprint(vs, last, size), in_order,
+                                    size))
+    return tuple(tables)

@@ -28,13 +28,14 @@ from lvsd import logs
 from lvsd.checks.drpath import director_problems
 from lvsd.checks.workers import make_runner
 from lvsd.config import load
-from lvsd.consistent import Hashing, hashing_of, last_weights_after
+from lvsd.consistent import Hashing, hashing_of, last_weights_after, mh_tables
 from lvsd.drains import Drains
 from lvsd.errors import ConfigError, IpvsError, IpvsUnavailable, ListenError, LvsdError
 from lvsd.health import Status
 from lvsd.healthbook import HealthBook, Observed, ServerChange, serving_in
 from lvsd.hooks import run_hook
 from lvsd.ipvs.backend import IpvsBackend
+from lvsd.kernelconfig import MhTableSize, mh_table_size
 from lvsd.kernelview import KernelView
 from lvsd.marks import ProbeMarks, marks_in_use
 from lvsd.metrics import DaemonMetrics
@@ -87,8 +88,9 @@ LOAD_WINDOW = 10.0  # seconds of probing each /status ``probing`` figure covers
 class Daemon:
     def __init__(self, config: Config, backend: IpvsBackend, *, config_path: Path | None = None,
                  notifier: Notifier | None = None, runner: RunnerFactory | None = None,
-                 freeze_gc: bool = False) -> None:
+                 freeze_gc: bool = False, mh_size: MhTableSize | None = None) -> None:
         self.config = config
+        self.mh_size = mh_size or mh_table_size()
         self.config_path = config_path
         self.backend = backend
         self.notifier = notifier or Notifier(None)
@@ -391,6 +393,9 @@ class Daemon:
                 config=self.config, kernel=kernel, health=self.health,
                 draining=self.drains.of, decisions=self.decisions,
                 probe_services=self.marks.probe_services(), status=status)
+            if self._hashing().weights:
+                self._snapshot = dataclasses.replace(self._snapshot, mh_tables=mh_tables(
+                    self.config, kernel.by_key(), self.state.last_weights, self.mh_size.size))
             self._built_over = (kernel, self.health.observed)
         return self._snapshot
 

@@ -317,6 +317,7 @@ class SnapshotRenderer:
 
         out: list[bytes] = []
         _global_families(out, snapshot)
+        _mh_families(out, snapshot)
         _service_families(out, rows, layout)
         _backend_families(out, rows, layout)
         self._layouts = layouts
@@ -409,6 +410,29 @@ def _global_families(out: list[bytes], snapshot: Snapshot) -> None:
     name = "lvsd_table_sync_failed_passes_total"
     out.append(f"# HELP {name} Reconcile passes that failed to read or write the kernel table."
                f"\n# TYPE {name} counter\n{name} {snapshot.sync.failed_passes}\n".encode())
+
+
+def _mh_families(out: list[bytes], snapshot: Snapshot) -> None:
+    """Per consistent-hash service: its mh table fingerprint (the /status hex as a number;
+    absent while unknown) and the table size it assumes."""
+    known = [(table, f'{service_labels(table.key)},name="{escape_label_value(table.name)}"')
+             for table in snapshot.mh_tables]
+    if not known:
+        return
+    name = "lvsd_mh_table_fingerprint"
+    rows = "".join(f"{name}{{{labels}}} {int(table.fingerprint, 16)}\n"
+                   for table, labels in known if table.fingerprint is not None)
+    out.append(f"# HELP {name} The mh table's fingerprint (52 bits of a hash over table size, "
+               f"mh flags, destination order and last non-zero weights): equal on every "
+               f"director means the same table.\n# TYPE {name} gauge\n{rows}".encode())
+    name = "lvsd_mh_table_in_order"
+    rows = "".join(f"{name}{{{labels}}} {1 if table.in_order else 0}\n" for table, labels in known)
+    out.append(f"# HELP {name} 1 when the kernel lists the service's destinations in lvsd's "
+               f"canonical order.\n# TYPE {name} gauge\n{rows}".encode())
+    name = "lvsd_mh_table_size"
+    out.append(f"# HELP {name} The mh table size lvsd takes the kernel to use "
+               f"(CONFIG_IP_VS_MH_TAB_INDEX).\n# TYPE {name} gauge\n"
+               f"{name} {known[0][0].table_size}\n".encode())
 
 
 def _service_families(out: list[bytes], rows: _Rows, layout: LayoutOf) -> None:

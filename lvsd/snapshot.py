@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from lvsd.model import Dest, DestKey, Service, ServiceKey, Table, VirtualService
 
 if TYPE_CHECKING:
+    from lvsd.consistent import MhTableStatus
     from lvsd.health import HealthState, Status
     from lvsd.probe import CheckKey
     from lvsd.reconcile import ServiceDecision
@@ -105,6 +106,7 @@ class Snapshot:
     kernel_version: str = ""
     sync: SyncStatus = SyncStatus()
     probing: ProbingStatus = ProbingStatus()
+    mh_tables: tuple[MhTableStatus, ...] = ()  # the consistent-hash services
 
 
 EMPTY_SNAPSHOT = Snapshot((), (), 0.0, False, "")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from lvsd.config import loads
@@ -75,10 +75,16 @@ def key(n: int) -> DestKey:
     return DestKey(parse_address(f"192.0.2.{n}"), 80)
 
 
-def down(*numbers: int):  # type: ignore[no-untyped-def]
+HealthOf = Callable[[ServiceSpec, ServerSpec], Status]
+
+
+def down(*numbers: int) -> HealthOf:
     def of(_spec: ServiceSpec, server: ServerSpec) -> Status:
         return Status.DOWN if server.key.address.packed[-1] in numbers else Status.UP
     return of
+
+
+ALL_UP = down()
 
 
 @dataclass
@@ -133,7 +139,7 @@ class Director:
     kernel: MhKernel = field(default_factory=MhKernel)
     last: dict[ServerRef, int] = field(default_factory=dict)  # lvsd's state file
 
-    def run(self, cfg: Config, health=down(), hashed: bool = True) -> list[Op]:  # type: ignore[no-untyped-def]
+    def run(self, cfg: Config, health: HealthOf = ALL_UP, hashed: bool = True) -> list[Op]:
         hashing = hashing_of(cfg, self.last) if hashed else Hashing()
         want, _ = desired(cfg, health)
         seen: dict[ServerRef, int] = {}
@@ -258,7 +264,7 @@ def test_a_server_down_at_start_is_added_at_its_weight_and_set_to_zero_in_the_sa
     assert director.last[(VIP, key(22))] == 3
 
 
-def test_a_restart_while_a_server_is_down_builds_the_same_table_as_a_long_running_director() -> None:
+def test_a_restart_while_a_server_is_down_builds_the_same_table_as_a_long_running_one() -> None:
     cfg = config(weights={21: 2, 22: 3, 23: 1})
     long_running, restarted = Director(), Director()
     long_running.run(cfg)
