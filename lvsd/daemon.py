@@ -236,7 +236,7 @@ class Daemon:
             specs = [spec for key in self.dirty if (spec := self._spec(key)) is not None]
             self.dirty.clear()
             return dirty_plan(specs, self._health_of, self.drains.dests(), self.view.service,
-                              self.state.owned, self._hashing())
+                              self.state.owned, hashing=self._hashing())
         actual = dumped if dumped is not None else await self.view.refresh(self.backend)
         self.drains.expire(actual, self.config, now=time.monotonic())
         self.dirty.clear()  # first: a health change while this pass yields stays dirty
