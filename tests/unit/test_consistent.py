@@ -373,3 +373,17 @@ def test_table_sizes_by_kconfig_index() -> None:
     assert table_size(16) == 65521
     assert table_size(8) == 251
     assert table_size(7) is None and table_size(18) is None
+
+
+def test_a_server_the_operator_takes_out_stays_in_the_table_at_weight_zero() -> None:
+    from lvsd.reconcile import desired_service
+    from lvsd.weight import Admin, AdminState, Standing
+
+    spec = config().services[0]
+
+    def standing(_spec: ServiceSpec, server: ServerSpec) -> Standing:
+        out = server.key == key(22)
+        return Standing(Admin(AdminState.DISABLED)) if out else Standing()
+
+    vs, _ = desired_service(spec, ALL_UP, (), standing)
+    assert {d.key: d.weight for d in vs.dests} == {key(21): 1, key(22): 0, key(23): 1}
