@@ -22,7 +22,7 @@ import signal
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import Any, assert_never
+from typing import Any
 
 from lvsd import logs
 from lvsd.checks.drpath import director_problems
@@ -31,6 +31,7 @@ from lvsd.config import load
 from lvsd.consistent import Hashing, hashing_of, last_weights_after, mh_tables
 from lvsd.drains import Drains
 from lvsd.errors import ConfigError, IpvsError, IpvsUnavailable, ListenError, LvsdError
+from lvsd.events import EventLog, health_fields, op_fields
 from lvsd.health import Status
 from lvsd.healthbook import HealthBook, Observed, ServerChange, serving_in
 from lvsd.hooks import run_hook
@@ -39,18 +40,7 @@ from lvsd.kernelconfig import MhTableSize, mh_table_size
 from lvsd.kernelview import KernelView
 from lvsd.marks import ProbeMarks, marks_in_use
 from lvsd.metrics import DaemonMetrics
-from lvsd.model import (
-    AddDest,
-    AddService,
-    DeleteDest,
-    DeleteService,
-    EditDest,
-    EditService,
-    Op,
-    ServiceKey,
-    SetTimeouts,
-    Table,
-)
+from lvsd.model import DeleteService, Op, ServiceKey, Table
 from lvsd.probe import EngineLoad, ProbeReport, Runner, RunnerFactory
 from lvsd.reconcile import (
     Plan,
@@ -101,6 +91,7 @@ class Daemon:
         self.marks = ProbeMarks(settings.dr_check_mark_base)
         self.drains = Drains()
         self.view = KernelView()
+        self.events = EventLog()
         self.state_file = StateFile(settings.state_file)
         self.save_file = SaveFile(settings.save_file)
         self.state = DaemonState()  # as last stored: owned services, marks, overrides
@@ -187,6 +178,7 @@ class Daemon:
         """Stop probes, withdraw the owned services if configured to, write the save file.
         Never raises: each step that fails is logged and the next one still runs."""
         self.notifier.stopping("stopping")
+        self.events.close("lvsd is stopping")
         await self.runner.stop()
         for task in self._tasks:
             task.cancel()
@@ -251,6 +243,7 @@ class Daemon:
         else:
             self.decisions.update(done.decisions)
         log_ops(done.ops, errors)
+        self.events.table_changed(done.ops, errors)
         self.view.applied(done.ops, errors)
         # A refused op's service is planned again by the next pass, against the view.
         self.dirty.update(key for e in errors if e.op and (key := service_of(e.op)) is not None)
@@ -320,6 +313,8 @@ class Daemon:
                 service = self._spec(service_key)
                 self.metrics.transition(spec.type, change.status.value)
                 log_health_change(service.name if service else str(service_key), change, seen)
+                self.events.health_changed(str(service_key),
+                                           service.name if service else None, change, seen)
                 if service is not None and service.on_change:
                     self._spawn(run_hook(service, dest_key, change.status, result.reason))
                 self.dirty.add(service_key)
@@ -349,6 +344,7 @@ class Daemon:
                                        now=time.monotonic(), wall=time.time())
         await asyncio.sleep(0)  # each step takes tens of ms at 10,000 servers
         self.config = new
+        self.events.reloaded(True, str(self.config_path))
         await self._watch(new, actual)
         self.last_reload = ReloadStatus(True, time.time())
         self.metrics.reload(True, time.time())
@@ -366,6 +362,7 @@ class Daemon:
         self.last_reload = ReloadStatus(False, time.time(), error)
         self.metrics.reload(False, time.time())
         log.error("reload_failed", config=str(self.config_path), problems=problems)
+        self.events.reloaded(False, str(self.config_path), problems)
         self.notifier.ready(f"reload failed, old config kept: {error}")
         self._snapshot = None
         return False
@@ -449,11 +446,7 @@ def log_warnings(config: Config, held: Sequence[str] = ()) -> None:
 
 
 def log_health_change(service: str, change: ServerChange, seen: Observed) -> None:
-    result = seen.state.last
-    log.info("health_change", service=service, server=str(change.ref[1]),
-             status=change.status.value, previous=change.previous.value, reason=seen.state.reason,
-             latency_ms=round(result.latency * 1000, 1) if result else None,
-             check=seen.key.spec.type)
+    log.info("health_change", service=service, **health_fields(change, seen))
 
 
 async def warn_about_dr_path(config: Config) -> None:
@@ -513,27 +506,10 @@ async def withdrawn(backend: IpvsBackend, owned: frozenset[ServiceKey]) -> froze
 
 def log_ops(ops: Iterable[Op], errors: Sequence[IpvsError]) -> None:
     for op in ops:
-        log.info("table_change", op=op.name, **_details(op))
+        log.info("table_change", op=op.name, **op_fields(op))
     for error in errors:
         log.error("table_change_failed", operation=error.operation, target=error.target,
                   errno=error.errno, reason=error.reason)
-
-
-def _details(op: Op) -> dict[str, object]:
-    """What an operator looks for in the log line of an op (``service``, ``server`` …)."""
-    match op:
-        case AddService(service) | EditService(service):
-            return {"service": str(service.key), "scheduler": service.scheduler}
-        case DeleteService(key):
-            return {"service": str(key)}
-        case AddDest(key, dest) | EditDest(key, dest):
-            return {"service": str(key), "server": str(dest.key), "weight": dest.weight}
-        case DeleteDest(key, dest_key):
-            return {"service": str(key), "server": str(dest_key)}
-        case SetTimeouts(timeouts):
-            return {"tcp": timeouts.tcp, "tcpfin": timeouts.tcpfin, "udp": timeouts.udp}
-        case _:
-            assert_never(op)
 
 
 # --- process entry point ---------------------------------------------------------------------
