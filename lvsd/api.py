@@ -15,7 +15,6 @@ import asyncio
 import errno
 import html
 import logging
-import math
 import os
 import socket
 import time
@@ -28,6 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 import lvsd
 from lvsd.consistent import MhTableStatus
+from lvsd.durations import ago, duration, until
 from lvsd.errors import ListenError
 from lvsd.ipvsadm.names import FORWARD_NAMES
 from lvsd.metrics import CONTENT_TYPE, DaemonMetrics
@@ -296,6 +296,7 @@ def _server_json(server: ServerStatus, now: float) -> dict[str, Any]:
         "role": server.role,
         "health": server.health,
         "health_since": server.health_since,
+        "health_reason": server.health_reason,
         "disabled": server.disabled,
         "draining": server.role == "draining",
         "drain_deadline": server.drain_deadline,
@@ -407,9 +408,9 @@ def _summary(snapshot: Snapshot, now: float) -> str:
     if reload is None:
         reload_text = "no reload yet"
     elif reload.ok:
-        reload_text = f"last reload ok {_e(_ago(reload.at, now))}"
+        reload_text = f"last reload ok {_e(ago(reload.at, now))}"
     else:
-        reload_text = (f'<span class="badge bad">last reload failed {_e(_ago(reload.at, now))}'
+        reload_text = (f'<span class="badge bad">last reload failed {_e(ago(reload.at, now))}'
                        f"</span> {_e(reload.error or '')}")
     sync = snapshot.sync
     sync_text = "" if sync.in_sync or not snapshot.ready else (
@@ -429,7 +430,7 @@ def _summary(snapshot: Snapshot, now: float) -> str:
         f"{sync_text}{probing_text}"
         f"<span>{len(snapshot.services)} services</span>"
         f"<span>{len(servers)} real servers: {up} up, {down} down</span>"
-        f"<span>table read {_e(_ago(snapshot.taken_at, now))}</span>"
+        f"<span>table read {_e(ago(snapshot.taken_at, now))}</span>"
         f"<span>config {_e(snapshot.config_source)}</span>"
         f"<span>{reload_text}</span>"
         f"<span>IPVS {_e(snapshot.kernel_version or '?')}</span></div>"
@@ -484,15 +485,15 @@ def _server_row(server: ServerStatus, now: float) -> str:
         check = ("", "", "")
     else:
         outcome = "ok" if last.ok else "failed"
-        check = (f"{outcome}: {last.reason}", _duration(last.latency), _ago(last.at, now))
+        check = (f"{outcome}: {last.reason}", duration(last.latency), ago(last.at, now))
     role: str = server.role
     if server.drain_deadline is not None:
-        role += f", removed {_in(server.drain_deadline, now)}"
+        role += f", removed {until(server.drain_deadline, now)}"
     cells = [
         f'<td class="name">{_e(server.key)}</td>',
         f'<td class="text">{_e(role)}</td>',
         f'<td class="health">{_e(health_text)}</td>',
-        f"<td>{_e(_ago(server.health_since, now, suffix=''))}</td>",
+        f"<td>{_e(ago(server.health_since, now, suffix=''))}</td>",
         f"<td>{server.configured_weight}</td>",
         f"<td>{'-' if dest is None else dest.weight}</td>",
         _num(dest.stats.active if dest else None),
@@ -560,27 +561,3 @@ def _si(value: int) -> str:
         if abs(value) >= size:
             return f"{value / size:.1f}{unit}"
     return str(value)
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds) or seconds < 0:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.1f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.0f} d"
-
-
-def _ago(at: float | None, now: float, suffix: str = " ago") -> str:
-    if at is None or at <= 0:
-        return "-" if suffix == "" else "never"
-    return _duration(max(now - at, 0.0)) + suffix
-
-
-def _in(at: float, now: float) -> str:
-    return "now" if at <= now else "in " + _duration(at - now)

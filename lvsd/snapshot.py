@@ -43,6 +43,7 @@ class ServerStatus:
     last_probe: LastProbe | None = None
     health_since: float | None = None  # when ``health`` last changed
     drain_deadline: float | None = None  # set while being drained
+    health_reason: str | None = None  # why ``health`` is what it is, from the deciding check
 
     @property
     def kernel_weight(self) -> int | None:
@@ -200,7 +201,7 @@ def _server_status(health: HealthView, ref: ServerRef, dest: Dest, disabled: boo
     return ServerStatus(
         dest.key, "real", dest.weight, live, health.status(ref).value, disabled,
         ", ".join(key.spec.type for key in keys), health.last_probe(deciding[0]),
-        deciding[1].since,
+        deciding[1].since, health_reason=deciding[1].reason,
     )
 
 

@@ -6,6 +6,7 @@ A leaf module (model types only), so the CLI can print a table without loading t
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from typing import Any
 
 from lvsd.ipvsadm.names import (
@@ -19,6 +20,7 @@ from lvsd.model import (
     Dest,
     Family,
     Forward,
+    Protocol,
     ServiceKey,
     ServiceStats,
     Table,
@@ -37,19 +39,33 @@ def key_json(key: ServiceKey) -> dict[str, Any]:
     }
 
 
+_PROTOCOL_BY_LABEL = {label: protocol for protocol, label in PROTOCOL_LABELS.items()}
+
+
+def key_from_json(document: Mapping[str, Any]) -> ServiceKey:
+    """The service key ``key_json`` wrote; KeyError or ValueError when it is not one."""
+    family = Family.INET6 if document["family"] == "ipv6" else Family.INET
+    protocol = _PROTOCOL_BY_LABEL[document["protocol"]]
+    if protocol is Protocol.FWMARK:
+        return ServiceKey.mark(int(document["fwmark"]), family)
+    return ServiceKey.virtual(protocol, str(document["address"]), int(document["port"]))
+
+
+_STATS_NAMES = (
+    ("conns", "connections"), ("inpkts", "in_packets"), ("outpkts", "out_packets"),
+    ("inbytes", "in_bytes"), ("outbytes", "out_bytes"), ("cps", "cps"), ("inpps", "in_pps"),
+    ("outpps", "out_pps"), ("inbps", "in_bytes_per_second"),
+    ("outbps", "out_bytes_per_second"),
+)
+
+
 def stats_json(stats: ServiceStats) -> dict[str, int]:
-    return {
-        "connections": stats.conns,
-        "in_packets": stats.inpkts,
-        "out_packets": stats.outpkts,
-        "in_bytes": stats.inbytes,
-        "out_bytes": stats.outbytes,
-        "cps": stats.cps,
-        "in_pps": stats.inpps,
-        "out_pps": stats.outpps,
-        "in_bytes_per_second": stats.inbps,
-        "out_bytes_per_second": stats.outbps,
-    }
+    return {name: getattr(stats, field) for field, name in _STATS_NAMES}
+
+
+def stats_from_json(document: Mapping[str, Any]) -> ServiceStats:
+    """The counters ``stats_json`` wrote (a missing one is 0)."""
+    return ServiceStats(**{field: int(document.get(name, 0)) for field, name in _STATS_NAMES})
 
 
 def _netmask(vs: VirtualService) -> str | int | None:

@@ -18,6 +18,7 @@ from lvsd.ipvsadm.resolve import NameResolver, SystemResolver
 from lvsd.ipvsadm.save import endpoint, netmask_text
 from lvsd.model import (
     Dest,
+    DestKey,
     Family,
     Forward,
     Protocol,
@@ -75,7 +76,13 @@ _TITLES: dict[ListingView, str] = {
 }
 
 
-def _listing_name(key: ServiceKey, resolver: NameResolver | None) -> str:
+def listing_title(view: ListingView) -> str:
+    """The two title lines of a view, newlines included."""
+    return _TITLES[view]
+
+
+def service_listing_name(key: ServiceKey, resolver: NameResolver | None = None) -> str:
+    """The Prot and LocalAddress:Port columns of a service's line."""
     if key.address is None:
         suffix = " IPv6" if key.family is Family.INET6 else ""
         return f"{PROTOCOL_LABELS[Protocol.FWMARK]}  {int32(key.fwmark)}{suffix}"
@@ -90,9 +97,9 @@ def _traffic(stats: ServiceStats, rate: bool, exact: bool) -> str:
     return "".join(_large_number(v, exact) for v in values)
 
 
-def _service_listing_line(service: Service, view: ListingView, exact: bool,
-                          resolver: NameResolver | None) -> str:
-    name = _listing_name(service.key, resolver)
+def service_listing_line(service: Service, view: ListingView, exact: bool,
+                         resolver: NameResolver | None = None) -> str:
+    name = service_listing_name(service.key, resolver)
     if view in ("stats", "rate"):
         return f"{name:<33}" + _traffic(service.stats, view == "rate", exact)
     text = f"{name} {service.scheduler}"
@@ -111,11 +118,16 @@ def _service_listing_line(service: Service, view: ListingView, exact: bool,
     return text
 
 
-def _dest_listing_line(service: ServiceKey, dest: Dest, view: ListingView, exact: bool,
-                       resolver: NameResolver | None) -> str:
-    name = endpoint(dest.key.address, dest.key.port, service.protocol, resolver)
-    if dest.key.address.version == 4:
-        name = name[:28]
+def dest_listing_name(service: ServiceKey, dest: DestKey,
+                      resolver: NameResolver | None = None) -> str:
+    """The RemoteAddress:Port column of a real server's line."""
+    name = endpoint(dest.address, dest.port, service.protocol, resolver)
+    return name[:28] if dest.address.version == 4 else name
+
+
+def dest_listing_line(service: ServiceKey, dest: Dest, view: ListingView, exact: bool,
+                      resolver: NameResolver | None = None) -> str:
+    name = dest_listing_name(service, dest.key, resolver)
     s = dest.stats
     if view == "stats":
         return f"  -> {name:<28}" + _traffic(s.traffic, False, exact)
@@ -154,8 +166,8 @@ def format_listing(table: Table, *, stats: bool = False, rate: bool = False,
     out: list[str] = []
     if version is not None and conn_table_size is not None:
         out.append(f"IP Virtual Server version {version} (size={conn_table_size})\n")
-    out.append(_TITLES[view])
+    out.append(listing_title(view))
     for vs in (ipvsadm_order(table) if sort else table).services:
-        out.append(_service_listing_line(vs.service, view, exact, names) + "\n")
-        out.extend(_dest_listing_line(vs.key, d, view, exact, names) + "\n" for d in vs.dests)
+        out.append(service_listing_line(vs.service, view, exact, names) + "\n")
+        out.extend(dest_listing_line(vs.key, d, view, exact, names) + "\n" for d in vs.dests)
     return "".join(out)
