@@ -14,7 +14,7 @@ _lvsd() {
 _lvsd_words() {
     local opts
     case "$1" in
-        "") opts="run check-config save restore show import doctor -h --help --version" ;;
+        "") opts="run check-config save restore show import doctor ctl -h --help --version" ;;
         "run") opts="-h --help -c --config" ;;
         "check-config") opts="-h --help --json" ;;
         "save") opts="-h --help --resolve --compat" ;;
@@ -24,6 +24,14 @@ _lvsd_words() {
         "import ipvsadm-save") opts="-h --help -o --output" ;;
         "import keepalived") opts="-h --help --config-id -o --output" ;;
         "doctor") opts="-h --help -c --config --json" ;;
+        "ctl") opts="drain undrain disable enable weight reload check -h --help --socket" ;;
+        "ctl drain") opts="-h --help --host" ;;
+        "ctl undrain") opts="-h --help --host" ;;
+        "ctl disable") opts="-h --help --host" ;;
+        "ctl enable") opts="-h --help --host" ;;
+        "ctl weight") opts="-h --help --host --for --clear" ;;
+        "ctl reload") opts="-h --help" ;;
+        "ctl check") opts="-h --help" ;;
     esac
     echo "$opts"
 }

@@ -14,6 +14,7 @@ the input: they return a whole ``Config`` or raise.
 from __future__ import annotations
 
 import difflib
+import grp
 import ipaddress
 import json
 import os
@@ -75,6 +76,8 @@ from lvsd.spec import Config, DaemonSettings, ServerSpec, ServiceSpec
 
 DEFAULT_CONFIG_PATH = Path("/etc/lvsd/lvsd.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/lvsd")
+DEFAULT_CONTROL_SOCKET = Path("/run/lvsd/lvsd.sock")
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes with its NUL
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
 
 
@@ -146,6 +149,8 @@ class DaemonSchema(_Schema):
     probe_workers: Literal["auto"] | Annotated[Int, Field(ge=0, le=256)] = "auto"
     dr_check_mark_base: Annotated[Int, _within(limits.probe_mark_base_error)] = 0x4C560000
     allow_empty: Bool = False
+    control_socket: FilePath = DEFAULT_CONTROL_SOCKET
+    control_group: Text | None = None
 
 
 class TimeoutsSchema(_Schema):
@@ -545,6 +550,7 @@ def _build_daemon(
     for name, value in (("state_dir", schema.state_dir), ("save_file", schema.save_file)):
         if value is not None and not value.is_absolute():
             warnings.append(Problem(f"daemon.{name}", _relative_path_warning(value)))
+    control_gid = _control_gid(schema, problems)
     return DaemonSettings(
         state_dir=schema.state_dir,
         save_file=save_file,
@@ -559,7 +565,30 @@ def _build_daemon(
         probe_workers=schema.probe_workers,
         dr_check_mark_base=schema.dr_check_mark_base,
         allow_empty=schema.allow_empty,
+        control_socket=schema.control_socket,
+        control_group=schema.control_group,
+        control_gid=control_gid,
     )
+
+
+def _control_gid(schema: DaemonSchema, problems: list[Problem]) -> int | None:
+    """The control socket's path must fit a unix socket address; its group must exist."""
+    path = schema.control_socket
+    if not path.is_absolute():
+        problems.append(Problem("daemon.control_socket",
+                                f"{str(path)!r} is not an absolute path"))
+    elif len(os.fsencode(path)) > UNIX_PATH_MAX:
+        problems.append(Problem("daemon.control_socket",
+                                f"{str(path)!r} is longer than the {UNIX_PATH_MAX} bytes "
+                                f"a unix socket path may have"))
+    if schema.control_group is None:
+        return None
+    try:
+        return grp.getgrnam(schema.control_group).gr_gid
+    except KeyError:
+        problems.append(Problem("daemon.control_group",
+                                f"no group {schema.control_group!r} on this host"))
+        return None
 
 
 def _listen_address(text: str) -> tuple[str, int] | str:

@@ -7,7 +7,8 @@ plans every service against a fresh dump, which repairs whatever changed behind 
 
 The state lives in owners, each behind a small surface: the health book
 (``lvsd.healthbook``), the probe marks (``lvsd.marks``), the drains (``lvsd.drains``), the
-state file (``lvsd.statefile``), the kernel view (``lvsd.kernelview``) and the save file
+operator overrides (``lvsd.overrides``, changed through ``lvsd.control``), the state file
+(``lvsd.statefile``), the kernel view (``lvsd.kernelview``) and the save file
 (``lvsd.savefile``). The daemon holds the life cycle, the loop and one pass. Signal handlers
 only set events.
 """
@@ -20,7 +21,7 @@ import dataclasses
 import gc
 import signal
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,10 @@ from lvsd.kernelview import KernelView
 from lvsd.marks import ProbeMarks, marks_in_use
 from lvsd.metrics import DaemonMetrics
 from lvsd.model import DeleteService, Op, ServiceKey, Table
-from lvsd.probe import EngineLoad, ProbeReport, Runner, RunnerFactory
+from lvsd.overrides import Change, Overrides, ServerOutcome
+from lvsd.overrides import decode as decode_overrides
+from lvsd.overrides import encode as encode_overrides
+from lvsd.probe import EngineLoad, ProbeReport, ProbeResult, Runner, RunnerFactory
 from lvsd.reconcile import (
     Plan,
     ServiceDecision,
@@ -67,6 +71,7 @@ from lvsd.snapshot import (
 from lvsd.spec import Config, ServerRef, ServerSpec, ServiceSpec
 from lvsd.statefile import DaemonState, StateFile
 from lvsd.systemd import Notifier, start_watchdog
+from lvsd.weight import Standing
 
 log = logs.get_logger(__name__)
 
@@ -90,6 +95,7 @@ class Daemon:
         self.health = HealthBook()
         self.marks = ProbeMarks(settings.dr_check_mark_base)
         self.drains = Drains()
+        self.overrides = Overrides()
         self.view = KernelView()
         self.events = EventLog()
         self.state_file = StateFile(settings.state_file)
@@ -113,6 +119,8 @@ class Daemon:
                              max_in_flight=settings.max_probes_in_flight)
         )
         self._lock = asyncio.Lock()
+        self._control_lock = asyncio.Lock()  # one control request, reload or expiry at a time
+        self.overrides_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._snapshot: Snapshot | None = EMPTY_SNAPSHOT  # None: the next reader builds one
         self._built_over: tuple[Table, int] | None = None  # the table and health.observed
@@ -126,6 +134,7 @@ class Daemon:
         ``LvsdError`` (the table untouched) if the config would delete all lvsd owns."""
         self.kernel_version = (await self.backend.info()).version
         self.state = self.state_file.load()
+        self.overrides = loaded_overrides(self.state.overrides)
         self.marks = ProbeMarks(self.config.daemon.dr_check_mark_base, self.state.marks)
         actual = await self.view.refresh(self.backend)
         present = {vs.key for vs in actual.services}
@@ -140,6 +149,7 @@ class Daemon:
         self._snapshot = None
         self._spawn(save_loop(self.save_requested, self.save_file, self.backend))
         self._spawn(load_loop(self.sample_probe_load))
+        self._spawn(expiry_loop(self.overrides_changed, self.overrides, self.expire_overrides))
         self.runner.start()
         freeze_long_lived(self.freeze_gc)
         log.info("started", services=len(self.config.services), checks=len(self.health),
@@ -228,12 +238,12 @@ class Daemon:
             specs = [spec for key in self.dirty if (spec := self._spec(key)) is not None]
             self.dirty.clear()
             return dirty_plan(specs, self._health_of, self.drains.dests(), self.view.service,
-                              self.state.owned, hashing=self._hashing())
+                              self.state.owned, self._standing, hashing=self._hashing())
         actual = dumped if dumped is not None else await self.view.refresh(self.backend)
         self.drains.expire(actual, self.config, now=time.monotonic())
         self.dirty.clear()  # first: a health change while this pass yields stays dirty
         want, decisions = desired(self.config, self._health_of, self.drains.dests(),
-                                  self.marks.marks)
+                                  self.marks.marks, self._standing)
         await asyncio.sleep(0)  # let probes start between the halves of a 10k pass
         return full_plan(want, decisions, actual, self.state.owned, self._hashing())
 
@@ -265,11 +275,12 @@ class Daemon:
                   retry_in=delay)
 
     def _store(self, *, owned: frozenset[ServiceKey] | None = None,
-               last_weights: dict[ServerRef, int] | None = None) -> None:
+               last_weights: dict[ServerRef, int] | None = None) -> bool:
         owned = self.state.owned if owned is None else owned
         last = self.state.last_weights if last_weights is None else last_weights
-        self.state = DaemonState(owned, dict(self.marks.marks), self.state.overrides, last)
-        self.state_file.store(self.state)
+        self.state = DaemonState(owned, dict(self.marks.marks), encode_overrides(self.overrides),
+                                 last)
+        return self.state_file.store(self.state)
 
     def _hashing(self) -> Hashing:
         """The consistent-hash services' configured weights (rebuilt with the config) and the
@@ -288,11 +299,18 @@ class Daemon:
         await asyncio.sleep(0)
         self.health.rebuild(config, marks, serving_in(actual), now=time.time())
         self.runner.update(self.health.keys())
+        for service_key, dest_key in self.overrides.keep_only(set(configured_refs(config))):
+            log.info("override_dropped", service=str(service_key), server=str(dest_key),
+                     detail="the server is no longer in the config")
         self._store()
         await warn_about_dr_path(config)
 
     def _health_of(self, spec: ServiceSpec, server: ServerSpec) -> Status:
         return self.health.status((spec.key, server.key))
+
+    def _standing(self, spec: ServiceSpec, server: ServerSpec) -> Standing:
+        """Everything besides health that moves this server's weight, from its owners."""
+        return Standing(admin=self.overrides.admin((spec.key, server.key)))
 
     def on_results(self, reports: Sequence[ProbeReport]) -> None:
         """The runner's callback: take a batch of reports into the health book."""
@@ -326,6 +344,10 @@ class Daemon:
 
     async def reload(self) -> bool:
         """Build, validate, swap, migrate. Any failure before the swap keeps the old config."""
+        async with self._control_lock:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         self.notifier.reloading("reloading configuration")
         try:
             if self.config_path is None:
@@ -359,13 +381,63 @@ class Daemon:
     def _reload_failed(self, exc: Exception) -> bool:
         error = str(exc) if isinstance(exc, LvsdError) else f"{type(exc).__name__}: {exc}"
         problems = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else [error]
-        self.last_reload = ReloadStatus(False, time.time(), error)
+        self.last_reload = ReloadStatus(False, time.time(), error, tuple(problems))
         self.metrics.reload(False, time.time())
         log.error("reload_failed", config=str(self.config_path), problems=problems)
         self.events.reloaded(False, str(self.config_path), problems)
         self.notifier.ready(f"reload failed, old config kept: {error}")
         self._snapshot = None
         return False
+
+    # --- runtime control (lvsd.control) ------------------------------------------------------
+
+    async def change_admin(self, make: Callable[[Config], Change]) -> list[ServerOutcome]:
+        """One operator change: stored in the state file before the answer, then planned
+        and applied (serialised with reloads and with each other)."""
+        async with self._control_lock:
+            change = make(self.config)
+            before = {ref: self.overrides.get(ref) for ref in change.refs}
+            touched = self.overrides.apply(change, now=time.time())
+            if touched:
+                if not self._store():
+                    for ref, entry in before.items():
+                        self.overrides.put(ref, entry)
+                    self._store()
+                    raise LvsdError(f"cannot write the state file {self.state_file.path}; "
+                                    f"nothing changed")
+                log.info("admin_change", action=change.action.value,
+                         servers=[f"{key}/{dest}" for key, dest in change.refs])
+                self.overrides_changed.set()
+                self.dirty.update(touched)
+                await self.reconcile(full=False)
+            return [ServerOutcome(ref, self.overrides.get(ref), self.overrides.get(ref) != old,
+                                  self._kernel_weight(ref)) for ref, old in before.items()]
+
+    async def expire_overrides(self) -> None:
+        async with self._control_lock:
+            touched = self.overrides.expire(time.time())
+            if touched and self._store():
+                log.info("weight_override_expired", services=sorted(map(str, touched)))
+            self.dirty.update(touched)
+            if touched:
+                await self.reconcile(full=False)
+
+    async def reload_now(self) -> ReloadStatus:
+        await self.reload()
+        assert self.last_reload is not None
+        return self.last_reload
+
+    async def check_now(self, ref: ServerRef) -> list[tuple[str, ProbeResult]]:
+        from lvsd.checks.once import probe_now
+
+        keys = self.health.checks_of(ref)
+        results = await asyncio.gather(*(probe_now(key) for key in keys))
+        return [(str(key), result) for key, result in zip(keys, results, strict=True)]
+
+    def _kernel_weight(self, ref: ServerRef) -> int | None:
+        vs = self.view.service(ref[0])
+        dest = vs.dest_map().get(ref[1]) if vs is not None else None
+        return None if dest is None else dest.weight
 
     def _spec(self, key: ServiceKey) -> ServiceSpec | None:
         """By an index rebuilt with the config: a linear search made an event O(services)."""
@@ -388,7 +460,7 @@ class Daemon:
             kernel = self.view.table.to_table()
             self._snapshot = build_snapshot(
                 config=self.config, kernel=kernel, health=self.health,
-                draining=self.drains.of, decisions=self.decisions,
+                draining=self.drains.of, decisions=self.decisions, admin=self.overrides.get,
                 probe_services=self.marks.probe_services(), status=status)
             if self._hashing().weights:
                 self._snapshot = dataclasses.replace(self._snapshot, mh_tables=mh_tables(
@@ -476,6 +548,31 @@ def probing_status(load: EngineLoad, window: float) -> ProbingStatus:
                          load.inconclusive, round(load.max_lateness, 6), round(load.max_lag, 6))
 
 
+def loaded_overrides(slot: Mapping[str, Any]) -> Overrides:
+    """The overrides in the state file; one it cannot read is logged and not applied."""
+    try:
+        return decode_overrides(slot)
+    except (ValueError, TypeError, KeyError) as exc:
+        log.error("overrides_unreadable", error=str(exc), detail="starting without overrides")
+        return Overrides()
+
+
+def configured_refs(config: Config) -> list[ServerRef]:
+    return [(spec.key, server.key) for spec in config.services for server in spec.servers]
+
+
+async def expiry_loop(changed: asyncio.Event, overrides: Overrides,
+                      expire: Callable[[], Awaitable[None]]) -> None:
+    """Ends weight overrides on time (``weight … --for``); woken when overrides change."""
+    while True:
+        due = overrides.next_expiry()
+        timeout = None if due is None else max(0.0, due - time.time())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout)
+        changed.clear()
+        await expire()
+
+
 async def load_loop(sample: Callable[[], object]) -> None:
     while True:
         await asyncio.sleep(LOAD_WINDOW)
@@ -519,6 +616,7 @@ async def serve(config_path: Path, config: Config, early: EarlySignals | None = 
     """Bind the API first (a port in use fails here, the kernel table untouched; /readyz
     answers 503 until the first pass), then adopt the table and serve."""
     from lvsd.api import create_app, start_api
+    from lvsd.control import ControlSocketError, create_control_app, start_control
     from lvsd.ipvs.netlink import NetlinkIpvs
 
     notifier = Notifier.from_environment()
@@ -531,6 +629,16 @@ async def serve(config_path: Path, config: Config, early: EarlySignals | None = 
     except (ListenError, OSError, ValueError, UnicodeError) as exc:
         log.error("api_listen_failed", listen=listen, error=str(exc),
                   detail="the kernel table was not touched")
+        await backend.close()
+        return 2
+    settings = config.daemon
+    try:
+        control = await start_control(create_control_app(daemon, settings.control_gid),
+                                      settings.control_socket, settings.control_gid)
+    except ControlSocketError as exc:
+        log.error("control_socket_failed", error=str(exc),
+                  detail="the kernel table was not touched")
+        await api.cleanup()
         await backend.close()
         return 2
     loop = asyncio.get_running_loop()
@@ -556,6 +664,7 @@ async def serve(config_path: Path, config: Config, early: EarlySignals | None = 
         await daemon.run()
         await daemon.stop()
     finally:
+        await control.close()
         await api.cleanup()
         if watchdog is not None:
             watchdog.cancel()

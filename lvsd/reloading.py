@@ -11,6 +11,7 @@ from lvsd.spec import Config
 # [daemon] settings a reload cannot change: the files and sockets lvsd already holds.
 RESTART_ONLY = (
     "state_dir", "save_file", "listen_host", "listen_port", "max_probes_in_flight", "probe_workers",
+    "control_socket", "control_group", "control_gid",
 )
 
 

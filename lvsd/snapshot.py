@@ -15,6 +15,7 @@ from lvsd.model import Dest, DestKey, Service, ServiceKey, Table, VirtualService
 if TYPE_CHECKING:
     from lvsd.consistent import MhTableStatus
     from lvsd.health import HealthState, Status
+    from lvsd.overrides import Override
     from lvsd.probe import CheckKey
     from lvsd.reconcile import ServiceDecision
     from lvsd.spec import Config, ServerRef
@@ -44,6 +45,7 @@ class ServerStatus:
     health_since: float | None = None  # when ``health`` last changed
     drain_deadline: float | None = None  # set while being drained
     health_reason: str | None = None  # why ``health`` is what it is, from the deciding check
+    admin: Override | None = None  # what an operator set with ``lvsd ctl``; None: nothing
 
     @property
     def kernel_weight(self) -> int | None:
@@ -68,6 +70,7 @@ class ReloadStatus:
     ok: bool
     at: float
     error: str | None = None  # why the last reload failed (the old config keeps running)
+    problems: tuple[str, ...] = ()  # every problem of a rejected config
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,7 @@ def build_snapshot(
     decisions: Mapping[ServiceKey, ServiceDecision],
     probe_services: Collection[ServiceKey],
     status: DaemonStatus,
+    admin: Callable[[ServerRef], Override] | None = None,
 ) -> Snapshot:
     """The snapshot of ``config`` over ``kernel`` (lvsd's view of it); ``probe_services`` are
     lvsd's own DR-probe services, shown neither as configured nor as foreign."""
@@ -162,7 +166,7 @@ def build_snapshot(
         vs = live_services.get(spec.key)
         live = vs.dest_map() if vs is not None else {}
         servers = [_server_status(health, (spec.key, server.key), server.dest, server.disabled,
-                                  live.get(server.key))
+                                  live.get(server.key), admin)
                    for server in spec.servers]
         if spec.sorry_server is not None:
             sorry = spec.sorry_server
@@ -190,10 +194,15 @@ def build_snapshot(
 
 
 def _server_status(health: HealthView, ref: ServerRef, dest: Dest, disabled: bool,
-                   live: Dest | None) -> ServerStatus:
+                   live: Dest | None,
+                   admin: Callable[[ServerRef], Override] | None) -> ServerStatus:
+    override = None if admin is None else admin(ref)
+    if override is not None and override.empty:
+        override = None
     keys = health.checks_of(ref)
     if not keys:
-        return ServerStatus(dest.key, "real", dest.weight, live, "unchecked", disabled)
+        return ServerStatus(dest.key, "real", dest.weight, live, "unchecked", disabled,
+                            admin=override)
     states = [(key, health.state(key)) for key in keys]
     # What explains the server's status: the first check that is not up, else the latest.
     deciding = next((pair for pair in states if not pair[1].up),
@@ -201,7 +210,7 @@ def _server_status(health: HealthView, ref: ServerRef, dest: Dest, disabled: boo
     return ServerStatus(
         dest.key, "real", dest.weight, live, health.status(ref).value, disabled,
         ", ".join(key.spec.type for key in keys), health.last_probe(deciding[0]),
-        deciding[1].since, health_reason=deciding[1].reason,
+        deciding[1].since, health_reason=deciding[1].reason, admin=override,
     )
 
 

@@ -36,6 +36,9 @@ class DaemonSettings:
     dr_check_mark_base: int
     allow_empty: bool = False  # a config without services may delete every owned service
     probe_workers: int | Literal["auto"] = "auto"  # processes probing; 0: the daemon itself
+    control_socket: Path = Path("/run/lvsd/lvsd.sock")  # lvsd ctl's unix socket
+    control_group: str | None = None  # a group whose members may use it too (0660)
+    control_gid: int | None = None  # control_group's id, looked up when the config loads
 
     @property
     def state_file(self) -> Path:

@@ -3,7 +3,7 @@
 - ``owned``: the services lvsd created or adopted, so a restart can delete the ones the config
   dropped while lvsd was down, and never a service it did not make;
 - ``probe_marks``: the DR-path probe mark of each (service, server), so marks survive a restart;
-- ``overrides``: operator overrides (kept as read, for the runtime control to come);
+- ``overrides``: the operator overrides of ``lvsd ctl``, as ``lvsd.overrides`` encodes them;
 - ``mh_last_weights``: the last non-zero weight of each server of a consistent-hash service
   (``lvsd.consistent``): the kernel builds the mh table from it and does not report it. An
   older lvsd ignores the key.
@@ -91,14 +91,14 @@ class StateFile:
 def encode(state: DaemonState) -> dict[str, Any]:
     return {
         "version": VERSION,
-        "owned": [_service_to_json(key) for key in sorted(state.owned)],
+        "owned": [service_to_json(key) for key in sorted(state.owned)],
         "probe_marks": [
-            {"service": _service_to_json(svc), "server": _dest_to_json(dest), "mark": mark}
+            {"service": service_to_json(svc), "server": dest_to_json(dest), "mark": mark}
             for (svc, dest), mark in sorted(state.marks.items(), key=lambda item: item[1])
         ],
         "overrides": dict(state.overrides),
         "mh_last_weights": [
-            {"service": _service_to_json(svc), "server": _dest_to_json(dest), "weight": weight}
+            {"service": service_to_json(svc), "server": dest_to_json(dest), "weight": weight}
             for (svc, dest), weight in sorted(state.last_weights.items(),
                                               key=lambda item: (str(item[0][0]),
                                                                 str(item[0][1])))
@@ -113,7 +113,7 @@ def decode(data: object) -> DaemonState:
     version = data.get("version", 1)
     if version not in (1, VERSION):
         raise ValueError(f"version {version!r}, this lvsd reads 1 and {VERSION}")
-    owned = frozenset(_service_from_json(item) for item in _list(data.get("owned", [])))
+    owned = frozenset(service_from_json(item) for item in _list(data.get("owned", [])))
     marks: dict[ServerRef, int] = {}
     for item in _list(data.get("probe_marks", [])):
         if not isinstance(item, dict):
@@ -121,7 +121,7 @@ def decode(data: object) -> DaemonState:
         mark = item["mark"]
         if not _is_int(mark):
             raise ValueError(f"mark {mark!r} is not an integer")
-        marks[(_service_from_json(item["service"]), _dest_from_json(item["server"]))] = mark
+        marks[(service_from_json(item["service"]), dest_from_json(item["server"]))] = mark
     overrides = data.get("overrides", {})
     if not isinstance(overrides, dict):
         raise ValueError("overrides is not an object")
@@ -132,8 +132,8 @@ def decode(data: object) -> DaemonState:
         weight = item["weight"]
         if not _is_int(weight) or weight <= 0:
             raise ValueError(f"mh last weight {weight!r} is not a positive integer")
-        last_weights[(_service_from_json(item["service"]),
-                      _dest_from_json(item["server"]))] = weight
+        last_weights[(service_from_json(item["service"]),
+                      dest_from_json(item["server"]))] = weight
     return DaemonState(owned, marks, overrides, last_weights)
 
 
@@ -147,12 +147,12 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _service_to_json(key: ServiceKey) -> list[object]:
+def service_to_json(key: ServiceKey) -> list[object]:
     return [int(key.family), int(key.protocol), str(key.address) if key.address else None,
             key.port, key.fwmark]
 
 
-def _service_from_json(item: object) -> ServiceKey:
+def service_from_json(item: object) -> ServiceKey:
     family, protocol, address, port, fwmark = _list(item)
     if not all(_is_int(v) for v in (family, protocol, port, fwmark)):
         raise ValueError(f"service {item!r}: numbers expected")
@@ -160,11 +160,11 @@ def _service_from_json(item: object) -> ServiceKey:
                       parse_address(address) if isinstance(address, str) else None, port, fwmark)
 
 
-def _dest_to_json(key: DestKey) -> list[object]:
+def dest_to_json(key: DestKey) -> list[object]:
     return [str(key.address), key.port]
 
 
-def _dest_from_json(item: object) -> DestKey:
+def dest_from_json(item: object) -> DestKey:
     address, port = _list(item)
     if not isinstance(address, str) or not _is_int(port):
         raise ValueError(f"server {item!r}: an address and a port expected")
