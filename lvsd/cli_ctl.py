@@ -102,7 +102,7 @@ class ControlClient:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("ctl", help="control the running daemon: drain, weight, reload, "
-                                        "check …")
+                                        "check")
     parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, metavar="PATH",
                         help="the daemon's control socket (default: %(default)s)")
     commands = parser.add_subparsers(dest="ctl_command", required=True, metavar="COMMAND")
