@@ -16,12 +16,14 @@ only set events.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import gc
+import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +47,15 @@ from lvsd.model import DeleteService, Op, ServiceKey, Table
 from lvsd.overrides import Change, Overrides, ServerOutcome
 from lvsd.overrides import decode as decode_overrides
 from lvsd.overrides import encode as encode_overrides
+from lvsd.pacing import Pacer, Steps, finish, paced
 from lvsd.probe import EngineLoad, ProbeReport, ProbeResult, Runner, RunnerFactory
 from lvsd.reconcile import (
     Plan,
     ServiceDecision,
-    desired,
+    desired_steps,
     dirty_plan,
     dr_checked,
-    full_plan,
+    full_plan_steps,
     owned_after,
     service_of,
 )
@@ -211,18 +214,20 @@ class Daemon:
 
     async def reconcile(self, *, full: bool, dumped: Table | None = None) -> list[Op]:
         """One pass: ``full`` plans every service against a fresh dump (or ``dumped``), else
-        the dirty ones against the view. A failure is logged, counted and retried once."""
+        the dirty ones against the view. A failure is logged, counted and retried once. Long
+        work is done in slices (``lvsd.pacing``) so the loop keeps probing and answering."""
         async with self._lock:
             started = time.perf_counter()
             full = full or self.view.stale
+            pacer = Pacer()
             try:
-                done = await self._plan(full, dumped)
+                done = await self._plan(full, dumped, pacer)
                 errors = await self.backend.apply(done.ops) if done.ops else []
             except Exception as exc:
                 self._pass_failed(f"{type(exc).__name__}: {exc}", unknown=True)
                 self._snapshot = None
                 return []
-            self._record(done, errors)
+            await self._record(done, errors, pacer)
             self.metrics.reconcile(done.ops, errors, time.perf_counter() - started)
             if errors:
                 more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -233,7 +238,7 @@ class Daemon:
             self._snapshot = None
             return done.ops
 
-    async def _plan(self, full: bool, dumped: Table | None) -> Plan:
+    async def _plan(self, full: bool, dumped: Table | None, pacer: Pacer) -> Plan:
         if not full:
             specs = [spec for key in self.dirty if (spec := self._spec(key)) is not None]
             self.dirty.clear()
@@ -242,19 +247,20 @@ class Daemon:
         actual = dumped if dumped is not None else await self.view.refresh(self.backend)
         self.drains.expire(actual, self.config, now=time.monotonic())
         self.dirty.clear()  # first: a health change while this pass yields stays dirty
-        want, decisions = desired(self.config, self._health_of, self.drains.dests(),
-                                  self.marks.marks, self._standing)
-        await asyncio.sleep(0)  # let probes start between the halves of a 10k pass
-        return full_plan(want, decisions, actual, self.state.owned, self._hashing())
+        want, decisions = await paced(desired_steps(
+            self.config, self._health_of, self.drains.dests(), self.marks.marks,
+            self._standing), pacer)
+        return await paced(full_plan_steps(want, decisions, actual, self.state.owned,
+                                           self._hashing()), pacer)
 
-    def _record(self, done: Plan, errors: Sequence[IpvsError]) -> None:
+    async def _record(self, done: Plan, errors: Sequence[IpvsError], pacer: Pacer) -> None:
         if done.wanted is not None:
             self.decisions = done.decisions
         else:
             self.decisions.update(done.decisions)
-        log_ops(done.ops, errors)
+        await paced(log_ops(done.ops, errors), pacer)
         self.events.table_changed(done.ops, errors)
-        self.view.applied(done.ops, errors)
+        await paced(self.view.applied_steps(done.ops, errors), pacer)
         # A refused op's service is planned again by the next pass, against the view.
         self.dirty.update(key for e in errors if e.op and (key := service_of(e.op)) is not None)
         if done.ops:
@@ -596,14 +602,34 @@ async def withdrawn(backend: IpvsBackend, owned: frozenset[ServiceKey]) -> froze
     except Exception as exc:
         log.error("withdraw_failed", error=f"{type(exc).__name__}: {exc}")
         return owned
-    log_ops(deletes, errors)
+    finish(log_ops(deletes, errors))
     failed = {error.op for error in errors}
     return frozenset(op.key for op in deletes if op in failed)
 
 
-def log_ops(ops: Iterable[Op], errors: Sequence[IpvsError]) -> None:
-    for op in ops:
-        log.info("table_change", op=op.name, **op_fields(op))
+LOG_EACH_OP = 100  # a larger pass logs a line per service, each op only at debug
+
+
+def log_ops(ops: Sequence[Op], errors: Sequence[IpvsError]) -> Steps[None]:
+    """Log a pass's changes, a step per service or few hundred ops (``lvsd.pacing``): a line
+    per op, or for a pass of more than ``LOG_EACH_OP`` ops (a restart over an empty table,
+    ``ipvsadm -C``) a line per service with its counts, so 10,000 changes are 100 lines."""
+    if len(ops) <= LOG_EACH_OP:
+        for op in ops:
+            log.info("table_change", op=op.name, **op_fields(op))
+    else:
+        each = log.is_enabled_for(logging.DEBUG)
+        counts: dict[ServiceKey | None, collections.Counter[str]] = {}
+        for index, op in enumerate(ops):
+            if index % 256 == 255:
+                yield None
+            counts.setdefault(service_of(op), collections.Counter())[op.name] += 1
+            if each:
+                log.debug("table_change", op=op.name, **op_fields(op))
+        for service, by_name in counts.items():
+            yield None
+            log.info("table_changes", service=str(service) if service else None,
+                     **dict(sorted(by_name.items())))
     for error in errors:
         log.error("table_change_failed", operation=error.operation, target=error.target,
                   errno=error.errno, reason=error.reason)

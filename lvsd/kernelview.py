@@ -15,6 +15,7 @@ from lvsd.errors import IpvsError
 from lvsd.ipvs.backend import IpvsBackend
 from lvsd.ipvs.memory import MemoryTable
 from lvsd.model import Op, ServiceKey, Table, VirtualService
+from lvsd.pacing import Steps, finish
 from lvsd.snapshot import SyncStatus
 
 BACKOFF_FIRST = 1.0
@@ -45,12 +46,19 @@ class KernelView:
         return None if entry is None else VirtualService(entry.service, entry.listed())
 
     def applied(self, ops: Sequence[Op], errors: Sequence[IpvsError]) -> None:
-        """Follow what the kernel accepted. An error that names no op leaves the view unknown."""
+        """Follow what the kernel accepted: ``applied_steps`` at once."""
+        finish(self.applied_steps(ops, errors))
+
+    def applied_steps(self, ops: Sequence[Op], errors: Sequence[IpvsError]) -> Steps[None]:
+        """Follow what the kernel accepted, a step per few hundred ops (``lvsd.pacing``). An
+        error that names no op leaves the view unknown."""
         failed = {id(error.op) for error in errors}
         if any(error.op is None for error in errors):
             self.stale = True
             return
-        for op in ops:
+        for index, op in enumerate(ops):
+            if index % 256 == 255:
+                yield None
             if id(op) in failed:
                 continue
             try:

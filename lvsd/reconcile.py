@@ -30,13 +30,23 @@ from lvsd.model import (
     Table,
     VirtualService,
 )
+from lvsd.pacing import Steps, finish
 from lvsd.spec import Config, ServerRef, ServerSpec, ServiceSpec
 from lvsd.weight import NO_STANDING, Role, Standing, effective
 
 
 def plan(desired: Table, actual: Table, owned: Iterable[ServiceKey] = (),
          hashing: Hashing = NO_HASHING, seen: dict[ServerRef, int] | None = None) -> list[Op]:
-    """Operations that turn the owned part of ``actual`` into ``desired``.
+    """Operations that turn the owned part of ``actual`` into ``desired``: ``plan_steps`` at
+    once."""
+    return finish(plan_steps(desired, actual, owned, hashing, seen))
+
+
+def plan_steps(desired: Table, actual: Table, owned: Iterable[ServiceKey] = (),
+               hashing: Hashing = NO_HASHING,
+               seen: dict[ServerRef, int] | None = None) -> Steps[list[Op]]:
+    """Operations that turn the owned part of ``actual`` into ``desired``, a step per service
+    (``lvsd.pacing``).
 
     Every service in ``desired`` is managed (adopted if it already exists). A service only in
     ``actual`` is deleted when it is in ``owned``, and left alone otherwise. Changed attributes
@@ -62,6 +72,7 @@ def plan(desired: Table, actual: Table, owned: Iterable[ServiceKey] = (),
             service_deletes.append(DeleteService(vs.key))
 
     for want in desired.services:
+        yield None
         have = actual_by_key.get(want.key)
         if want.key in hashing:
             if have is None:
@@ -184,14 +195,26 @@ def desired(
     marks: Mapping[ServerRef, int] | None = None,
     standing: StandingOf | None = None,
 ) -> tuple[Table, dict[ServiceKey, ServiceDecision]]:
-    """The table lvsd wants: every configured service, each server at its configured weight
-    while healthy, out of rotation (weight 0 or absent, per service) otherwise, plus the
-    servers being drained (weight 0) and the per-server fwmark services of DR-path checks
-    (``marks``)."""
+    """The table lvsd wants: ``desired_steps`` at once."""
+    return finish(desired_steps(config, health, draining, marks, standing))
+
+
+def desired_steps(
+    config: Config,
+    health: HealthOf,
+    draining: Mapping[ServiceKey, Sequence[Dest]] | None = None,
+    marks: Mapping[ServerRef, int] | None = None,
+    standing: StandingOf | None = None,
+) -> Steps[tuple[Table, dict[ServiceKey, ServiceDecision]]]:
+    """The table lvsd wants, a step per service (``lvsd.pacing``): every configured service,
+    each server at its effective weight while serving, out of rotation (weight 0 or absent,
+    per service) otherwise, plus the servers being drained (weight 0) and the per-server
+    fwmark services of DR-path checks (``marks``)."""
     draining = draining or {}
     services: list[VirtualService] = []
     decisions: dict[ServiceKey, ServiceDecision] = {}
     for spec in config.services:
+        yield None
         vs, decisions[spec.key] = desired_service(spec, health, draining.get(spec.key, ()),
                                                   standing)
         services.append(vs)
@@ -217,8 +240,15 @@ class Plan:
 def full_plan(want: Table, decisions: dict[ServiceKey, ServiceDecision], actual: Table,
               owned: Collection[ServiceKey], hashing: Hashing = NO_HASHING) -> Plan:
     """Every service: ``want`` (from ``desired``) against a fresh dump."""
+    return finish(full_plan_steps(want, decisions, actual, owned, hashing))
+
+
+def full_plan_steps(want: Table, decisions: dict[ServiceKey, ServiceDecision], actual: Table,
+                    owned: Collection[ServiceKey],
+                    hashing: Hashing = NO_HASHING) -> Steps[Plan]:
+    """``full_plan``, a step per service (``lvsd.pacing``)."""
     seen: dict[ServerRef, int] = {}
-    ops = plan(want, actual, owned, hashing, seen)
+    ops = yield from plan_steps(want, actual, owned, hashing, seen)
     return Plan(ops, decisions, frozenset(vs.key for vs in want.services),
                 frozenset(vs.key for vs in actual.services), seen)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from lvsd import logs
 from lvsd.files import write_atomic
 from lvsd.ipvs.backend import IpvsBackend
-from lvsd.ipvsadm.save import format_table
+from lvsd.ipvsadm.save import format_table_steps
+from lvsd.pacing import paced
 
 log = logs.get_logger(__name__)
 
@@ -30,7 +31,7 @@ class SaveFile:
             log.error("save_dump_failed", path=str(self.path), error=str(exc))
             return False
         try:
-            text = format_table(table)
+            text = await paced(format_table_steps(table))
             data = text.encode("utf-8")
             if data == self._written and not force:
                 return True

@@ -3,10 +3,12 @@ in a test that claims kernel behaviour."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 from lvsd.errors import IpvsError
 from lvsd.ipvs.backend import KernelInfo
+from lvsd.ipvs.channel import WINDOW
 from lvsd.ipvs.memory import MemoryTable
 from lvsd.ipvs.reasons import reason
 from lvsd.model import Op, Table
@@ -35,7 +37,9 @@ class FakeIpvs:
         if self.apply_error is not None:
             raise self.apply_error
         errors: list[IpvsError] = []
-        for op in ops:
+        for index, op in enumerate(ops):
+            if index and index % WINDOW == 0:
+                await asyncio.sleep(0)  # as the kernel backend does between its windows
             code = self.fail(op)
             try:
                 if code is not None:

@@ -58,6 +58,7 @@ from lvsd.model import (
     Timeouts,
     VirtualService,
 )
+from lvsd.pacing import Pacer
 
 __all__ = ["WINDOW", "NetlinkIpvs"]
 
@@ -131,7 +132,9 @@ class NetlinkIpvs:
                 services = [decode_service(*reply)
                             for reply in await channel.dump(Cmd.GET_SERVICE)]
                 dumped: list[tuple[Service, list[Reply]]] = []
+                pacer = Pacer()
                 for service in services:
+                    await pacer.tick()
                     try:
                         dumped.append((service, await channel.dump(
                             Cmd.GET_DEST, service_key_nest(service.key))))
@@ -144,9 +147,12 @@ class NetlinkIpvs:
                 collecting = gc.isenabled()
                 gc.disable()
                 try:
-                    return Table(tuple(VirtualService(service, self._decode_dests(replies,
-                                                                                  service))
-                                       for service, replies in dumped), timeouts)
+                    decoded: list[VirtualService] = []
+                    for service, replies in dumped:
+                        decoded.append(VirtualService(service, self._decode_dests(replies,
+                                                                                  service)))
+                        await pacer.tick()
+                    return Table(tuple(decoded), timeouts)
                 finally:
                     if collecting:
                         gc.enable()
@@ -182,7 +188,9 @@ class NetlinkIpvs:
         if not ops:
             return []
         encoded: list[tuple[int, bytes] | EncodeError] = []
+        pacer = Pacer()
         for op in ops:
+            await pacer.tick()
             try:
                 encoded.append(request(op))
             except EncodeError as exc:

@@ -58,6 +58,7 @@ from lvsd.model import (
     Tunnel,
     TunnelType,
 )
+from lvsd.pacing import Steps, finish
 
 _NAME_BUFFER = 59  # ipvsadm formats "host:port" into a 60-byte buffer
 
@@ -159,12 +160,20 @@ def format_table(table: Table, *, resolve: bool = False, compat: bool = False,
     table in kernel dump order; ``sort=False`` keeps the table's order. Unless ``compat``, the
     thresholds and non-default timeouts that ipvsadm-save drops are added.
     """
+    return finish(format_table_steps(table, resolve=resolve, compat=compat, sort=sort,
+                                     resolver=resolver))
+
+
+def format_table_steps(table: Table, *, resolve: bool = False, compat: bool = False,
+                       sort: bool = True, resolver: NameResolver | None = None) -> Steps[str]:
+    """``format_table``, a step per service (``lvsd.pacing``)."""
     style = _Style((resolver or SystemResolver()) if resolve else None, compat)
     ordered = ipvsadm_order(table) if sort else table
     lines: list[str] = []
     if not compat and table.timeouts is not None and table.timeouts != KERNEL_DEFAULT_TIMEOUTS:
         lines.append(f"--set {_timeouts_args(table.timeouts)}")
     for vs in ordered.services:
+        yield None
         ref = _service_ref(vs.key, style)
         lines.append(f"-A {ref} {_service_options(vs.service, style)}")
         lines.extend(f"-a {ref} {_dest_ref(vs.key, d.key, style)} {_dest_options(d, style)}"

@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -347,6 +348,25 @@ async def back_to_full(process: LvsdProcess, what: str) -> None:
     assert saved_lines(process.director) == SERVICES + BIG  # -A and -a lines
     await assert_alive(process, what)
     no_traceback(process)
+
+
+async def test_ipvsadm_clear_in_the_middle_of_a_10k_pass(big: LvsdProcess) -> None:
+    ns = Namespace(big.director)
+    await back_to_full(big, "before")
+    ns.run("ipvsadm", "-C")
+    partial_clears: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(partial_clears) < 2 and time.monotonic() < deadline:
+        count = destination_count(ns)
+        if 0 < count < BIG:  # lvsd is writing its pass: flush it under its feet
+            ns.run("ipvsadm", "-C")
+            partial_clears.append(count)
+        elif count == BIG:  # the pass finished first: start another
+            ns.run("ipvsadm", "-C")
+        else:
+            await asyncio.sleep(0.02)
+    assert partial_clears, "never caught lvsd half way through a 10,000-destination pass"
+    await back_to_full(big, f"after ipvsadm -C at {partial_clears} destinations")
 
 
 NOBODY = 0x7FFFFFF0  # a netlink port id no socket has

@@ -297,6 +297,41 @@ def lvsd_stats(text: str, vip: str) -> dict[str, tuple[int, ...]]:
             for where in places if all((where, c) in values for c in COUNTERS)}
 
 
+def test_counters_match_ipvsadm_stats_after_traffic(observed: Observed) -> None:
+    lab = observed.lab
+    answers = asyncio.run(lab.fetch(20))
+    assert None not in answers, answers
+
+    service_key = f"service {lab.vip}:{lab.port}"
+
+    def settled() -> dict[str, tuple[int, ...]] | None:
+        # The kernel folds its per-CPU counters into what it reports on its 2 s estimator
+        # timer: the 20 connections show once a tick has passed, and a value unchanged across
+        # more than one period has no tick pending.
+        first = ipvsadm_stats(observed)
+        if first.get(service_key, (0,))[0] < 20:
+            return None
+        time.sleep(2.5)
+        return first if ipvsadm_stats(observed) == first else None
+
+    expected = wait_for("ipvsadm to count the 20 connections, and settle", settled, 40)
+    assert set(expected) == {service_key, *(f"{lab.vip}:{lab.port} -> {s.address}:{lab.port}"
+                                            for s in lab.real_servers)}
+    assert lvsd_stats(observed.get("/metrics"), lab.vip) == expected
+
+    def prometheus_agrees() -> bool:
+        connections = observed.by_server("lvsd_backend_connections_total")
+        in_bytes = observed.by_server("lvsd_backend_incoming_bytes_total")
+        return all(
+            connections.get(s.address) == expected[f"{lab.vip}:{lab.port} -> "
+                                                   f"{s.address}:{lab.port}"][0]
+            and in_bytes.get(s.address) == expected[f"{lab.vip}:{lab.port} -> "
+                                                    f"{s.address}:{lab.port}"][3]
+            for s in lab.real_servers)
+
+    wait_for("Prometheus to scrape the same counters", prometheus_agrees, 30)
+
+
 def chromium_command(profile: Path, screenshot: Path, url: str) -> list[str]:
     """Headless Chromium that prints the DOM and saves a screenshot of ``url``.
 
