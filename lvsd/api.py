@@ -37,7 +37,7 @@ from lvsd.model import (
     ServiceStats,
     VirtualService,
 )
-from lvsd.snapshot import ServerStatus, ServiceStatus, Snapshot, SnapshotSource
+from lvsd.snapshot import AgentStatus, ServerStatus, ServiceStatus, Snapshot, SnapshotSource
 from lvsd.tablejson import key_json, stats_json
 
 FRESHNESS = 1.0  # seconds: counters served by /metrics, /status and / are at most this old
@@ -310,8 +310,21 @@ def _server_json(server: ServerStatus, now: float) -> dict[str, Any]:
             "at": last.at,
             "age": _age(last.at, now),
         },
+        "slow_start": None if server.slow_start_until is None else {
+            "until": server.slow_start_until,
+            "share": server.slow_start_share,
+        },
+        "agent": _agent_json(server.agent),
         "kernel": _dest_json(server.kernel),
     }
+
+
+def _agent_json(agent: AgentStatus | None) -> dict[str, Any] | None:
+    if agent is None:
+        return None
+    return {"answering": agent.answering, "state": agent.state, "line": agent.line,
+            "percent": agent.percent, "command": agent.command, "since": agent.since,
+            "error": agent.error}
 
 
 def _service_json(service: ServiceStatus, now: float) -> dict[str, Any]:

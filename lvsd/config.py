@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from lvsd import limits
-from lvsd.checks import CHECKS, CheckSpec, parse_check
+from lvsd.checks import CHECKS, AgentCheck, CheckSpec, parse_agent, parse_check
 from lvsd.checks.base import parse_duration
 from lvsd.checks.exec import ExecCheck
 from lvsd.checks.file import FileCheck
@@ -128,6 +128,9 @@ Weight = Annotated[int, Strict(), _within(limits.weight_error)]
 Threshold = Annotated[int, Strict(), Field(ge=0, le=limits.THRESHOLD_MAX)]
 ConnectionTimeout = Annotated[int, Strict(), Field(ge=1), _within(limits.connection_timeout_error)]
 FilePath = Annotated[Path, BeforeValidator(_path)]
+SlowStart = Annotated[float, BeforeValidator(parse_duration),
+                      Field(ge=0, le=86400, allow_inf_nan=False)]
+WEIGHTLESS_SCHEDULERS = frozenset(("rr", "lc", "dh"))  # weight 0 or not is all they see
 
 
 class _Schema(BaseModel):
@@ -172,6 +175,8 @@ class RealServerSchema(_Schema):
     check: dict[str, Any] | None = None
     checks: list[dict[str, Any]] = Field(default_factory=list)  # in addition to ``check``
     disabled: Bool = False
+    slow_start: SlowStart | None = None  # overrides the service's; 0: off
+    agent: dict[str, Any] | None = None  # overrides the service's agent field by field
 
 
 class SorryServerSchema(_Schema):
@@ -203,6 +208,8 @@ class ServiceSchema(_Schema):
     check: dict[str, Any] | None = None
     checks: list[dict[str, Any]] = Field(default_factory=list)  # in addition to ``check``
     on_change: Annotated[tuple[Text, ...], AfterValidator(_argv)] | None = None
+    slow_start: SlowStart = 0.0  # seconds a server that comes back takes to reach its weight
+    agent: dict[str, Any] | None = None  # HAProxy agent-check: a weight source per server
     real_servers: list[Any] = Field(default_factory=list)  # each a RealServerSchema
 
 
@@ -684,6 +691,8 @@ def _build_service(
     if svc.check is not None:
         check = _check(svc.check, f"{where}.check", problems, warnings)
     extra_checks = _checks(svc.checks, f"{where}.checks", problems, warnings)
+    if svc.agent is not None:
+        _agent(svc.agent, f"{where}.agent", problems, warnings)
 
     servers: list[ServerSpec] = []
     seen: dict[DestKey, str] = {}
@@ -723,6 +732,7 @@ def _build_service(
         )
         if sorry is not None and sorry.key in seen:
             problems.append(Problem(sorry_where, f"{sorry.key} is also a real server"))
+    _weightless_warnings(svc, servers, where, warnings)
     total_weight = sum(server.dest.weight for server in servers if not server.disabled)
     if servers and svc.quorum > total_weight:
         warnings.append(Problem(f"{where}.quorum", f"quorum {svc.quorum} is above the total "
@@ -902,7 +912,37 @@ def _build_server(
     for place, spec in placed:
         _check_fits_server(spec, dest, key, place, problems)
     checks = tuple(dict.fromkeys(spec for _, spec in placed))  # the same check once
-    return ServerSpec(dest, checks, rs.disabled)
+    agent = None
+    if rs.agent is not None:
+        agent = _agent({**(svc.agent or {}), **rs.agent}, f"{where}.agent", problems, [])
+    elif svc.agent is not None:
+        agent = _agent(svc.agent, f"{where}.agent", [], [])  # reported once, at the service
+    slow_start = svc.slow_start if rs.slow_start is None else rs.slow_start
+    return ServerSpec(dest, checks, rs.disabled, slow_start, agent)
+
+
+def _agent(
+    raw: Mapping[str, Any], where: str, problems: list[Problem], warnings: list[Problem]
+) -> AgentCheck | None:
+    try:
+        spec = parse_agent(raw)
+    except ValidationError as exc:
+        problems.extend(_problems_of(exc, where, AgentCheck))
+        return None
+    _check_warnings(spec, where, warnings)
+    return spec
+
+
+def _weightless_warnings(svc: ServiceSchema, servers: Sequence[ServerSpec], where: str,
+                         warnings: list[Problem]) -> None:
+    if svc.scheduler not in WEIGHTLESS_SCHEDULERS:
+        return
+    for name, used in (("slow_start", any(server.slow_start for server in servers)),
+                       ("agent", any(server.agent for server in servers))):
+        if used:
+            warnings.append(Problem(f"{where}.{name}", f"scheduler {svc.scheduler!r} ignores "
+                                    f"weights (only 0 counts): {name} changes nothing but "
+                                    f"drain and down; use a weighted one such as wrr or wlc"))
 
 
 def _check_fits_server(

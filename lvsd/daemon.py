@@ -6,7 +6,8 @@ the save file and the snapshot follow. A periodic resync (and the retry after a 
 plans every service against a fresh dump, which repairs whatever changed behind lvsd's back.
 
 The state lives in owners, each behind a small surface: the health book
-(``lvsd.healthbook``), the probe marks (``lvsd.marks``), the drains (``lvsd.drains``), the
+(``lvsd.healthbook``), the agents (``lvsd.agents``), the slow-start ramps
+(``lvsd.slowstart``), the probe marks (``lvsd.marks``), the drains (``lvsd.drains``), the
 operator overrides (``lvsd.overrides``, changed through ``lvsd.control``), the state file
 (``lvsd.statefile``), the kernel view (``lvsd.kernelview``) and the save file
 (``lvsd.savefile``). The daemon holds the life cycle, the loop and one pass. Signal handlers
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from lvsd import logs
+from lvsd.agents import Agents
+from lvsd.checks.agent import describe
 from lvsd.checks.drpath import director_problems
 from lvsd.checks.workers import make_runner
 from lvsd.config import load
@@ -62,6 +65,7 @@ from lvsd.reconcile import (
 from lvsd.reloading import keep_restart_only, refuses_emptying
 from lvsd.savefile import SaveFile
 from lvsd.signals import EarlySignals
+from lvsd.slowstart import Ramps
 from lvsd.snapshot import (
     EMPTY_SNAPSHOT,
     DaemonStatus,
@@ -74,7 +78,7 @@ from lvsd.snapshot import (
 from lvsd.spec import Config, ServerRef, ServerSpec, ServiceSpec
 from lvsd.statefile import DaemonState, StateFile
 from lvsd.systemd import Notifier, start_watchdog
-from lvsd.weight import Standing
+from lvsd.weight import NO_ADMIN, NO_STANDING, Standing
 
 log = logs.get_logger(__name__)
 
@@ -96,6 +100,8 @@ class Daemon:
         self.freeze_gc = freeze_gc
         settings = config.daemon
         self.health = HealthBook()
+        self.agents = Agents()
+        self.ramps = Ramps()
         self.marks = ProbeMarks(settings.dr_check_mark_base)
         self.drains = Drains()
         self.overrides = Overrides()
@@ -126,7 +132,7 @@ class Daemon:
         self.overrides_changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._snapshot: Snapshot | None = EMPTY_SNAPSHOT  # None: the next reader builds one
-        self._built_over: tuple[Table, int] | None = None  # the table and health.observed
+        self._built_over: tuple[Table, int] | None = None  # the table and _observed()
         self._specs: tuple[Config | None, dict[ServiceKey, ServiceSpec]] = (None, {})
         self._hashed: tuple[Config | None, Hashing] = (None, Hashing())
 
@@ -167,6 +173,8 @@ class Daemon:
             timeout = max(0.0, due - time.monotonic())
             if self.drains:
                 timeout = min(timeout, DRAIN_POLL)
+            if (step := self.ramps.next_step()) is not None:
+                timeout = min(timeout, max(0.0, step - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
             self.wake.clear()
@@ -185,6 +193,7 @@ class Daemon:
             full = now >= next_resync or self.view.stale or bool(self.drains) or retry_due
             if full:
                 next_resync = now + self.config.daemon.resync_interval
+            self.dirty.update(self.ramps.due())
             await self.reconcile(full=full)
 
     async def stop(self) -> None:
@@ -243,7 +252,7 @@ class Daemon:
             specs = [spec for key in self.dirty if (spec := self._spec(key)) is not None]
             self.dirty.clear()
             return dirty_plan(specs, self._health_of, self.drains.dests(), self.view.service,
-                              self.state.owned, self._standing, hashing=self._hashing())
+                              self.state.owned, standing=self._standing, hashing=self._hashing())
         actual = dumped if dumped is not None else await self.view.refresh(self.backend)
         self.drains.expire(actual, self.config, now=time.monotonic())
         self.dirty.clear()  # first: a health change while this pass yields stays dirty
@@ -303,8 +312,12 @@ class Daemon:
         marks = self.marks.assign(dr_checked(config), base=config.daemon.dr_check_mark_base,
                                   taken=marks_in_use(config, actual, self.state.owned))
         await asyncio.sleep(0)
-        self.health.rebuild(config, marks, serving_in(actual), now=time.time())
-        self.runner.update(self.health.keys())
+        serving = serving_in(actual)
+        self.health.rebuild(config, marks, serving, now=time.time())
+        self.agents.rebuild(config)
+        self.ramps.rebuild(config, serving)
+        self.runner.update(self.health.keys() | self.agents.keys() if self.agents
+                           else self.health.keys())
         for service_key, dest_key in self.overrides.keep_only(set(configured_refs(config))):
             log.info("override_dropped", service=str(service_key), server=str(dest_key),
                      detail="the server is no longer in the config")
@@ -315,8 +328,15 @@ class Daemon:
         return self.health.status((spec.key, server.key))
 
     def _standing(self, spec: ServiceSpec, server: ServerSpec) -> Standing:
-        """Everything besides health that moves this server's weight, from its owners."""
-        return Standing(admin=self.overrides.admin((spec.key, server.key)))
+        """Everything besides health that moves this server's weight, from its owners: the
+        operator's override, the agent's report and the slow-start ramp."""
+        ref = (spec.key, server.key)
+        admin = self.overrides.admin(ref)
+        agent = self.agents.report(ref) if self.agents else None
+        ramp = self.ramps.share(ref) if self.ramps else 1.0
+        if admin is NO_ADMIN and agent is None and ramp >= 1.0:
+            return NO_STANDING
+        return Standing(admin, agent, ramp)
 
     def on_results(self, reports: Sequence[ProbeReport]) -> None:
         """The runner's callback: take a batch of reports into the health book."""
@@ -328,6 +348,14 @@ class Daemon:
             # Inconclusive reports too: the most overloaded probes are the latest.
             metrics.probe(spec.type, result.ok, result.latency, report.lateness,
                           report.inconclusive)
+            if (moved := self.agents.observe(report, now=now)) is not None:
+                for service_key, dest_key in moved:
+                    changed = True
+                    log.info("agent_change", service=str(service_key), server=str(dest_key),
+                             agent=describe(self.agents.report((service_key, dest_key))),
+                             reason=result.reason)
+                    self.dirty.add(service_key)
+                continue
             seen = self.health.observe(report, now=now)
             if seen is None:
                 continue
@@ -341,6 +369,8 @@ class Daemon:
                                            service.name if service else None, change, seen)
                 if service is not None and service.on_change:
                     self._spawn(run_hook(service, dest_key, change.status, result.reason))
+                if change.status is Status.UP:
+                    self.ramps.begin(change.ref)
                 self.dirty.add(service_key)
         if changed:
             self.notifier.status(self.status_line())
@@ -467,11 +497,13 @@ class Daemon:
             self._snapshot = build_snapshot(
                 config=self.config, kernel=kernel, health=self.health,
                 draining=self.drains.of, decisions=self.decisions, admin=self.overrides.get,
+                agents=self.agents if self.agents else None,
+                ramps=self.ramps if self.ramps else None,
                 probe_services=self.marks.probe_services(), status=status)
             if self._hashing().weights:
                 self._snapshot = dataclasses.replace(self._snapshot, mh_tables=mh_tables(
                     self.config, kernel.by_key(), self.state.last_weights, self.mh_size.size))
-            self._built_over = (kernel, self.health.observed)
+            self._built_over = (kernel, self._observed())
         return self._snapshot
 
     async def fresh_snapshot(self, max_age: float) -> Snapshot:
@@ -490,10 +522,13 @@ class Daemon:
         over an idle table then costs a dump, not a rebuild (~0.1 s at 10,000 servers)."""
         current, built = self._snapshot, self._built_over
         if (current is None or built is None or dumped is None
-                or built[1] != self.health.observed or not shows_the_same(built[0], dumped)):
+                or built[1] != self._observed() or not shows_the_same(built[0], dumped)):
             return None
         sync = self.view.status()
         return dataclasses.replace(current, taken_at=sync.dumped_at, sync=sync)
+
+    def _observed(self) -> int:
+        return self.health.observed + self.agents.observed
 
     def sample_probe_load(self) -> ProbingStatus:
         """Close the probing window: how late the runner ran since the last sample, for

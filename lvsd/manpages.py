@@ -138,7 +138,7 @@ def _table(title: str, model: type[BaseModel], text: str) -> list[str]:
 
 def lvsd_toml_5() -> str:
     from lvsd import config
-    from lvsd.checks import CHECKS
+    from lvsd.checks import CHECKS, AgentCheck
 
     lines = [
         f'.TH LVSD.TOML 5 "" "{DATE}" "File Formats"',
@@ -160,6 +160,10 @@ def lvsd_toml_5() -> str:
         lines += _table(f'check type = "{name}"', spec,
                         "A check: [services.check], [services.real_servers.check], or an "
                         "entry of checks = [...].")
+    lines += _table("agent", AgentCheck,
+                    "HAProxy's agent-check, a weight source beside the checks: [services.agent] "
+                    "or [services.real_servers.agent] (field by field over the service's). "
+                    "The agent answers one line: 75%, drain, maint, down, up, ready.")
     lines += [".SH FILES", ".I /etc/lvsd/lvsd.toml", ".SH SEE ALSO", "lvsd(8)"]
     return "\n".join(lines) + "\n"
 

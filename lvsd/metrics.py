@@ -487,6 +487,7 @@ def _backend_families(out: list[bytes], rows: _Rows, layout: LayoutOf) -> None:
     _family(out, "lvsd_backend_health", "gauge",
             "1 when the real server's check passes (or it has none), 0 when it is down or not "
             "yet checked.", own_rows, map(_health_value, own))
+    _standing_families(out, rows)
     name = "lvsd_backend_drain_deadline_timestamp_seconds"
     draining = "".join([f"{name}{{{label}}} {status.drain_deadline}\n"
                         for label, status in zip(rows.own_labels, own, strict=True)
@@ -495,3 +496,30 @@ def _backend_families(out: list[bytes], rows: _Rows, layout: LayoutOf) -> None:
         out.append(f"# HELP {name} Present only while the real server is drained: when lvsd "
                    f"removes it even if connections remain (Unix time).\n"
                    f"# TYPE {name} gauge\n{draining}".encode())
+
+
+def _standing_families(out: list[bytes], rows: _Rows) -> None:
+    """Slow start and agent series, only for the servers they concern."""
+    pairs = list(zip(rows.own_labels, rows.own_servers, strict=True))
+    ramping = [(label, status) for label, status in pairs if status.slow_start_until is not None]
+    agents = [(label, status.agent) for label, status in pairs if status.agent is not None]
+    for name, help_text, values in (
+        ("lvsd_backend_slow_start_share", "Present only while the real server ramps up after "
+         "coming back (slow_start): the share of its weight it gets now (0..1).",
+         [(label, status.slow_start_share) for label, status in ramping]),
+        ("lvsd_backend_slow_start_end_timestamp_seconds", "Present only while the real server "
+         "ramps up: when it reaches its full weight (Unix time).",
+         [(label, status.slow_start_until) for label, status in ramping]),
+        ("lvsd_backend_agent_answering", "For real servers with an agent: 1 while it answers, "
+         "0 when it does not (the health check alone decides).",
+         [(label, int(agent.answering)) for label, agent in agents]),
+        ("lvsd_backend_agent_percent", "The weight percentage the real server's agent last "
+         "reported (present once it reported one).",
+         [(label, agent.percent) for label, agent in agents if agent.percent is not None]),
+        ("lvsd_backend_agent_out", "For real servers with an agent: 1 while the agent holds it "
+         "out (drain, down, maint, stopped, fail), 0 otherwise.",
+         [(label, int(agent.command in ("drain", "down"))) for label, agent in agents]),
+    ):
+        if values:
+            body = "".join(f"{name}{{{label}}} {value}\n" for label, value in values)
+            out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{body}".encode())

@@ -6,6 +6,7 @@ update and never touch the daemon's mutable state. Times are wall-clock seconds 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -33,6 +34,19 @@ class LastProbe:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """What a server's agent last said (``lvsd.checks.agent``)."""
+
+    answering: bool  # False: no answer (yet, or ``fall`` failures in a row): health alone
+    state: str  # "75% drain", "up", "no answer"
+    line: str = ""  # the agent's last line, as it sent it
+    percent: int | None = None
+    command: str | None = None  # "up", "drain", "down"
+    since: float | None = None  # when ``state`` became what it is
+    error: str | None = None  # why the last probe failed, if it did
+
+
+@dataclass(frozen=True, slots=True)
 class ServerStatus:
     key: DestKey
     role: Role
@@ -46,6 +60,9 @@ class ServerStatus:
     drain_deadline: float | None = None  # set while being drained
     health_reason: str | None = None  # why ``health`` is what it is, from the deciding check
     admin: Override | None = None  # what an operator set with ``lvsd ctl``; None: nothing
+    slow_start_until: float | None = None  # set while ramping up after coming back
+    slow_start_share: float | None = None  # the share of its weight the ramp gives it now
+    agent: AgentStatus | None = None  # set when the server has an agent
 
     @property
     def kernel_weight(self) -> int | None:
@@ -128,6 +145,16 @@ class HealthView(Protocol):
     def last_probe(self, key: CheckKey) -> LastProbe | None: ...
 
 
+class AgentView(Protocol):
+    def status(self, ref: ServerRef) -> AgentStatus | None: ...
+
+
+class RampView(Protocol):
+    def ramp(self, ref: ServerRef) -> tuple[float, float] | None:
+        """(wall time the ramp ends, the share now) while the server ramps."""
+        ...
+
+
 class Draining(Protocol):
     """A server being drained, as a snapshot reads it."""
 
@@ -157,6 +184,8 @@ def build_snapshot(
     probe_services: Collection[ServiceKey],
     status: DaemonStatus,
     admin: Callable[[ServerRef], Override] | None = None,
+    agents: AgentView | None = None,
+    ramps: RampView | None = None,
 ) -> Snapshot:
     """The snapshot of ``config`` over ``kernel`` (lvsd's view of it); ``probe_services`` are
     lvsd's own DR-probe services, shown neither as configured nor as foreign."""
@@ -168,6 +197,9 @@ def build_snapshot(
         servers = [_server_status(health, (spec.key, server.key), server.dest, server.disabled,
                                   live.get(server.key), admin)
                    for server in spec.servers]
+        if agents is not None or ramps is not None:
+            servers = [_standing_status(status, (spec.key, status.key), agents, ramps)
+                       for status in servers]
         if spec.sorry_server is not None:
             sorry = spec.sorry_server
             servers.append(ServerStatus(sorry.key, "sorry", sorry.weight, live.get(sorry.key),
@@ -212,6 +244,18 @@ def _server_status(health: HealthView, ref: ServerRef, dest: Dest, disabled: boo
         ", ".join(key.spec.type for key in keys), health.last_probe(deciding[0]),
         deciding[1].since, health_reason=deciding[1].reason, admin=override,
     )
+
+
+def _standing_status(status: ServerStatus, ref: ServerRef, agents: AgentView | None,
+                     ramps: RampView | None) -> ServerStatus:
+    agent = agents.status(ref) if agents is not None else None
+    ramp = ramps.ramp(ref) if ramps is not None else None
+    if agent is None and ramp is None:
+        return status
+    if ramp is None:
+        return dataclasses.replace(status, agent=agent)
+    return dataclasses.replace(status, agent=agent, slow_start_until=ramp[0],
+                               slow_start_share=round(ramp[1], 4))
 
 
 def shows_the_same(built: Table, dumped: Table) -> bool:

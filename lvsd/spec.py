@@ -14,6 +14,7 @@ from lvsd.errors import Problem
 from lvsd.model import Dest, DestKey, Service, ServiceKey, Timeouts
 
 if TYPE_CHECKING:
+    from lvsd.checks.agent import AgentCheck
     from lvsd.checks.base import CheckSpec
 
 
@@ -48,11 +49,14 @@ class DaemonSettings:
 @dataclass(frozen=True, slots=True)
 class ServerSpec:
     """A configured real server: the destination at its configured weight, and its checks
-    (all must pass for it to serve; none means it always serves)."""
+    (all must pass for it to serve; none means it always serves); ``slow_start`` (seconds, 0:
+    off) ramps its weight when it comes back; ``agent`` scales or overrides its weight."""
 
     dest: Dest
     checks: tuple[CheckSpec, ...] = ()
     disabled: bool = False
+    slow_start: float = 0.0
+    agent: AgentCheck | None = None
 
     @property
     def key(self) -> DestKey:

@@ -55,7 +55,7 @@ class Standing:
 
     admin: Admin = NO_ADMIN
     agent: AgentReport | None = None
-    ramp: float = 1.0  # slow start: the share of the ramp gone by, in (0, 1]
+    ramp: float = 1.0  # slow start: the share of the full weight, in [0, 1] (``ramp_share``)
 
 
 NO_STANDING = Standing()
@@ -102,6 +102,26 @@ def effective(configured: int, *, healthy: bool, standing: Standing = NO_STANDIN
     if weight <= 0:
         return Effective(Role.DRAINED, 0)
     return Effective(Role.SERVING, ramped(weight, standing.ramp))
+
+
+RAMP_STEPS = 20  # HAProxy's slowstart: the weight moves in twentieths of the period
+RAMP_STEP_MIN = 1.0  # seconds: but at most once a second
+
+
+def ramp_step(period: float) -> float:
+    """Seconds between two steps of a slow start over ``period`` seconds."""
+    return max(RAMP_STEP_MIN, period / RAMP_STEPS)
+
+
+def ramp_share(elapsed: float, period: float) -> float:
+    """The share of the full weight a slow start over ``period`` gives ``elapsed`` seconds in:
+    0 (weight 1) at the start, then up a step every ``ramp_step(period)``, 1 once the period
+    is over. A step function, so the kernel weight changes only at step boundaries and a pass
+    in between plans nothing."""
+    if period <= 0 or elapsed >= period:
+        return 1.0
+    step = ramp_step(period)
+    return min(1.0, math.floor(max(elapsed, 0.0) / step) * step / period)
 
 
 def ramped(weight: int, ramp: float) -> int:

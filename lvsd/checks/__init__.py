@@ -1,5 +1,8 @@
 """Health checks: one module per checker type, registered by one line in ``CheckSpecUnion``.
 
+The agent (``lvsd.checks.agent``) is a prober of the same kind but a weight source, not a
+health check: ``agent = {...}`` in the config, registered by ``parse_agent``.
+
 The configuration embeds ``check: CheckSpecUnion | None``; the ``type`` field picks the class.
 ``check_key(target, spec)`` is the identity of a probe: services that share a real server
 and a spec share one key, hence one probe and one health state.
@@ -11,6 +14,7 @@ from typing import Annotated, Any, get_args
 
 from pydantic import Field, TypeAdapter
 
+from lvsd.checks.agent import AgentCheck
 from lvsd.checks.base import CheckSpec, Prober
 from lvsd.checks.dns import DnsCheck
 from lvsd.checks.exec import ExecCheck
@@ -35,6 +39,7 @@ CHECKS: dict[str, type[CheckSpec]] = {
 }
 
 _ADAPTER: TypeAdapter[CheckSpec] = TypeAdapter(CheckSpecUnion)
+_AGENT: TypeAdapter[AgentCheck] = TypeAdapter(AgentCheck)
 
 
 def parse_check(data: Any) -> CheckSpec:
@@ -42,8 +47,14 @@ def parse_check(data: Any) -> CheckSpec:
     return _ADAPTER.validate_python(data)
 
 
+def parse_agent(data: Any) -> AgentCheck:
+    """An agent spec from a mapping (its ``type`` is implied); raises pydantic.ValidationError."""
+    return _AGENT.validate_python(data)
+
+
 __all__ = [
     "CHECKS",
+    "AgentCheck",
     "CheckKey",
     "CheckSpec",
     "CheckSpecUnion",
@@ -57,5 +68,6 @@ __all__ = [
     "Prober",
     "TcpCheck",
     "check_key",
+    "parse_agent",
     "parse_check",
 ]

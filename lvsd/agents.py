@@ -1,0 +1,103 @@
+"""The agents' book: which agent probe speaks for each configured server, and what it said.
+
+An agent (``lvsd.checks.agent``) is probed by the same runner as the health checks; its
+reports come here instead of to the health book. Services that share a real server and an
+agent spec share one probe. A reload keeps the answer of every agent whose spec and target
+did not change. An agent that fails ``fall`` probes in a row reports nothing (``report`` is
+None): the server then stands on its health checks alone, never taken out by the agent's
+silence. Inconclusive reports (lvsd itself ran late) change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import KeysView
+from dataclasses import dataclass
+
+from lvsd.checks.agent import describe, merged, parse_answer
+from lvsd.probe import CheckKey, ProbeReport, check_key
+from lvsd.snapshot import AgentStatus
+from lvsd.spec import Config, ServerRef
+from lvsd.weight import AgentReport
+
+
+@dataclass(frozen=True, slots=True)
+class _Heard:
+    report: AgentReport | None = None
+    line: str = ""  # the last line the agent answered
+    since: float = 0.0  # wall time ``report`` became what it is
+    fails: int = 0  # failed probes in a row
+    error: str = ""  # why the last probe failed
+
+
+class Agents:
+    def __init__(self) -> None:
+        self._key_of: dict[ServerRef, CheckKey] = {}
+        self._servers_of: dict[CheckKey, tuple[ServerRef, ...]] = {}
+        self._heard: dict[CheckKey, _Heard] = {}
+        self.observed = 0  # answers taken in: a snapshot built at another count is out of date
+
+    def rebuild(self, config: Config) -> None:
+        """The agent probes of ``config``; one whose key is unchanged keeps what it heard."""
+        key_of: dict[ServerRef, CheckKey] = {}
+        servers_of: dict[CheckKey, list[ServerRef]] = {}
+        for spec in config.services:
+            svc = spec.key
+            for server in spec.servers:
+                if server.agent is None:
+                    continue
+                target = server.agent.target(server.key.address, server.key.port,
+                                             vip=svc.address, vport=svc.port)
+                key = check_key(target, server.agent)
+                key_of[(svc, server.key)] = key
+                servers_of.setdefault(key, []).append((svc, server.key))
+        self._key_of = key_of
+        self._servers_of = {key: tuple(refs) for key, refs in servers_of.items()}
+        self._heard = {key: self._heard.get(key, _Heard()) for key in servers_of}
+
+    def __len__(self) -> int:
+        return len(self._servers_of)
+
+    def keys(self) -> KeysView[CheckKey]:
+        return self._servers_of.keys()
+
+    def report(self, ref: ServerRef) -> AgentReport | None:
+        key = self._key_of.get(ref)
+        return None if key is None else self._heard[key].report
+
+    def status(self, ref: ServerRef) -> AgentStatus | None:
+        key = self._key_of.get(ref)
+        if key is None:
+            return None
+        heard = self._heard[key]
+        report = heard.report
+        return AgentStatus(
+            answering=report is not None, state=describe(report), line=heard.line,
+            percent=report.percent if report is not None else None,
+            command=report.command.value if report and report.command else None,
+            since=heard.since or None, error=heard.error or None)
+
+    def observe(self, report: ProbeReport, *, now: float) -> tuple[ServerRef, ...] | None:
+        """Take one report in: None if it is not an agent's, else the servers whose agent
+        report it changed."""
+        refs = self._servers_of.get(report.key)
+        if refs is None:
+            return None
+        if report.inconclusive:
+            return ()
+        self.observed += 1
+        before = self._heard[report.key]
+        result = report.result
+        if result.ok:
+            heard = _Heard(merged(before.report, parse_answer(result.reason)), result.reason,
+                           before.since)
+        else:
+            fails = before.fails + 1
+            gone = fails >= report.key.spec.fall
+            heard = _Heard(None if gone else before.report, before.line, before.since, fails,
+                           result.reason)
+        if heard.report != before.report:
+            heard = _Heard(heard.report, heard.line, now, heard.fails, heard.error)
+            self._heard[report.key] = heard
+            return refs
+        self._heard[report.key] = heard
+        return ()
