@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from lvsd.weight import (
@@ -14,6 +16,8 @@ from lvsd.weight import (
     Role,
     Standing,
     effective,
+    ramp_share,
+    ramp_step,
     ramped,
 )
 
@@ -75,3 +79,30 @@ def test_the_ramp_rises_monotonically_to_the_full_weight_and_never_below_one(wei
     assert steps == sorted(steps)
     assert steps[0] >= 1 and steps[-1] == weight
     assert all(1 <= w <= weight for w in steps)
+
+
+# elapsed, period -> share: twentieths of the period, at most one step a second
+RAMP_SHAPE = [
+    (0.0, 30.0, 0.0), (1.49, 30.0, 0.0), (1.5, 30.0, 0.05), (15.0, 30.0, 0.5),
+    (29.9, 30.0, 0.95), (30.0, 30.0, 1.0), (99.0, 30.0, 1.0),
+    (0.0, 10.0, 0.0), (0.99, 10.0, 0.0), (1.0, 10.0, 0.1), (9.5, 10.0, 0.9), (10.0, 10.0, 1.0),
+    (0.5, 2.5, 0.0), (1.0, 2.5, 0.4), (2.0, 2.5, 0.8), (2.5, 2.5, 1.0),
+    (5.0, 0.0, 1.0), (-1.0, 30.0, 0.0),
+]
+
+
+@pytest.mark.parametrize(("elapsed", "period", "share"), RAMP_SHAPE)
+def test_the_ramp_steps_in_twentieths_at_most_once_a_second(elapsed: float, period: float,
+                                                             share: float) -> None:
+    assert ramp_share(elapsed, period) == pytest.approx(share)
+
+
+@pytest.mark.parametrize("period", [0.5, 2.0, 10.0, 30.0, 600.0])
+def test_a_ramp_has_at_most_twenty_steps_each_visible_on_weight_100(period: float) -> None:
+    step = ramp_step(period)
+    assert step == max(1.0, period / 20)
+    times = [i * step for i in range(math.ceil(period / step) + 1)]
+    weights = [ramped(100, ramp_share(t, period)) for t in times]
+    assert weights[0] == 1 and weights[-1] == 100
+    assert len(set(weights)) == len(weights), "every step moves the weight"
+    assert len(weights) <= 21
