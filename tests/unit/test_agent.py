@@ -174,7 +174,7 @@ def book() -> tuple[Agents, list[tuple[object, object]]]:
 
 def say(agents: Agents, port: int, ok: bool, reason: str, *,
         inconclusive: bool = False) -> tuple[object, ...] | None:
-    key = next(key for key in agents.keys() if key.target.port == port)
+    key = next(key for key in tuple(agents.keys()) if key.target.port == port)
     report = ProbeReport(key, ProbeResult(ok, reason), 0.0, 0.0, 0.0, inconclusive)
     return agents.observe(report, now=100.0)
 

@@ -125,7 +125,7 @@ port = 80\nscheduler = "wrr"\nslow_start = "30s"\n{servers}""")
 
 def test_a_reload_ends_ramps_whose_slow_start_changed_and_ramps_added_unchecked_servers(
 ) -> None:
-    ramps, clock = ramps_of(config(checked=False))
+    ramps, _ = ramps_of(config(checked=False))
     ramps.begin((WEB, RS1))
     added = '[[services.real_servers]]\naddress = "192.0.2.13"\nweight = 100\n'
     new = config(checked=False, extra=added)
