@@ -14,7 +14,7 @@ _lvsd() {
 _lvsd_words() {
     local opts
     case "$1" in
-        "") opts="run check-config save restore show import doctor ctl -h --help --version" ;;
+        "") opts="run check-config save restore show import doctor ctl realserver -h --help --version" ;;
         "run") opts="-h --help -c --config" ;;
         "check-config") opts="-h --help --json" ;;
         "save") opts="-h --help --resolve --compat" ;;
@@ -32,6 +32,10 @@ _lvsd_words() {
         "ctl weight") opts="-h --help --host --for --clear" ;;
         "ctl reload") opts="-h --help" ;;
         "ctl check") opts="-h --help" ;;
+        "realserver") opts="apply check remove -h --help" ;;
+        "realserver apply") opts="-h --help --vip --mode --persist --root" ;;
+        "realserver check") opts="-h --help --vip --mode --persist --root" ;;
+        "realserver remove") opts="-h --help --vip --root" ;;
     esac
     echo "$opts"
 }

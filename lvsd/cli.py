@@ -1,4 +1,5 @@
-"""``lvsd`` command line: run | check-config | save | restore | show | import | doctor | ctl.
+"""``lvsd`` command line: run | check-config | save | restore | show | import | doctor | ctl |
+realserver.
 
 Exit codes: 0 success (check-config: valid, warnings printed); 1 an operation failed (kernel
 refused); 2 bad usage or an unreadable/invalid input file, config included (nothing was
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lvsd import __version__, cli_ctl, cli_doctor, cli_import
+from lvsd import __version__, cli_ctl, cli_doctor, cli_import, cli_realserver
 from lvsd.errors import ConfigError, IpvsUnavailable, LvsdError, Problem, SaveFormatError
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_import.add_parser(sub)
     cli_doctor.add_parser(sub)
     cli_ctl.add_parser(sub)
+    cli_realserver.add_parser(sub)
     return parser
 
 
@@ -119,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cli_doctor.run(args)
             case "ctl":
                 return cli_ctl.run(args)
+            case "realserver":
+                return cli_realserver.run(args)
     except (ConfigError, SaveFormatError) as exc:
         print(f"lvsd: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
