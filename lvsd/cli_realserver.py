@@ -11,9 +11,12 @@ import ipaddress
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lvsd.errors import LvsdError
-from lvsd.model import Address
+
+if TYPE_CHECKING:
+    from lvsd.model import Address
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -6,7 +6,9 @@
             with the VIP on lo/32, each serving a distinct page over real HTTP. Parametrise the
             number of real servers with ``@pytest.mark.parametrize("dr_lab", [3], indirect=True)``.
             A module that wants one lab for several tests builds its own module-scoped fixture
-            with ``with dr_lab_context(count) as lab: yield lab`` and calls ``lab.reset()``.
+            with ``with dr_lab_context(count) as lab: yield lab`` and calls ``lab.reset()``;
+            ``dr_lab_context(count, real_server_setup=False)`` leaves the real servers without
+            the VIP on lo and the ARP sysctls (they serve only their own address).
 
 Every name carries a random tag, so labs and namespaces of concurrent tests never collide, and
 everything a fixture made (processes, namespaces, the links inside them) is removed even when
@@ -282,6 +284,7 @@ class DrLab:
     port: int = 80
     client_address: str = "192.0.2.10"
     director_address: str = "192.0.2.1"
+    real_server_setup: bool = True  # the VIP on lo/32 and the ARP sysctls, as the seeds do
     switch: Namespace = field(init=False)
     client: Namespace = field(init=False)
     director: Namespace = field(init=False)
@@ -317,15 +320,18 @@ class DrLab:
             commands = ["link set lo up", f"addr add {address}/24 dev eth0", "link set eth0 up"]
             if ns == self.director:
                 commands.append(f"addr add {self.vip}/32 dev eth0")
-            elif ns != self.client:
+            elif ns != self.client and self.real_server_setup:
                 commands.append(f"addr add {self.vip}/32 dev lo")
             ns.ip_batch(commands)
         self.director.sysctl("net.ipv4.conf.all.send_redirects=0",
                              "net.ipv4.conf.default.send_redirects=0",
                              "net.ipv4.conf.eth0.send_redirects=0")
         for server in self.real_servers:
-            server.ns.sysctl("net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
-                             "net.ipv4.conf.eth0.arp_ignore=1", "net.ipv4.conf.eth0.arp_announce=2")
+            if self.real_server_setup:
+                server.ns.sysctl("net.ipv4.conf.all.arp_ignore=1",
+                                 "net.ipv4.conf.all.arp_announce=2",
+                                 "net.ipv4.conf.eth0.arp_ignore=1",
+                                 "net.ipv4.conf.eth0.arp_announce=2")
             self._spawn(server)
         self._wait_serving(self.real_servers)
 
@@ -401,9 +407,9 @@ class DrLab:
 
 
 @contextmanager
-def dr_lab_context(count: int = 2) -> Iterator[DrLab]:
+def dr_lab_context(count: int = 2, *, real_server_setup: bool = True) -> Iterator[DrLab]:
     _require_kernel()
-    lab = DrLab(_tag(), count)
+    lab = DrLab(_tag(), count, real_server_setup=real_server_setup)
     try:
         lab.build()
         yield lab
