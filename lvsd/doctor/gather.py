@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ipaddress
 import os
 import shutil
@@ -145,6 +146,9 @@ async def gather(config: Config, *, proc_sys: Path = Path("/proc/sys"),
     paths: Mapping[tuple[Address, Address], Routing] = {}
     rtnetlink_problem = ""
     try:
+        # The bound counts from when pyroute2 is loaded: importing it takes seconds on a slow
+        # host, answering a dump does not.
+        await asyncio.to_thread(importlib.import_module, "pyroute2")
         addresses, routes, paths = await asyncio.wait_for(
             asyncio.to_thread(_rtnetlink, list(vips), list(dr_paths)), RTNETLINK_TIMEOUT * 4)
     except TimeoutError:

@@ -104,6 +104,23 @@ class Host:
 
     def make(self, piece: Piece) -> Change | None:
         """Make ``piece`` true; the change made, None where it already held."""
+        try:
+            return self._make(piece)
+        except HostError:
+            raise
+        except Exception as exc:  # pyroute2's own types, OSError: all are "this step failed"
+            raise HostError(f"{piece.fix}: {_netlink_reason(exc)}") from exc
+
+    def undo(self, change: Change) -> str | None:
+        """Put back what ``change`` changed; a sentence when it was left as it is, and why."""
+        try:
+            return self._undo(change)
+        except HostError:
+            raise
+        except Exception as exc:
+            raise HostError(f"undoing {change.piece.fix}: {_netlink_reason(exc)}") from exc
+
+    def _make(self, piece: Piece) -> Change | None:
         match piece:
             case Sysctl():
                 current = self.read_sysctl(piece.name)
@@ -134,8 +151,7 @@ class Host:
                 self._set_state(piece.device, "up")
                 return Change(piece)
 
-    def undo(self, change: Change) -> str | None:
-        """Put back what ``change`` changed; a sentence when it was left as it is, and why."""
+    def _undo(self, change: Change) -> str | None:
         piece = change.piece
         match piece:
             case Sysctl():
