@@ -38,6 +38,7 @@ from lvsd.model import (
     VirtualService,
 )
 from lvsd.snapshot import AgentStatus, ServerStatus, ServiceStatus, Snapshot, SnapshotSource
+from lvsd.splitbrain.book import VipStatus
 from lvsd.tablejson import key_json, stats_json
 
 FRESHNESS = 1.0  # seconds: counters served by /metrics, /status and / are at most this old
@@ -256,6 +257,7 @@ def status_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
         "services": [_service_json(s, now) for s in snapshot.services],
         "foreign": [_foreign_json(vs) for vs in snapshot.foreign],
         "consistent_hash": [_mh_table_json(table) for table in snapshot.mh_tables],
+        "vips": [_vip_json(vip) for vip in snapshot.vips],
     }
 
 
@@ -338,6 +340,19 @@ def _service_json(service: ServiceStatus, now: float) -> dict[str, Any]:
         "fail_open_active": service.fail_open_active,
         "kernel": _kernel_service_json(service.kernel),
         "servers": [_server_json(s, now) for s in service.servers],
+    }
+
+
+def _vip_json(vip: VipStatus) -> dict[str, Any]:
+    """A VIP this director holds; ``conflict``: another host on the segment answers for it."""
+    return {
+        "address": str(vip.address),
+        "interface": vip.interface,
+        "conflict": vip.conflict,
+        "other_holders": list(vip.other_macs),
+        "conflict_since": vip.since,
+        "probes": vip.probes,
+        "probe_error": vip.error,
     }
 
 

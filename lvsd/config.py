@@ -154,6 +154,7 @@ class DaemonSchema(_Schema):
     allow_empty: Bool = False
     control_socket: FilePath = DEFAULT_CONTROL_SOCKET
     control_group: Text | None = None
+    split_brain_probe: Literal["off"] | Annotated[Seconds, Field(ge=0.1, le=60)] = 1.0
 
 
 class TimeoutsSchema(_Schema):
@@ -575,6 +576,8 @@ def _build_daemon(
         control_socket=schema.control_socket,
         control_group=schema.control_group,
         control_gid=control_gid,
+        split_brain_probe=None if schema.split_brain_probe == "off"
+        else schema.split_brain_probe,
     )
 
 

@@ -76,6 +76,8 @@ from lvsd.snapshot import (
     shows_the_same,
 )
 from lvsd.spec import Config, ServerRef, ServerSpec, ServiceSpec
+from lvsd.splitbrain.book import VipStatus
+from lvsd.splitbrain.guard import VipGuard, configured_vips
 from lvsd.statefile import DaemonState, StateFile
 from lvsd.systemd import Notifier, start_watchdog
 from lvsd.weight import NO_ADMIN, NO_STANDING, Standing
@@ -90,8 +92,10 @@ LOAD_WINDOW = 10.0  # seconds of probing each /status ``probing`` figure covers
 class Daemon:
     def __init__(self, config: Config, backend: IpvsBackend, *, config_path: Path | None = None,
                  notifier: Notifier | None = None, runner: RunnerFactory | None = None,
-                 freeze_gc: bool = False, mh_size: MhTableSize | None = None) -> None:
+                 freeze_gc: bool = False, mh_size: MhTableSize | None = None,
+                 vip_guard: VipGuard | None = None) -> None:
         self.config = config
+        self.vip_guard = vip_guard
         self.mh_size = mh_size or mh_table_size()
         self.config_path = config_path
         self.backend = backend
@@ -160,6 +164,9 @@ class Daemon:
         self._spawn(load_loop(self.sample_probe_load))
         self._spawn(expiry_loop(self.overrides_changed, self.overrides, self.expire_overrides))
         self.runner.start()
+        if self.vip_guard is not None:
+            self._guard(self.config)
+            self.vip_guard.start(self._vips_changed)
         freeze_long_lived(self.freeze_gc)
         log.info("started", services=len(self.config.services), checks=len(self.health),
                  owned=len(self.state.owned), kernel_ipvs=self.kernel_version)
@@ -202,6 +209,8 @@ class Daemon:
         self.notifier.stopping("stopping")
         self.events.close("lvsd is stopping")
         await self.runner.stop()
+        if self.vip_guard is not None:
+            await self.vip_guard.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -403,6 +412,8 @@ class Daemon:
         await asyncio.sleep(0)  # each step takes tens of ms at 10,000 servers
         self.config = new
         self.events.reloaded(True, str(self.config_path))
+        if self.vip_guard is not None:
+            self._guard(new)
         await self._watch(new, actual)
         self.last_reload = ReloadStatus(True, time.time())
         self.metrics.reload(True, time.time())
@@ -500,6 +511,9 @@ class Daemon:
                 agents=self.agents if self.agents else None,
                 ramps=self.ramps if self.ramps else None,
                 probe_services=self.marks.probe_services(), status=status)
+            if self.vip_guard is not None:
+                self._snapshot = dataclasses.replace(self._snapshot,
+                                                     vips=self.vip_guard.statuses)
             if self._hashing().weights:
                 self._snapshot = dataclasses.replace(self._snapshot, mh_tables=mh_tables(
                     self.config, kernel.by_key(), self.state.last_weights, self.mh_size.size))
@@ -529,6 +543,14 @@ class Daemon:
 
     def _observed(self) -> int:
         return self.health.observed + self.agents.observed
+
+    def _guard(self, config: Config) -> None:
+        assert self.vip_guard is not None
+        self.vip_guard.configure(configured_vips(config), config.daemon.split_brain_probe)
+
+    def _vips_changed(self, statuses: tuple[VipStatus, ...], _changes: object) -> None:
+        if self._snapshot is not None:  # no rebuild for one field
+            self._snapshot = dataclasses.replace(self._snapshot, vips=statuses)
 
     def sample_probe_load(self) -> ProbingStatus:
         """Close the probing window: how late the runner ran since the last sample, for
@@ -682,7 +704,8 @@ async def serve(config_path: Path, config: Config, early: EarlySignals | None = 
 
     notifier = Notifier.from_environment()
     backend = NetlinkIpvs()
-    daemon = Daemon(config, backend, config_path=config_path, notifier=notifier, freeze_gc=True)
+    daemon = Daemon(config, backend, config_path=config_path, notifier=notifier, freeze_gc=True,
+                    vip_guard=VipGuard())
     listen = f"{config.daemon.listen_host}:{config.daemon.listen_port}"
     try:
         api = await start_api(create_app(daemon, daemon.metrics), config.daemon.listen_host,

@@ -318,6 +318,7 @@ class SnapshotRenderer:
         out: list[bytes] = []
         _global_families(out, snapshot)
         _mh_families(out, snapshot)
+        _vip_families(out, snapshot)
         _service_families(out, rows, layout)
         _backend_families(out, rows, layout)
         self._layouts = layouts
@@ -410,6 +411,18 @@ def _global_families(out: list[bytes], snapshot: Snapshot) -> None:
     name = "lvsd_table_sync_failed_passes_total"
     out.append(f"# HELP {name} Reconcile passes that failed to read or write the kernel table."
                f"\n# TYPE {name} counter\n{name} {snapshot.sync.failed_passes}\n".encode())
+
+
+def _vip_families(out: list[bytes], snapshot: Snapshot) -> None:
+    """Per VIP this director holds on an ARP-capable interface."""
+    if not snapshot.vips:
+        return
+    name = "lvsd_vip_conflict"
+    rows = "".join(f'{name}{{vip="{vip.address}",interface="{escape_label_value(vip.interface)}"'
+                   f"}} {1 if vip.conflict else 0}\n" for vip in snapshot.vips)
+    out.append(f"# HELP {name} 1 while another host on the segment answers for a VIP this "
+               f"director holds (split brain), found by ARP probes or IPv6 duplicate address "
+               f"detection.\n# TYPE {name} gauge\n{rows}".encode())
 
 
 def _mh_families(out: list[bytes], snapshot: Snapshot) -> None:

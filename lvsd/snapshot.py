@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from lvsd.probe import CheckKey
     from lvsd.reconcile import ServiceDecision
     from lvsd.spec import Config, ServerRef
+    from lvsd.splitbrain.book import VipStatus
 
 Health = Literal["up", "down", "unknown", "unchecked"]
 Role = Literal["real", "sorry", "draining"]
@@ -128,6 +129,7 @@ class Snapshot:
     sync: SyncStatus = SyncStatus()
     probing: ProbingStatus = ProbingStatus()
     mh_tables: tuple[MhTableStatus, ...] = ()  # the consistent-hash services
+    vips: tuple[VipStatus, ...] = ()  # the VIPs this director holds, and their conflicts
 
 
 EMPTY_SNAPSHOT = Snapshot((), (), 0.0, False, "")

@@ -40,6 +40,7 @@ class DaemonSettings:
     control_socket: Path = Path("/run/lvsd/lvsd.sock")  # lvsd ctl's unix socket
     control_group: str | None = None  # a group whose members may use it too (0660)
     control_gid: int | None = None  # control_group's id, looked up when the config loads
+    split_brain_probe: float | None = 1.0  # seconds between VIP conflict probes; None: off
 
     @property
     def state_file(self) -> Path:

@@ -1,0 +1,1 @@
+"""Split-brain detection: a director holding a VIP probes its segment for another holder."""
