@@ -12,6 +12,7 @@ from lvsd.model import Address, Forward, Table
 if TYPE_CHECKING:
     from lvsd.checks.drpath import Routing
     from lvsd.spec import Config, ServiceSpec
+    from lvsd.splitbrain.book import VipStatus
 
 
 class Severity(enum.IntEnum):
@@ -87,6 +88,9 @@ class Facts:
     routes: Mapping[Address, str] = field(default_factory=dict)  # VIP -> interface routed out
     dr_paths: Mapping[tuple[Address, Address], Routing] = field(default_factory=dict)
     firewall: FirewallFacts = FirewallFacts()
+    # one split-brain probe round (lvsd.splitbrain): each held VIP, and any other holder
+    vip_probes: tuple[VipStatus, ...] = ()
+    vip_probe_problems: Mapping[str, str] = field(default_factory=dict)  # where -> error
 
     def sysctl(self, name: str) -> int | None:
         """An integer sysctl, None where it is absent (or not an integer)."""

@@ -18,6 +18,8 @@ from lvsd.doctor.facts import Facts, FirewallFacts, IpvsFacts, sysctl_name
 from lvsd.errors import LvsdError
 from lvsd.model import Address
 from lvsd.spec import Config
+from lvsd.splitbrain.book import VipStatus
+from lvsd.splitbrain.guard import probe_once
 
 # Under /proc/sys: files, or directories read whole (a check needing more adds a path here).
 SYSCTL_PATHS = ("net/ipv4/vs", "net/ipv4/conf", "net/ipv4/ip_forward",
@@ -158,7 +160,12 @@ async def gather(config: Config, *, proc_sys: Path = Path("/proc/sys"),
     firewall = FirewallFacts()
     if sysctls.get("net.ipv4.vs.conntrack") == "1":
         firewall = await asyncio.to_thread(firewall_facts)
+    vip_probes: tuple[VipStatus, ...] = ()
+    vip_probe_problems: dict[str, str] = {}
+    if config.daemon.split_brain_probe is not None and vips:
+        vip_probes, vip_probe_problems = await asyncio.to_thread(probe_once, frozenset(vips))
     return Facts(config=config, kernel_release=release, ipvs=ipvs, ipvs_problem=problem,
                  loaded_modules=loaded, available_modules=available, sysctls=sysctls,
                  addresses=addresses, rtnetlink_problem=rtnetlink_problem, routes=routes,
-                 dr_paths=paths, firewall=firewall)
+                 dr_paths=paths, firewall=firewall, vip_probes=vip_probes,
+                 vip_probe_problems=vip_probe_problems)

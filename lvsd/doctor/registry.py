@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from lvsd.doctor import conntable, drpath, expiry, firewall, forwarding, modules, redirects, vips
+from lvsd.doctor import (
+    conntable,
+    drpath,
+    expiry,
+    firewall,
+    forwarding,
+    hashing,
+    modules,
+    redirects,
+    splitbrain,
+    vips,
+)
 from lvsd.doctor.facts import Facts, Finding, Severity
 
 Check = Callable[[Facts], list[Finding]]
@@ -22,6 +33,8 @@ CHECKS: dict[str, Check] = {
     expiry.NAME: expiry.check,
     firewall.NAME: firewall.check,
     conntable.NAME: conntable.check,
+    hashing.NAME: hashing.check,
+    splitbrain.NAME: splitbrain.check,
 }
 
 

@@ -150,6 +150,112 @@ def _packet_socket(interface: str, version: int) -> socket.socket:
     return sock
 
 
+class Prober:
+    """One probing round at a time, synchronously: the guard's thread runs rounds back to back,
+    ``lvsd doctor`` runs one (``probe_once``)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 stop: threading.Event | None = None) -> None:
+        self._clock = clock
+        self._stop = stop or threading.Event()
+        self.book = ConflictBook(MIN_CLEAR_AFTER)
+        self._sockets = _Sockets()
+        self._rtnl: Any = None
+
+    def idle(self) -> None:
+        self.book.hold(())
+        self._sockets.sync(())
+
+    def probe(self, vips: frozenset[Address], interval: float) -> dict[str, str]:
+        """Find the held VIPs and send each its probe; the errors, by where they happened."""
+        self.book.clear_after = max(MIN_CLEAR_AFTER, CLEAR_AFTER_PROBES * interval)
+        errors: dict[str, str] = {}
+        try:
+            if self._rtnl is None:
+                from pyroute2 import IPRoute
+                self._rtnl = IPRoute()
+            self.book.hold(self._held(self._rtnl, vips))
+        except Exception as exc:  # pyroute2 raises its own types too
+            errors["rtnetlink"] = f"{type(exc).__name__}: {exc}"
+            self._close_rtnl()
+        held = self.book.held
+        failed = self._sockets.sync(held)
+        for vip in held:
+            key = (vip.index, vip.address.version)
+            error = failed.get(key)
+            sock = self._sockets.open.get(key)
+            if sock is not None:
+                try:
+                    sock.send(probe_for(vip.mac, vip.address))
+                except OSError as exc:
+                    error = f"probe on {vip.interface}: {exc.strerror or exc}"
+            self.book.probed(vip.address, error)
+            if error is not None:
+                errors[vip.interface] = error
+        return errors
+
+    @staticmethod
+    def _held(rtnl: Any, vips: frozenset[Address]) -> list[HeldVip]:
+        links = [link for message in rtnl.get_links() if (link := _link_of(message))]
+        addresses = [local for message in rtnl.get_addr() for local in _addresses_of(message)]
+        return held_vips(links, addresses, vips)
+
+    def read_until(self, deadline: float) -> None:
+        own: dict[tuple[int, int], bytes] = {(vip.index, vip.address.version): vip.mac
+                                             for vip in self.book.held}
+        while not self._stop.is_set():
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return
+            readable = list(self._sockets.open.items())
+            if not readable:
+                self._stop.wait(min(remaining, READ_SLICE))
+                continue
+            try:
+                ready, _, _ = select.select([sock for _, sock in readable], [], [],
+                                            min(remaining, READ_SLICE))
+            except (OSError, ValueError):
+                return
+            for key, sock in readable:
+                if sock in ready:
+                    self._drain(sock, own.get(key, b""))
+
+    def _drain(self, sock: socket.socket, own_mac: bytes) -> None:
+        for _ in range(256):  # bounded: the next select comes back for the rest
+            try:
+                frame, address = sock.recvfrom(2048)
+            except OSError:  # BlockingIOError: nothing more for now
+                return
+            if len(address) > 2 and address[2] == PACKET_OUTGOING:
+                continue
+            evidence = evidence_in(frame, own_mac)
+            if evidence is not None:
+                self.book.saw(evidence, self._clock())
+
+    def _close_rtnl(self) -> None:
+        if self._rtnl is not None:
+            with contextlib.suppress(Exception):
+                self._rtnl.close()
+        self._rtnl = None
+
+    def close(self) -> None:
+        self._sockets.close()
+        self._close_rtnl()
+
+
+def probe_once(vips: frozenset[Address], wait: float = 1.5) -> tuple[tuple[VipStatus, ...],
+                                                                    dict[str, str]]:
+    """One probe for each of ``vips`` this host holds, and what answered within ``wait``."""
+    prober = Prober()
+    try:
+        errors = prober.probe(vips, wait)
+        if prober.book.held:
+            prober.read_until(time.time() + wait)
+        return prober.book.statuses(time.time()), errors
+    finally:
+        prober.close()
+
+
 Report = Callable[[tuple[VipStatus, ...], list[Change]], None]
 
 
@@ -214,97 +320,23 @@ class VipGuard:
     # --- the thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
-        sockets = _Sockets()
-        rtnl: Any = None
-        book = ConflictBook(MIN_CLEAR_AFTER)
+        prober = Prober(self._clock, self._stop)
         published: tuple[VipStatus, ...] | None = None
         try:
             while not self._stop.is_set():
                 interval = self._interval
                 if interval is None or not self._vips:
-                    book.hold(())
-                    sockets.sync(())
-                    published = self._publish_if_new(book, published, {})
+                    prober.idle()
+                    published = self._publish_if_new(prober.book, published, {})
                     self._stop.wait(READ_SLICE)
                     continue
-                book.clear_after = max(MIN_CLEAR_AFTER, CLEAR_AFTER_PROBES * interval)
                 started = self._clock()
-                errors: dict[str, str] = {}
-                try:
-                    if rtnl is None:
-                        from pyroute2 import IPRoute
-                        rtnl = IPRoute()
-                    book.hold(self._held(rtnl))
-                except Exception as exc:  # pyroute2 raises its own types too
-                    errors["rtnetlink"] = f"{type(exc).__name__}: {exc}"
-                    if rtnl is not None:
-                        with contextlib.suppress(Exception):
-                            rtnl.close()
-                    rtnl = None
-                self._probe(book, sockets, errors)
-                published = self._publish_if_new(book, published, errors)
-                self._read_until(started + interval, book, sockets)
-                published = self._publish_if_new(book, published, errors)
+                errors = prober.probe(self._vips, interval)
+                published = self._publish_if_new(prober.book, published, errors)
+                prober.read_until(started + interval)
+                published = self._publish_if_new(prober.book, published, errors)
         finally:
-            sockets.close()
-            if rtnl is not None:
-                with contextlib.suppress(Exception):
-                    rtnl.close()
-
-    def _held(self, rtnl: Any) -> list[HeldVip]:
-        links = [link for message in rtnl.get_links() if (link := _link_of(message))]
-        addresses = [local for message in rtnl.get_addr() for local in _addresses_of(message)]
-        return held_vips(links, addresses, self._vips)
-
-    def _probe(self, book: ConflictBook, sockets: _Sockets, errors: dict[str, str]) -> None:
-        held = book.held
-        failed = sockets.sync(held)
-        for vip in held:
-            key = (vip.index, vip.address.version)
-            error = failed.get(key)
-            sock = sockets.open.get(key)
-            if sock is not None:
-                try:
-                    sock.send(probe_for(vip.mac, vip.address))
-                except OSError as exc:
-                    error = f"probe on {vip.interface}: {exc.strerror or exc}"
-            book.probed(vip.address, error)
-            if error is not None:
-                errors[vip.interface] = error
-
-    def _read_until(self, deadline: float, book: ConflictBook, sockets: _Sockets) -> None:
-        own: dict[tuple[int, int], bytes] = {(vip.index, vip.address.version): vip.mac
-                                             for vip in book.held}
-        while not self._stop.is_set():
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return
-            readable = list(sockets.open.items())
-            if not readable:
-                self._stop.wait(min(remaining, READ_SLICE))
-                continue
-            try:
-                ready, _, _ = select.select([sock for _, sock in readable], [], [],
-                                            min(remaining, READ_SLICE))
-            except (OSError, ValueError):
-                return
-            for key, sock in readable:
-                if sock in ready:
-                    self._drain(sock, own.get(key, b""), book)
-
-    def _drain(self, sock: socket.socket, own_mac: bytes, book: ConflictBook) -> None:
-        for _ in range(256):  # bounded: the next select comes back for the rest
-            try:
-                frame, address = sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            if len(address) > 2 and address[2] == PACKET_OUTGOING:
-                continue
-            evidence = evidence_in(frame, own_mac)
-            if evidence is not None:
-                book.saw(evidence, self._clock())
+            prober.close()
 
     def _publish_if_new(self, book: ConflictBook, published: tuple[VipStatus, ...] | None,
                         errors: Mapping[str, str]) -> tuple[VipStatus, ...]:

@@ -68,7 +68,7 @@ def test_a_clean_director_has_no_findings() -> None:
 
 def test_every_check_area_is_registered_by_its_name() -> None:
     assert list(CHECKS) == ["modules", "vips", "redirects", "forwarding", "dr_path", "expiry",
-                            "firewall", "conn_table"]
+                            "firewall", "conn_table", "consistent_hash", "split_brain"]
 
 
 def test_no_ipvs_and_a_scheduler_without_module_are_errors() -> None:
