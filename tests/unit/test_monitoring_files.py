@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import re
 import shutil
@@ -14,9 +15,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lvsd.consistent import MhTableStatus
 from lvsd.errors import IpvsError
 from lvsd.metrics import DaemonMetrics
 from lvsd.snapshot import Snapshot
+from lvsd.splitbrain.book import VipStatus
 from tests.unit.snapshot_builders import DNS, NOW, WEB, foreign, server, service
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
@@ -45,6 +48,8 @@ def exported_names() -> set[str]:
         (service(WEB, "web", [server("198.51.100.1"), draining]),
          service(DNS, "dns", [server("2001:db8::1", 53)], persistent=True)),
         (foreign(),), NOW, True, "x",
+        mh_tables=(MhTableStatus(WEB, "web", "0123456789abc", True, 4093),),
+        vips=(VipStatus(ipaddress.ip_address("192.0.2.10"), "eth0", False),),
     )
     text = metrics.exposition(snapshot).decode()
     names = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
@@ -94,7 +99,7 @@ def test_alerts_fire_as_their_unit_tests_expect() -> None:
 @pytest.mark.parametrize("alert", [
     "LvsdDown", "LvsdRealServerDown", "LvsdServiceBelowQuorum", "LvsdServiceEmpty",
     "LvsdSorryServerActive", "LvsdConfigReloadFailed", "LvsdProbesLate", "LvsdReconcileErrors",
-    "LvsdTableOutOfSync", "LvsdProbeEngineOverloaded",
+    "LvsdTableOutOfSync", "LvsdProbeEngineOverloaded", "LvsdVipConflict", "LvsdMhTablesDiffer",
 ])
 def test_the_issue_s_alerts_exist(alert: str) -> None:
     assert f"alert: {alert}\n" in (PROMETHEUS / "lvsd-alerts.yml").read_text(encoding="utf-8")
@@ -103,7 +108,7 @@ def test_the_issue_s_alerts_exist(alert: str) -> None:
 def test_alert_rules_use_only_exported_metrics() -> None:
     exported = exported_names()
     exprs = alert_exprs()
-    assert len(exprs) == 12
+    assert len(exprs) == 14
     for expr in exprs:
         names = metric_names(expr)
         assert names, expr
