@@ -251,7 +251,8 @@ class PairLab:
     # --- keepalived (VRRP only) ---------------------------------------------------------------
 
     def keepalived_config(self, director: Director, *, priority: int | None = None,
-                          extra_global: str = "", extra_instance: str = "") -> str:
+                          extra_global: str = "", extra_instance: str = "",
+                          vip: str | None = None) -> str:
         assert director.track_file is not None and director.notify_fifo is not None
         peer = self.d2 if director is self.d1 else self.d1
         return f"""global_defs {{
@@ -281,14 +282,16 @@ vrrp_instance VI_1 {{
         lvsd
     }}
     virtual_ipaddress {{
-        {self.vip}/32 dev eth0
+        {vip or self.vip}/32 dev eth0
     }}
     {extra_instance}
 }}
 """
 
-    def start_keepalived(self, *, extra_global: str = "", extra_instance: str = "") -> None:
-        """keepalived -P on both directors (d1 has the higher priority, so it becomes master).
+    def start_keepalived(self, *, extra_global: str = "", extra_instance: str = "",
+                         vip: str | None = None) -> None:
+        """keepalived -P on both directors (d1 has the higher priority, so it becomes master);
+        ``vip``: the address VRRP moves, if not the lab's VIP (an ECMP lab's second VIP).
 
         Each director's keepalived reads ``track_file`` (written 0 here: no penalty) and writes
         state lines to ``notify_fifo``, both under the lab's directory.
@@ -303,7 +306,7 @@ vrrp_instance VI_1 {{
                 os.mkfifo(director.notify_fifo)
             director.keepalived_conf = base / "keepalived.conf"
             director.keepalived_conf.write_text(self.keepalived_config(
-                director, extra_global=extra_global, extra_instance=extra_instance))
+                director, extra_global=extra_global, extra_instance=extra_instance, vip=vip))
             log = (base / "keepalived.log").open("ab")
             director.keepalived = subprocess.Popen(
                 ["ip", "netns", "exec", director.ns, "keepalived", "-P", "-n", "-l", "-D", "-G",
@@ -327,15 +330,16 @@ vrrp_instance VI_1 {{
                     director.keepalived.wait(10)
             director.keepalived = None
 
-    def holds_vip(self, director: Director) -> bool:
+    def holds_vip(self, director: Director, vip: str | None = None) -> bool:
         result = director.ns.run("ip", "-o", "-4", "addr", "show", "dev", "eth0", check=False)
-        return f" {self.vip}/32 " in result.stdout
+        return f" {vip or self.vip}/32 " in result.stdout
 
-    async def wait_master(self, director: Director, timeout: float = 30.0) -> None:
-        """Wait until ``director`` holds the VIP and the other does not."""
+    async def wait_master(self, director: Director, timeout: float = 30.0,
+                          vip: str | None = None) -> None:
+        """Wait until ``director`` holds the VIP (or ``vip``) on eth0 and the other does not."""
         other = self.d2 if director is self.d1 else self.d1
         deadline = time.monotonic() + timeout
-        while not (self.holds_vip(director) and not self.holds_vip(other)):
+        while not (self.holds_vip(director, vip) and not self.holds_vip(other, vip)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{director.label} not the only VIP holder after {timeout} s"
                                    f"; keepalived said:\n{self.keepalived_log(director)[-3000:]}")
@@ -357,6 +361,15 @@ vrrp_instance VI_1 {{
 
     def revive(self, director: Director) -> None:
         _run(["bridge", "-n", self.router, "link", "set", "dev", director.port, "state", "3"])
+
+    def withdraw_nexthop(self, director: Director) -> None:
+        """ECMP: the router's route to the VIP keeps only the other director."""
+        other = self.d2 if director is self.d1 else self.d1
+        self.router.ip_batch([f"route replace {self.vip}/32 via {other.address} dev br0"])
+
+    def restore_nexthops(self) -> None:
+        self.router.ip_batch([f"route replace {self.vip}/32 nexthop via {D1} dev br0 "
+                              f"nexthop via {D2} dev br0"])
 
     def close(self) -> None:
         self.stop_keepalived()
@@ -491,6 +504,10 @@ class FlowHarness:
             if flow.waiting_since is not None:
                 flow.longest_stall = max(flow.longest_stall, now - flow.waiting_since)
             flow.waiting_since = now if flow.echoed < flow.sent else None
+
+    def lost_so_far(self) -> list[int]:
+        """The flows broken until now (reset, closed or out of order), while still running."""
+        return [flow.index for flow in self._flows if flow.broken]
 
     async def wait_echoed(self, messages: int, timeout: float) -> None:
         """Wait until every unbroken flow has had ``messages`` more echoes than now."""

@@ -1,0 +1,280 @@
+"""Director fleets in the kernel (issue 12, items 3 and 5): split brain, consistent hashing.
+
+One ECMP pair lab for the module: the router spreads flows to the VIP over d1 and d2 by an
+L4-hashed multipath route (fib_multipath_hash_policy=1); both directors hold the VIP on a
+dummy, have sloppy_tcp=1 and no sync daemon, and run one lvsd each for the whole module with a
+``consistent_hash`` service on VIP:ECHO_PORT (weights 1, 2, 3, mh-port). keepalived -P moves a
+second VIP, ``VRRP_VIP``, on the directors' eth0: the split-brain test cuts VRRP between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import _httpd_command
+from tests.integration.daemon_support import LvsdProcess, kernel_table
+from tests.integration.pairlab import (
+    D1,
+    D2,
+    ECHO_PORT,
+    REAL_SERVERS,
+    VIP,
+    FlowHarness,
+    PairLab,
+    pair_lab,
+)
+
+VRRP_VIP = "198.51.100.20"
+FLOWS = 40
+WEIGHTS = dict(zip(REAL_SERVERS, (1, 2, 3), strict=True))
+
+
+def lvsd_config(*, consistent: bool = True) -> str:
+    mode = 'consistent_hash = true\nsched_flags = ["mh-port"]' if consistent \
+        else 'scheduler = "rr"'
+    servers = "\n".join(f'  {{ address = "{rs}", weight = {weight} }},'
+                        for rs, weight in WEIGHTS.items())
+    return f"""[daemon]
+reconcile_delay = 0
+resync_interval = "5s"
+split_brain_probe = "1s"
+
+[[services]]
+name = "fleet"
+address = "{VIP}"
+port = {ECHO_PORT}
+{mode}
+check = {{ type = "tcp", connect_port = 80, interval = "1s", retry_interval = "1s", rise = 1,
+          fall = 1, timeout = "1s" }}
+real_servers = [
+{servers}
+]
+
+[[services]]
+name = "pair"
+address = "{VRRP_VIP}"
+port = 80
+scheduler = "rr"
+real_servers = [{{ address = "{REAL_SERVERS[0]}" }}]
+"""
+
+
+@dataclass
+class Fleet:
+    lab: PairLab
+    lvsd: dict[str, LvsdProcess]
+
+    @property
+    def daemons(self) -> tuple[LvsdProcess, LvsdProcess]:
+        return self.lvsd["d1"], self.lvsd["d2"]
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[Fleet]:
+    with pair_lab(mode="ecmp") as lab:
+        for director in lab.directors:
+            director.ns.run("ipvsadm", "-Ln")  # the namespace's IPVS sysctls exist from here
+        lab.director_sysctls(sloppy_tcp="1")
+        lab.start_keepalived(vip=VRRP_VIP)
+        daemons = {d.label: LvsdProcess(d.ns, lvsd_config()) for d in lab.directors}
+        try:
+            asyncio.run(_start(*daemons.values()))
+            yield Fleet(lab, daemons)
+        finally:
+            for daemon in daemons.values():
+                asyncio.run(daemon.stop())
+                daemon.cleanup()
+
+
+async def _start(*daemons: LvsdProcess) -> None:
+    await asyncio.gather(*(daemon.start(timeout=120) for daemon in daemons))
+
+
+def vip_status(daemon: LvsdProcess) -> dict[str, dict[str, Any]]:
+    return {vip["address"]: vip for vip in daemon.status()["vips"]}
+
+
+def conflict(daemon: LvsdProcess) -> bool | None:
+    vip = vip_status(daemon).get(VRRP_VIP)
+    return None if vip is None else bool(vip["conflict"])
+
+
+def event_time(daemon: LvsdProcess, name: str, after: float) -> float | None:
+    for event in daemon.events(name):
+        if event.get("vip") == VRRP_VIP:
+            at = datetime.fromisoformat(event["timestamp"]).timestamp()
+            if at >= after:
+                return at
+    return None
+
+
+def set_vrrp_cut(lab: PairLab, cut: bool) -> None:
+    """Cut VRRP between the directors: each drops every IP packet from the other, by strict
+    reverse-path filtering against a blackhole route to it (keepalived's raw socket sends
+    around a blackhole, but nothing is received through one). ARP still gets through."""
+    verb = "add" if cut else "del"
+    for director, peer in ((lab.d1, D2), (lab.d2, D1)):
+        director.ns.ip_batch([f"route {verb} blackhole {peer}/32"])
+        director.ns.sysctl(f"net.ipv4.conf.all.rp_filter={1 if cut else 0}",
+                           f"net.ipv4.conf.eth0.rp_filter={1 if cut else 0}")
+
+
+async def test_split_brain_both_directors_report_it_within_5_s_and_clear_it_healed(
+        fleet: Fleet) -> None:
+    lab, (d1, d2) = fleet.lab, fleet.daemons
+    await lab.wait_master(lab.d1, vip=VRRP_VIP)
+    await d1.wait_for(lambda: conflict(d1) is False, 30, "d1 probing its VIP", poll=0.5)
+    assert VRRP_VIP not in vip_status(d2)
+    cut = time.time()
+    set_vrrp_cut(lab, True)
+    try:
+        for daemon in (d1, d2):
+            await daemon.wait_for(lambda d=daemon: event_time(d, "vip_conflict", cut)
+                                  is not None, 15, "vip_conflict logged", poll=0.5)
+        # Measured from the cut, so it includes VRRP's own takeover (~0.7 s).
+        delays = [at - cut for d in (d1, d2) if (at := event_time(d, "vip_conflict", cut))]
+        print(f"conflict reported {delays} s (d1, d2) after the cut")
+        assert len(delays) == 2
+        assert max(delays) < 5.0, delays
+        assert lab.holds_vip(lab.d1, VRRP_VIP) and lab.holds_vip(lab.d2, VRRP_VIP)
+        assert conflict(d1) and conflict(d2)
+        d2_mac = lab.d2.ns.run("cat", "/sys/class/net/eth0/address").stdout.strip()
+        assert vip_status(d1)[VRRP_VIP]["other_holders"] == [d2_mac]
+        metrics = d1.http("/metrics") or ""
+        assert 'lvsd_vip_conflict{vip="198.51.100.20",interface="eth0"} 1' in metrics
+    finally:
+        healed = time.time()
+        set_vrrp_cut(lab, False)
+    for daemon in (d1, d2):
+        await daemon.wait_for(lambda d=daemon: event_time(d, "vip_conflict_cleared", healed)
+                              is not None, 20, "vip_conflict_cleared logged", poll=0.5)
+    await lab.wait_master(lab.d1, vip=VRRP_VIP)
+    assert conflict(d1) is False and conflict(d2) is None  # d2 holds nothing now
+
+
+def weights_of(daemon: LvsdProcess) -> dict[str, int]:
+    table = kernel_table(daemon.director)
+    (fleet_vs,) = [vs for vs in table.services if vs.key.port == ECHO_PORT]
+    return {str(d.key.address): d.weight for d in fleet_vs.dests}
+
+
+def dest_order(daemon: LvsdProcess) -> list[str]:
+    table = kernel_table(daemon.director)
+    (fleet_vs,) = [vs for vs in table.services if vs.key.port == ECHO_PORT]
+    return [str(d.key.address) for d in fleet_vs.dests]
+
+
+def established(director_ns: str) -> int:
+    out = subprocess.run(["ip", "netns", "exec", director_ns, "ipvsadm", "-Lnc"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return sum(1 for line in out.splitlines()
+               if f"{VIP}:{ECHO_PORT}" in line and "ESTABLISHED" in line)
+
+
+async def wait_weights(fleet: Fleet, want: dict[str, int]) -> None:
+    for daemon in fleet.daemons:
+        await daemon.wait_for(lambda d=daemon: weights_of(d) == want, 30,
+                              f"kernel weights {want}", poll=0.5)
+
+
+async def director_dies_and_returns(lab: PairLab, *, returns: bool) -> tuple[int, list[int], Any]:
+    """40 flows spread over both directors; d1 dies silently (its next hop withdrawn, its
+    frames dropped) for 2 s of echoes, then (``returns``) comes back for 2 s more."""
+    flows = FlowHarness(lab, FLOWS)
+    await flows.open()
+    on_d1 = established(lab.d1.ns)
+    lab.withdraw_nexthop(lab.d1)
+    lab.die_silently(lab.d1)
+    try:
+        await flows.wait_echoed(10, 15)
+        lost_on_death = flows.lost_so_far()
+    finally:
+        lab.revive(lab.d1)
+        lab.restore_nexthops()
+    if not returns:
+        return on_d1, lost_on_death, await flows.finish()
+    await flows.wait_echoed(10, 15)
+    return on_d1, lost_on_death, await flows.finish()
+
+
+async def test_consistent_hash_keeps_every_flow_when_a_director_dies_and_returns(
+        fleet: Fleet) -> None:
+    await wait_weights(fleet, WEIGHTS)
+    d1, d2 = fleet.daemons
+    assert dest_order(d1) == dest_order(d2) == sorted(REAL_SERVERS, reverse=True)
+    on_d1, lost_on_death, report = await director_dies_and_returns(fleet.lab, returns=True)
+    print(f"{on_d1} of {FLOWS} flows went through d1; {report}")
+    assert 0 < on_d1 < FLOWS, "the router's ECMP should spread the flows"
+    assert lost_on_death == [], report
+    assert report.lost == [], report
+
+
+def kill_httpd(lab: PairLab, index: int) -> None:
+    process = lab.real_servers[index].process
+    assert process is not None
+    process.terminate()
+    process.wait(10)
+
+
+def start_httpd(lab: PairLab, index: int) -> None:
+    server = lab.real_servers[index]
+    server.process = subprocess.Popen(
+        ["ip", "netns", "exec", server.ns, *_httpd_command(server.directory)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def fingerprint(daemon: LvsdProcess) -> str | None:
+    (table,) = daemon.status()["consistent_hash"]
+    assert table["name"] == "fleet"
+    return table["fingerprint"]  # type: ignore[no-any-return]
+
+
+async def test_a_director_restarted_while_a_server_is_down_builds_the_same_mh_table(
+        fleet: Fleet) -> None:
+    """d2 comes back as from a reboot (empty IPVS table, no state file) while rs3 is down:
+    it still adds rs3 with rs3's weight history, so both directors show one fingerprint and
+    flows the router moves from d1 to d2 keep their real server."""
+    lab, (d1, d2) = fleet.lab, fleet.daemons
+    down = {**WEIGHTS, REAL_SERVERS[2]: 0}
+    kill_httpd(lab, 2)
+    try:
+        await wait_weights(fleet, down)
+        await d2.stop()
+        lab.d2.ns.run("ipvsadm", "-C")
+        (d2.state_dir / "state.json").unlink()
+        await d2.start(timeout=120)
+        await d2.wait_for(lambda: weights_of(d2) == down, 30, "d2 with rs3 down", poll=0.5)
+        assert dest_order(d1) == dest_order(d2)
+        first, second = fingerprint(d1), fingerprint(d2)
+        print(f"fingerprints: d1 {first}, d2 {second}")
+        assert first == second and first is not None
+        _, lost_on_death, report = await director_dies_and_returns(lab, returns=False)
+        print(report)
+        assert lost_on_death == [] and report.lost == [], report
+    finally:
+        start_httpd(lab, 2)
+    await wait_weights(fleet, WEIGHTS)
+
+
+async def test_the_same_failover_with_rr_loses_a_large_share(fleet: Fleet) -> None:
+    """The control: with rr (no shared table) a moved flow lands on a random real server,
+    which resets it."""
+    for daemon in fleet.daemons:
+        daemon.write_config(lvsd_config(consistent=False))
+        daemon.send(signal.SIGHUP)
+    for daemon in fleet.daemons:
+        await daemon.wait_for(
+            lambda d=daemon: next(vs.service.scheduler for vs in kernel_table(d.director).services
+                                  if vs.key.port == ECHO_PORT) == "rr", 30, "rr", poll=0.5)
+    on_d1, _, report = await director_dies_and_returns(fleet.lab, returns=False)
+    print(f"rr: {on_d1} of {FLOWS} flows went through d1; {report}")
+    assert len(report.lost) >= 5, report
