@@ -53,11 +53,17 @@ name = "fleet"
 address = "{VIP}"
 port = {ECHO_PORT}
 {mode}
-check = {{ type = "tcp", connect_port = 80, interval = "1s", retry_interval = "1s", rise = 1,
-          fall = 1, timeout = "1s" }}
 real_servers = [
 {servers}
 ]
+[services.check]
+type = "tcp"
+connect_port = 80
+interval = "1s"
+retry_interval = "1s"
+rise = 1
+fall = 1
+timeout = "1s"
 
 [[services]]
 name = "pair"
