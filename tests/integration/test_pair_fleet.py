@@ -102,7 +102,7 @@ def fleet() -> Iterator[Fleet]:
 
 
 async def _start(*daemons: LvsdProcess) -> None:
-    await asyncio.gather(*(daemon.start(timeout=120) for daemon in daemons))
+    await asyncio.gather(*(daemon.start(timeout=240) for daemon in daemons))
 
 
 def vip_status(daemon: LvsdProcess) -> dict[str, dict[str, Any]]:
@@ -257,7 +257,7 @@ async def test_a_director_restarted_while_a_server_is_down_builds_the_same_mh_ta
         await d2.stop()
         lab.d2.ns.run("ipvsadm", "-C")
         (d2.state_dir / "state.json").unlink()
-        await d2.start(timeout=120)
+        await d2.start(timeout=240)
         await d2.wait_for(lambda: weights_of(d2) == down, 30, "d2 with rs3 down", poll=0.5)
         assert dest_order(d1) == dest_order(d2)
         first, second = fingerprint(d1), fingerprint(d2)
