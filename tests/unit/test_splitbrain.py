@@ -244,3 +244,25 @@ def test_status_and_metrics_show_each_held_vip_and_its_conflict() -> None:
     assert 'lvsd_vip_conflict{vip="198.51.100.10",interface="eth0"} 1' in body
     assert 'lvsd_vip_conflict{vip="2001:db8::10",interface="eth0"} 0' in body
     assert "lvsd_vip_conflict" not in SnapshotRenderer().render(EMPTY_SNAPSHOT).decode()
+
+
+async def test_the_guard_reports_from_its_thread_and_stops_promptly() -> None:
+    """Over this host's own interfaces, where no TEST-NET VIP is held: nothing is probed."""
+    import asyncio
+    import time
+
+    from lvsd.splitbrain.guard import VipGuard
+
+    reports: list[tuple[VipStatus, ...]] = []
+    guard = VipGuard()
+    guard.configure(frozenset({ipaddress.ip_address("198.51.100.250")}), 0.2)
+    guard.start(lambda statuses, _changes: reports.append(statuses))
+    try:
+        deadline = time.monotonic() + 20
+        while not reports and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        started = time.monotonic()
+        await guard.stop()
+    assert reports and reports[0] == () and guard.statuses == ()
+    assert time.monotonic() - started < 2.5
