@@ -10,6 +10,7 @@ second VIP, ``VRRP_VIP``, on the directors' eth0: the split-brain test cuts VRRP
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import time
@@ -105,8 +106,18 @@ async def _start(*daemons: LvsdProcess) -> None:
     await asyncio.gather(*(daemon.start(timeout=240) for daemon in daemons))
 
 
+def status(daemon: LvsdProcess, attempts: int = 10) -> dict[str, Any]:
+    """/status, asked again while a loaded emulator keeps it past curl's 2 s."""
+    for _ in range(attempts - 1):
+        text = daemon.http("/status")
+        if text:
+            return json.loads(text)  # type: ignore[no-any-return]
+        time.sleep(0.5)
+    return daemon.status()
+
+
 def vip_status(daemon: LvsdProcess) -> dict[str, dict[str, Any]]:
-    return {vip["address"]: vip for vip in daemon.status()["vips"]}
+    return {vip["address"]: vip for vip in status(daemon)["vips"]}
 
 
 def conflict(daemon: LvsdProcess) -> bool | None:
@@ -239,7 +250,7 @@ def start_httpd(lab: PairLab, index: int) -> None:
 
 
 def fingerprint(daemon: LvsdProcess) -> str | None:
-    (table,) = daemon.status()["consistent_hash"]
+    (table,) = status(daemon)["consistent_hash"]
     assert table["name"] == "fleet"
     return table["fingerprint"]  # type: ignore[no-any-return]
 
