@@ -736,6 +736,8 @@ def _build_service(
         if sorry is not None and sorry.key in seen:
             problems.append(Problem(sorry_where, f"{sorry.key} is also a real server"))
     _weightless_warnings(svc, servers, where, warnings)
+    if svc.consistent_hash:
+        _consistent_weight_problems(servers, where, problems, warnings)
     total_weight = sum(server.dest.weight for server in servers if not server.disabled)
     if servers and svc.quorum > total_weight:
         warnings.append(Problem(f"{where}.quorum", f"quorum {svc.quorum} is above the total "
@@ -934,6 +936,21 @@ def _agent(
         return None
     _check_warnings(spec, where, warnings)
     return spec
+
+
+def _consistent_weight_problems(servers: Sequence[ServerSpec], where: str,
+                                problems: list[Problem], warnings: list[Problem]) -> None:
+    """A weight that moves on its own changes the mh table on this director only."""
+    if any(server.slow_start for server in servers):
+        problems.append(Problem(f"{where}.slow_start", "slow_start with consistent_hash = true "
+                                "rebuilds the mh table at every step of the ramp, on each "
+                                "director at its own time, moving flows between real servers: "
+                                "set slow_start = 0 or leave it out"))
+    if any(server.agent for server in servers):
+        warnings.append(Problem(f"{where}.agent", "an agent's weight with consistent_hash = "
+                                "true changes the mh table when the agent answers, on each "
+                                "director at its own time: directors disagree until their "
+                                "agents do"))
 
 
 def _weightless_warnings(svc: ServiceSchema, servers: Sequence[ServerSpec], where: str,

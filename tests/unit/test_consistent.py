@@ -387,3 +387,10 @@ def test_a_server_the_operator_takes_out_stays_in_the_table_at_weight_zero() -> 
 
     vs, _ = desired_service(spec, ALL_UP, (), standing)
     assert {d.key: d.weight for d in vs.dests} == {key(21): 1, key(22): 0, key(23): 1}
+
+
+def test_slow_start_is_refused_and_an_agent_warned_about() -> None:
+    (problem,) = problems_of('slow_start = "30s"')
+    assert ".slow_start" in problem and "set slow_start = 0" in problem
+    cfg = config(extra='agent = { port = 9999 }')
+    assert any(".agent" in str(warning) for warning in cfg.warnings)
