@@ -87,9 +87,19 @@ def lvsd_8() -> str:
         ".TP", ".B 1", "An operation failed (the kernel refused).",
         ".TP", ".B 2", "Bad usage, or an unreadable or invalid input file (nothing changed).",
         ".TP", ".B 3", "The kernel has no IPVS, or lvsd lacks CAP_NET_ADMIN.",
+        ".PP",
+        _escape("lvsd doctor exits with its worst finding's severity: 0 none or notes only, "
+                "1 a warning, 2 an error (or a config that does not load). lvsd realserver "
+                "check exits 1 when a piece is missing."),
         ".SH FILES",
         ".TP", ".I /etc/lvsd/lvsd.toml", "The configuration.",
         ".TP", ".I /var/lib/lvsd", "State (owned services) and the save file.",
+        ".TP", ".I /var/lib/lvsd/realserver.json",
+        _escape("On a real server: what lvsd realserver apply changed, and the values it "
+                "replaced (lvsd realserver remove puts them back)."),
+        ".TP", ".I /etc/sysctl.d/90-lvsd-realserver.conf, "
+        "/etc/systemd/system/lvsd-realserver.service",
+        "Written by lvsd realserver apply \\-\\-persist.",
         ".SH SEE ALSO", "lvsd.toml(5), ipvsadm(8), ipvsadm\\-save(8), systemctl(1)",
     ]
     return "\n".join(lines) + "\n"
