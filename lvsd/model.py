@@ -403,3 +403,100 @@ OP_NAMES: tuple[str, ...] = tuple(
     f"{cls.verb}_{_SHORT_KIND[cls.kind]}"
     for cls in (AddService, EditService, DeleteService, AddDest, EditDest, DeleteDest, SetTimeouts)
 )
+
+
+# --- The kernel's connection-sync daemons (``ipvsadm --start-daemon``) ------------------------
+
+
+class SyncState(enum.IntEnum):
+    """Which thread set of the sync daemon: the kernel runs at most one of each per netns."""
+
+    MASTER = 1  # IP_VS_STATE_MASTER: sends this director's connections
+    BACKUP = 2  # IP_VS_STATE_BACKUP: receives the others'
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+SYNC_DEFAULT_GROUP = ipaddress.IPv4Address("224.0.0.81")  # the kernel's IP_VS_SYNC_GROUP
+SYNC_DEFAULT_PORT = 8848
+SYNC_DEFAULT_TTL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SyncDaemon:
+    """One sync thread set as the kernel runs it (``ipvsadm -L --daemon``); ``maxlen`` None
+    leaves the message size to the kernel (a dump always reports a number)."""
+
+    state: SyncState
+    interface: str
+    syncid: int = 0
+    group: Address = SYNC_DEFAULT_GROUP
+    port: int = SYNC_DEFAULT_PORT
+    ttl: int = SYNC_DEFAULT_TTL
+    maxlen: int | None = None
+
+    def satisfied_by(self, running: SyncDaemon) -> bool:
+        """Whether ``running`` is this daemon (a wanted ``maxlen`` None takes any size)."""
+        return (self.state, self.interface, self.syncid, self.group, self.port, self.ttl) == (
+            running.state, running.interface, running.syncid, running.group, running.port,
+            running.ttl) and (self.maxlen is None or self.maxlen == running.maxlen)
+
+    def __str__(self) -> str:
+        size = f" maxlen {self.maxlen}" if self.maxlen is not None else ""
+        return (f"{self.state.label} on {self.interface} syncid {self.syncid} "
+                f"group {self.group} port {self.port} ttl {self.ttl}{size}")
+
+
+SyncOpVerb = Literal["start", "stop"]
+
+
+class _DescribesSync:
+    __slots__ = ()
+    kind: ClassVar[Literal["sync daemon"]] = "sync daemon"
+    verb: ClassVar[SyncOpVerb]
+
+    if TYPE_CHECKING:
+
+        @property
+        def target(self) -> str: ...
+
+    @property
+    def name(self) -> str:
+        return f"{self.verb}_sync_daemon"
+
+    @property
+    def operation(self) -> str:
+        return f"{self.verb} {self.kind}"
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.target}"
+
+
+@dataclass(frozen=True, slots=True)
+class StartSyncDaemon(_DescribesSync):
+    daemon: SyncDaemon
+    verb: ClassVar[SyncOpVerb] = "start"
+
+    @property
+    def state(self) -> SyncState:
+        return self.daemon.state
+
+    @property
+    def target(self) -> str:
+        return str(self.daemon)
+
+
+@dataclass(frozen=True, slots=True)
+class StopSyncDaemon(_DescribesSync):
+    state: SyncState
+    verb: ClassVar[SyncOpVerb] = "stop"
+
+    @property
+    def target(self) -> str:
+        return self.state.label
+
+
+SyncOp = StartSyncDaemon | StopSyncDaemon
+SYNC_OP_NAMES: tuple[str, ...] = ("start_sync_daemon", "stop_sync_daemon")

@@ -145,3 +145,21 @@ class StatsAttr(enum.IntEnum):
     INBPS = 9
     OUTBPS = 10
     PAD = 11  # alignment filler some architectures put before a u64
+
+
+class DaemonAttr(enum.IntEnum):
+    """``IPVS_DAEMON_ATTR_*``: the nest of NEW/DEL/GET_DAEMON (the connection-sync threads)."""
+
+    STATE = 1  # u32: IP_VS_STATE_MASTER or IP_VS_STATE_BACKUP
+    MCAST_IFN = 2  # the interface name, NUL-terminated
+    SYNC_ID = 3  # u32 on netlink, a u8 in the sync messages
+    SYNC_MAXLEN = 4  # u16 (Linux 4.3+, as the four below)
+    MCAST_GROUP = 5  # struct in_addr
+    MCAST_GROUP6 = 6  # struct in6_addr
+    MCAST_PORT = 7  # u16
+    MCAST_TTL = 8  # u8
+
+
+IP_VS_STATE_MASTER = 1
+IP_VS_STATE_BACKUP = 2
+IP_VS_IFNAME_MAXLEN = 16  # the NUL included

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lvsd.errors import IpvsError
-from lvsd.model import Op, Table
+from lvsd.model import Op, SyncDaemon, SyncOp, Table
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +28,17 @@ class IpvsBackend(Protocol):
     async def info(self) -> KernelInfo: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SyncBackend(Protocol):
+    """The kernel's connection-sync daemons of the same namespace (NEW/DEL/GET_DAEMON)."""
+
+    async def daemons(self) -> tuple[SyncDaemon, ...]:
+        """The running thread sets, master first; raises ``IpvsError`` when unreadable."""
+        ...
+
+    async def apply_sync(self, ops: Sequence[SyncOp]) -> list[IpvsError]:
+        """Start and stop daemons in order; a failed op does not stop the rest. Each error's
+        ``name`` is the op's (``start_sync_daemon``)."""
+        ...

@@ -28,6 +28,7 @@ from lvsd import limits
 from lvsd.ipvs.abi import (
     GENL_HDRLEN,
     IP_VS_CONN_F_FWD_MASK,
+    IP_VS_IFNAME_MAXLEN,
     IP_VS_PENAME_MAXLEN,
     IP_VS_SCHEDNAME_MAXLEN,
     NLA_F_NESTED,
@@ -35,6 +36,7 @@ from lvsd.ipvs.abi import (
     NLMSG_HDRLEN,
     Cmd,
     CmdAttr,
+    DaemonAttr,
     DestAttr,
     InfoAttr,
     StatsAttr,
@@ -46,6 +48,9 @@ from lvsd.model import (
     SCHED_FLAG_BITS,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
+    SYNC_DEFAULT_GROUP,
+    SYNC_DEFAULT_PORT,
+    SYNC_DEFAULT_TTL,
     ZERO_DEST_STATS,
     ZERO_STATS,
     AddDest,
@@ -67,6 +72,11 @@ from lvsd.model import (
     ServiceKey,
     ServiceStats,
     SetTimeouts,
+    StartSyncDaemon,
+    StopSyncDaemon,
+    SyncDaemon,
+    SyncOp,
+    SyncState,
     Timeouts,
     Tunnel,
     TunnelType,
@@ -118,6 +128,9 @@ INET_ADDR = Kind("address", "16s")  # union nf_inet_addr: IPv4 in the first four
 SVC_FLAGS = Kind("flags", "II")  # struct ip_vs_flags: flags, mask
 SCHED_NAME = Kind("scheduler name", max_length=IP_VS_SCHEDNAME_MAXLEN)
 PE_NAME = Kind("persistence engine name", max_length=IP_VS_PENAME_MAXLEN)
+IFNAME = Kind("interface name", max_length=IP_VS_IFNAME_MAXLEN)
+IN_ADDR = Kind("IPv4 address", "4s")
+IN6_ADDR = Kind("IPv6 address", "16s")
 NEST = Kind("nest")
 
 
@@ -178,10 +191,22 @@ DEST = Nest("destination", (
     Attr(DestAttr.TUN_FLAGS, "tunnel flags", U16),
 ))
 
+DAEMON = Nest("sync daemon", (
+    Attr(DaemonAttr.STATE, "state", U32),
+    Attr(DaemonAttr.MCAST_IFN, "interface", IFNAME),
+    Attr(DaemonAttr.SYNC_ID, "syncid", U32),
+    Attr(DaemonAttr.SYNC_MAXLEN, "maxlen", U16),
+    Attr(DaemonAttr.MCAST_GROUP, "group", IN_ADDR),
+    Attr(DaemonAttr.MCAST_GROUP6, "IPv6 group", IN6_ADDR),
+    Attr(DaemonAttr.MCAST_PORT, "port", U16),
+    Attr(DaemonAttr.MCAST_TTL, "ttl", U8),
+))
+
 # The top level of IPVS requests and replies; timeouts are its own attributes.
 COMMAND = Nest("command", (
     Attr(CmdAttr.SERVICE, "service", NEST, SERVICE),
     Attr(CmdAttr.DEST, "destination", NEST, DEST),
+    Attr(CmdAttr.DAEMON, "sync daemon", NEST, DAEMON),
     Attr(CmdAttr.TIMEOUT_TCP, "tcp timeout", U32),
     Attr(CmdAttr.TIMEOUT_TCP_FIN, "tcpfin timeout", U32),
     Attr(CmdAttr.TIMEOUT_UDP, "udp timeout", U32),
@@ -492,6 +517,60 @@ def request(op: Op) -> tuple[Cmd, bytes]:
         raise EncodeError(str(exc)) from exc
 
 
+SYNCID_MAX = 255  # the sync messages carry a u8
+SYNC_STATES = {int(s): s for s in SyncState}
+
+
+def sync_refusal(op: SyncOp) -> str | None:
+    """Why ``op`` cannot go to the kernel as it is (None: it can)."""
+    match op:
+        case StartSyncDaemon(daemon):
+            if not daemon.interface or len(daemon.interface.encode()) >= IP_VS_IFNAME_MAXLEN:
+                return (f"interface {daemon.interface!r} is not 1..{IP_VS_IFNAME_MAXLEN - 1} "
+                        "bytes")
+            if not 0 <= daemon.syncid <= SYNCID_MAX:
+                return f"syncid {daemon.syncid} is outside 0..{SYNCID_MAX}"
+            if not daemon.group.is_multicast:
+                return f"group {daemon.group} is not a multicast address"
+            if not 1 <= daemon.port <= 0xFFFF or not 1 <= daemon.ttl <= 255:
+                return f"port {daemon.port} or ttl {daemon.ttl} out of range"
+            if daemon.maxlen is not None and not 1 <= daemon.maxlen <= 0xFFFF:
+                return f"maxlen {daemon.maxlen} is outside 1..65535"
+            return None
+        case StopSyncDaemon():
+            return None
+        case _:
+            assert_never(op)
+
+
+def sync_request(op: SyncOp) -> tuple[Cmd, bytes]:
+    """The IPVS command and attributes that start or stop a sync daemon; raises
+    ``EncodeError`` for what the wire cannot carry."""
+    why = sync_refusal(op)
+    if why is not None:
+        raise EncodeError(why)
+    match op:
+        case StartSyncDaemon(daemon):
+            values: dict[int, Any] = {
+                DaemonAttr.STATE: int(daemon.state), DaemonAttr.MCAST_IFN: daemon.interface,
+                DaemonAttr.SYNC_ID: daemon.syncid, DaemonAttr.MCAST_PORT: daemon.port,
+                DaemonAttr.MCAST_TTL: daemon.ttl,
+            }
+            if daemon.group.version == 4:
+                values[DaemonAttr.MCAST_GROUP] = daemon.group.packed
+            else:
+                values[DaemonAttr.MCAST_GROUP6] = daemon.group.packed
+            if daemon.maxlen is not None:
+                values[DaemonAttr.SYNC_MAXLEN] = daemon.maxlen
+            return Cmd.NEW_DAEMON, encode_attr(CmdAttr.DAEMON, encode_nest(DAEMON, values),
+                                               nested=True)
+        case StopSyncDaemon(state):
+            return Cmd.DEL_DAEMON, encode_attr(
+                CmdAttr.DAEMON, encode_nest(DAEMON, {DaemonAttr.STATE: int(state)}), nested=True)
+        case _:
+            assert_never(op)
+
+
 # --- decoding ---------------------------------------------------------------------------------
 
 Span = tuple[int, int]  # [start, end) of a payload within a datagram
@@ -729,6 +808,24 @@ def decode_dest(data: bytes, start: int, end: int, family: Family) -> Dest:
 def decode_timeouts(data: bytes, start: int, end: int) -> Timeouts:
     a = command_attrs(data, start, end)
     return Timeouts(*(a.get(attr_id, 0) for attr_id in TIMEOUT_ATTRS))
+
+
+def decode_daemon(data: bytes, start: int, end: int) -> SyncDaemon:
+    """The sync daemon in one GET_DAEMON reply's attributes."""
+    top = command_attrs(data, start, end)
+    a = decode_nest(DAEMON, data, *_required(top, COMMAND, CmdAttr.DAEMON))
+    state = _lookup(SYNC_STATES, _required(a, DAEMON, DaemonAttr.STATE), "sync daemon state")
+    if DaemonAttr.MCAST_GROUP6 in a:
+        group: Address = ipaddress.IPv6Address(a[DaemonAttr.MCAST_GROUP6])
+    elif DaemonAttr.MCAST_GROUP in a:
+        group = ipaddress.IPv4Address(a[DaemonAttr.MCAST_GROUP])
+    else:
+        group = SYNC_DEFAULT_GROUP  # a kernel before 4.3 names no group: the default one
+    return SyncDaemon(
+        state, _required(a, DAEMON, DaemonAttr.MCAST_IFN), _required(a, DAEMON,
+                                                                      DaemonAttr.SYNC_ID),
+        group, a.get(DaemonAttr.MCAST_PORT, SYNC_DEFAULT_PORT),
+        a.get(DaemonAttr.MCAST_TTL, SYNC_DEFAULT_TTL), a.get(DaemonAttr.SYNC_MAXLEN))
 
 
 def decode_info(data: bytes, start: int, end: int) -> tuple[str, int]:

@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 from lvsd.errors import IpvsError
 from lvsd.ipvs.backend import KernelInfo
 from lvsd.ipvs.channel import WINDOW
-from lvsd.ipvs.memory import MemoryTable
+from lvsd.ipvs.memory import MemoryDaemons, MemoryTable
 from lvsd.ipvs.reasons import reason
-from lvsd.model import Op, Table
+from lvsd.model import Op, SyncDaemon, SyncOp, Table
 
 
 class FakeIpvs:
@@ -26,6 +26,9 @@ class FakeIpvs:
         self.fail: Callable[[Op], int | None] = lambda op: None
         self.dump_error: Exception | None = None
         self.apply_error: Exception | None = None
+        self.sync = MemoryDaemons()
+        self.sync_applied: list[SyncOp] = []
+        self.daemons_error: Exception | None = None
 
     async def dump(self) -> Table:
         self.dumps += 1
@@ -46,6 +49,21 @@ class FakeIpvs:
                     raise IpvsError.of(op, code, reason(op, code))
                 self.table.execute(op)
                 self.applied.append(op)
+            except IpvsError as exc:
+                errors.append(exc)
+        return errors
+
+    async def daemons(self) -> tuple[SyncDaemon, ...]:
+        if self.daemons_error is not None:
+            raise self.daemons_error
+        return self.sync.daemons()
+
+    async def apply_sync(self, ops: Sequence[SyncOp]) -> list[IpvsError]:
+        errors: list[IpvsError] = []
+        for op in ops:
+            try:
+                self.sync.execute(op)
+                self.sync_applied.append(op)
             except IpvsError as exc:
                 errors.append(exc)
         return errors

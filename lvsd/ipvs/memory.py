@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import assert_never
 
 from lvsd.errors import IpvsError
-from lvsd.ipvs.reasons import reason
+from lvsd.ipvs.reasons import reason, sync_error
 from lvsd.model import (
     KERNEL_DEFAULT_TIMEOUTS,
     SCHEDULERS,
@@ -29,6 +29,11 @@ from lvsd.model import (
     Service,
     ServiceKey,
     SetTimeouts,
+    StartSyncDaemon,
+    StopSyncDaemon,
+    SyncDaemon,
+    SyncOp,
+    SyncState,
     Table,
     Timeouts,
     VirtualService,
@@ -125,3 +130,35 @@ class MemoryTable:
 
 def _error(op: Op, code: int) -> IpvsError:
     return IpvsError.of(op, code, reason(op, code))
+
+
+class MemoryDaemons:
+    """The sync daemons of one namespace as the kernel keeps them: one master and one backup
+    at most (EEXIST), none to stop (ESRCH), an unknown interface (ENODEV); ``interfaces``
+    None accepts any name, ``mixed_family`` makes every start fail as the kernel does when
+    the namespace has destinations of both families (EINVAL)."""
+
+    def __init__(self, interfaces: frozenset[str] | None = None) -> None:
+        self.running: dict[SyncState, SyncDaemon] = {}
+        self.interfaces = interfaces
+        self.mixed_family = False
+
+    def daemons(self) -> tuple[SyncDaemon, ...]:
+        return tuple(self.running[s] for s in sorted(self.running))
+
+    def execute(self, op: SyncOp) -> None:
+        match op:
+            case StartSyncDaemon(daemon):
+                if daemon.state in self.running:
+                    raise sync_error(op, errno.EEXIST)
+                if self.interfaces is not None and daemon.interface not in self.interfaces:
+                    raise sync_error(op, errno.ENODEV)
+                if self.mixed_family:
+                    raise sync_error(op, errno.EINVAL)
+                size = daemon.maxlen if daemon.maxlen is not None else 1472
+                self.running[daemon.state] = replace(daemon, maxlen=size)
+            case StopSyncDaemon(state):
+                if self.running.pop(state, None) is None:
+                    raise sync_error(op, errno.ESRCH)
+            case _:
+                assert_never(op)

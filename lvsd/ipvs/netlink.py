@@ -42,18 +42,22 @@ from lvsd.ipvs.codec import (
     DecodeError,
     DestLayout,
     EncodeError,
+    decode_daemon,
     decode_dests,
     decode_info,
     decode_service,
     decode_timeouts,
     request,
     service_key_nest,
+    sync_request,
 )
-from lvsd.ipvs.reasons import reason
+from lvsd.ipvs.reasons import reason, sync_error
 from lvsd.model import (
     Dest,
     Op,
     Service,
+    SyncDaemon,
+    SyncOp,
     Table,
     Timeouts,
     VirtualService,
@@ -183,6 +187,33 @@ class NetlinkIpvs:
             except (KernelError, DecodeError) as exc:
                 raise self._table_error("get info", exc) from exc
         return KernelInfo(version, size)
+
+    async def daemons(self) -> tuple[SyncDaemon, ...]:
+        async with self._lock:
+            channel = await self._open()
+            try:
+                found = [decode_daemon(*reply) for reply in await channel.dump(Cmd.GET_DAEMON)]
+            except (KernelError, DecodeError) as exc:
+                raise self._table_error("get sync daemons", exc) from exc
+        return tuple(sorted(found, key=lambda daemon: daemon.state))
+
+    async def apply_sync(self, ops: Sequence[SyncOp]) -> list[IpvsError]:
+        errors: list[IpvsError] = []
+        for op in ops:  # one at a time: a start takes the kernel a thread spawn, and is rare
+            try:
+                cmd, body = sync_request(op)
+            except EncodeError as exc:
+                errors.append(sync_error(op, errno.EINVAL, f"cannot be expressed to the "
+                                                           f"kernel: {exc}"))
+                continue
+            async with self._lock:
+                channel = await self._open()
+                outcome = (await channel.execute([(cmd, body)]))[0]
+                if not channel.in_sync:
+                    self._drop_channel()
+            if outcome.code:
+                errors.append(sync_error(op, outcome.code, outcome.detail))
+        return errors
 
     async def apply(self, ops: Sequence[Op]) -> list[IpvsError]:
         if not ops:

@@ -7,6 +7,7 @@ import errno
 import os
 from typing import assert_never
 
+from lvsd.errors import IpvsError
 from lvsd.model import (
     AddDest,
     AddService,
@@ -16,6 +17,9 @@ from lvsd.model import (
     EditService,
     Op,
     SetTimeouts,
+    StartSyncDaemon,
+    StopSyncDaemon,
+    SyncOp,
 )
 
 
@@ -47,3 +51,30 @@ def reason(op: Op, code: int) -> str:
     if code == errno.ERANGE and isinstance(op, AddDest | EditDest):
         return "upper threshold is lower than lower threshold"
     return os.strerror(code).lower()
+
+
+def sync_reason(op: SyncOp, code: int) -> str:
+    """What ``code`` means for starting or stopping a sync daemon (``ip_vs_sync.c``)."""
+    match op:
+        case StartSyncDaemon(daemon):
+            if code == errno.EEXIST:
+                return f"a {daemon.state.label} sync daemon is running already"
+            if code == errno.ENODEV:
+                return f"no interface {daemon.interface!r} (or it has no IPv4 address)"
+            if code == errno.EINVAL:
+                return ("refused: the group is not multicast, or the namespace has "
+                        "mixed-family destinations, which the sync protocol cannot carry")
+        case StopSyncDaemon(state):
+            if code == errno.ESRCH:
+                return f"no {state.label} sync daemon is running"
+        case _:
+            assert_never(op)
+    if code == errno.EPERM:
+        return "operation not permitted (needs CAP_NET_ADMIN)"
+    return os.strerror(code).lower()
+
+
+def sync_error(op: SyncOp, code: int, detail: str = "") -> IpvsError:
+    """The error of a refused sync op: named by the op (``start_sync_daemon``)."""
+    text = sync_reason(op, code)
+    return IpvsError(op.operation, op.target, code, f"{text}: {detail}" if detail else text)

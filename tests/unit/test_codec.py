@@ -76,6 +76,9 @@ from tests.unit.golden.ipvs_scenarios import (
     REFUSED_OPS,
     SCENARIOS,
     SERVICES,
+    SYNC_BACKUP,
+    SYNC_MASTER,
+    SYNC_REFUSED,
     TIMEOUTS,
     WEB,
     WINDOW_OPS,
@@ -197,6 +200,10 @@ async def replayed(name: str) -> Any:
                 result = await ipvs.timeouts()
             case "info":
                 result = await ipvs.info()
+            case "sync":
+                result = await ipvs.apply_sync(step.sync_ops)
+            case "daemons":
+                result = await ipvs.daemons()
             case "raw":
                 raise AssertionError("a raw scenario is replayed through a Channel")
     finally:
@@ -229,6 +236,15 @@ def test_each_request_is_the_bytes_the_kernel_accepted(name: str) -> None:
         assert codec.request(op) == (command, attributes), op
     # Pipelined: only the window's last request asks for an acknowledgement.
     assert [bool(flags & NLM_F_ACK) for flags, _, _ in sent] == [False] * (len(ops) - 1) + [True]
+
+
+@pytest.mark.parametrize("name", [s.name for s in SCENARIOS if s.call == "sync"])
+def test_each_sync_daemon_request_is_the_bytes_the_kernel_got(name: str) -> None:
+    ops = scenario(name).sync_ops
+    sent = sent_messages(name)
+    assert [(command, attributes) for _, command, attributes in sent] == [
+        codec.sync_request(op) for op in ops]
+    assert all(flags & NLM_F_ACK for flags, _, _ in sent)  # one at a time, each acknowledged
 
 
 def test_the_dest_packer_writes_what_the_attribute_table_encodes() -> None:
@@ -281,6 +297,26 @@ async def test_a_replayed_dump_after_edits_and_deletes() -> None:
                                     dest("198.51.100.43", 80))),
         VirtualService(EDITED_DNS6, (dns[0], EDITED_DEST6)),
     ), TIMEOUTS)
+
+
+async def test_replayed_sync_daemons_start_and_dump_as_the_kernel_runs_them() -> None:
+    assert await replayed("start sync daemons") == []
+    # The kernel reports the size it chose for a daemon started without one (MTU - 28).
+    assert await replayed("get sync daemons") == (SYNC_MASTER, replace(SYNC_BACKUP, maxlen=1472))
+    assert await replayed("stop sync daemons") == []
+    assert await replayed("get sync daemons after stop") == ()
+
+
+async def test_replayed_sync_daemon_refusals_are_typed_and_named_by_their_op() -> None:
+    errors = await replayed("sync daemon refusals")
+
+    assert [(e.name, e.errno) for e in errors] == [
+        ("start_sync_daemon", errno.EEXIST), ("stop_sync_daemon", errno.ESRCH),
+        ("start_sync_daemon", errno.ENODEV)]
+    assert [e.target for e in errors] == [SYNC_REFUSED[0].target, SYNC_REFUSED[2].target,
+                                          SYNC_REFUSED[3].target]
+    assert "running already" in errors[0].reason
+    assert "nosuch0" in errors[2].reason
 
 
 async def test_in_a_replayed_window_the_third_of_five_failing_is_reported_against_it() -> None:

@@ -1,6 +1,9 @@
 """Record the bytes lvsd's netlink channel exchanges with a real IPVS kernel, for the golden tests.
 
-    bash tests/vm/run-in-vm.sh .venv/bin/python -m tests.unit.golden.capture
+    bash tests/vm/run-in-vm.sh .venv/bin/python -m tests.unit.golden.capture [--add NAME...]
+
+``--add`` records only the named scenarios (and those they need run before them) and merges
+them into the existing file, leaving every other recording as it was.
 
 Runs as root where the kernel has IPVS (inside the VM), in a network namespace of its own
 (TEST-NET addresses only, and only inside it). Every scenario of ``ipvs_scenarios`` runs on a
@@ -10,6 +13,7 @@ written to ``ipvs-6.1.json`` beside this file, which ``tests/unit/test_codec.py`
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -94,10 +98,14 @@ async def run(scenario: Scenario, ns: Namespace) -> tuple[list[tuple[str, bytes]
                 result = await ipvs.timeouts()
             case "info":
                 result = await ipvs.info()
+            case "sync":
+                result = [str(e) for e in await ipvs.apply_sync(scenario.sync_ops)]
+            case "daemons":
+                result = await ipvs.daemons()
     return events, repr(result)
 
 
-async def capture(ns: Namespace) -> dict[str, Any]:
+async def capture(ns: Namespace, only: frozenset[str] = frozenset()) -> dict[str, Any]:
     recorded: dict[str, Any] = {}
     for scenario in SCENARIOS:
         if scenario.name == "dump with counters":
@@ -105,17 +113,29 @@ async def capture(ns: Namespace) -> dict[str, Any]:
             await wait_for_counters(ns)
         events, result = await run(scenario, ns)
         print(f"{scenario.name}: {len(events)} datagrams -> {result[:300]}")
-        recorded[scenario.name] = [[kind, data.hex()] for kind, data in events]
+        if not only or scenario.name in only:
+            recorded[scenario.name] = [[kind, data.hex()] for kind, data in events]
     return recorded
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--add", nargs="+", default=[], metavar="NAME")
+    only = frozenset(parser.parse_args().add)
     ns = create_namespace(f"golden-{uuid.uuid4().hex[:6]}")
     try:
-        scenarios = asyncio.run(capture(ns))
+        scenarios = asyncio.run(capture(ns, only))
     finally:
         delete_namespaces([ns])
-    GOLDEN.write_text(json.dumps({"kernel": os.uname().release, "scenarios": scenarios},
+    if only:
+        kept = json.loads(GOLDEN.read_text())
+        scenarios = {name: scenarios.get(name, kept["scenarios"].get(name))
+                     for name in (s.name for s in SCENARIOS)
+                     if name in scenarios or name in kept["scenarios"]}
+        release = kept["kernel"]
+    else:
+        release = os.uname().release
+    GOLDEN.write_text(json.dumps({"kernel": release, "scenarios": scenarios},
                                  indent=1) + "\n")
     print(f"wrote {GOLDEN}")
 

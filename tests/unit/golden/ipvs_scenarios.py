@@ -9,7 +9,7 @@ build up in order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import ip_address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +38,11 @@ from lvsd.model import (
     Service,
     ServiceKey,
     SetTimeouts,
+    StartSyncDaemon,
+    StopSyncDaemon,
+    SyncDaemon,
+    SyncOp,
+    SyncState,
     Timeouts,
     Tunnel,
     TunnelType,
@@ -125,7 +130,18 @@ REFUSED_OPS: tuple[Op, ...] = (
 # extended acknowledgement pointing at the attribute.
 MALFORMED_TIMEOUT = (Cmd.SET_CONFIG, encode_attr(CmdAttr.TIMEOUT_TCP, b"\x05\x00"))
 
-Call = Literal["apply", "dump", "timeouts", "info", "raw"]
+# The sync daemons run on the dummy link "dump with counters" makes (it has an IPv4 address,
+# which the master's socket needs).
+SYNC_MASTER = SyncDaemon(SyncState.MASTER, "d0", 7, IPv4Address("239.1.2.3"), 8850, 2, 1400)
+SYNC_BACKUP = SyncDaemon(SyncState.BACKUP, "d0", 7)
+SYNC_REFUSED: tuple[SyncOp, ...] = (
+    StartSyncDaemon(SYNC_MASTER),  # EEXIST
+    StopSyncDaemon(SyncState.BACKUP),
+    StopSyncDaemon(SyncState.BACKUP),  # ESRCH
+    StartSyncDaemon(SyncDaemon(SyncState.BACKUP, "nosuch0", 7)),  # ENODEV
+)
+
+Call = Literal["apply", "dump", "timeouts", "info", "raw", "sync", "daemons"]
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,7 @@ class Scenario:
     name: str
     call: Call
     ops: tuple[Op, ...] = ()
+    sync_ops: tuple[SyncOp, ...] = ()
 
 
 def _adds() -> tuple[Op, ...]:
@@ -150,6 +167,12 @@ SCENARIOS = (
     Scenario("get timeouts", "timeouts"),
     Scenario("info", "info"),
     Scenario("dump with counters", "dump"),
+    Scenario("start sync daemons", "sync",
+             sync_ops=(StartSyncDaemon(SYNC_MASTER), StartSyncDaemon(SYNC_BACKUP))),
+    Scenario("get sync daemons", "daemons"),
+    Scenario("sync daemon refusals", "sync", sync_ops=SYNC_REFUSED),
+    Scenario("stop sync daemons", "sync", sync_ops=(StopSyncDaemon(SyncState.MASTER),)),
+    Scenario("get sync daemons after stop", "daemons"),
     Scenario("edit", "apply", (EditService(EDITED_WEB), EditService(EDITED_DNS6),
                                EditDest(WEB, EDITED_DEST4), EditDest(DNS6, EDITED_DEST6))),
     Scenario("window whose third request fails", "apply", WINDOW_OPS),
