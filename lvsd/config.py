@@ -61,6 +61,9 @@ from lvsd.model import (
     HOST_PREFIX_V6,
     SCHEDULERS,
     SVC_F_SCHED1,
+    SYNC_DEFAULT_GROUP,
+    SYNC_DEFAULT_PORT,
+    SYNC_DEFAULT_TTL,
     Address,
     Dest,
     DestKey,
@@ -72,7 +75,16 @@ from lvsd.model import (
     Timeouts,
     Tunnel,
 )
-from lvsd.spec import Config, DaemonSettings, ServerSpec, ServiceSpec
+from lvsd.spec import (
+    SYNC_MODES,
+    Config,
+    DaemonSettings,
+    RoleSettings,
+    ServerSpec,
+    ServiceSpec,
+    SyncMode,
+    SyncSettings,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/lvsd/lvsd.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/lvsd")
@@ -214,7 +226,25 @@ class ServiceSchema(_Schema):
     real_servers: list[Any] = Field(default_factory=list)  # each a RealServerSchema
 
 
-_TOP_LEVEL = {"daemon": DaemonSchema, "timeouts": TimeoutsSchema, "services": None}
+class SyncSchema(_Schema):
+    mode: SyncMode = "off"
+    interface: Text | None = None
+    syncid: Annotated[Int, Field(ge=0, le=255)] = 0
+    group: Text = str(SYNC_DEFAULT_GROUP)
+    port: Port = SYNC_DEFAULT_PORT
+    ttl: Annotated[Int, Field(ge=1, le=255)] = SYNC_DEFAULT_TTL
+    maxlen: Annotated[Int, Field(ge=1, le=65535)] | None = None
+
+
+class RoleSchema(_Schema):
+    addresses: tuple[Text, ...] = ()
+    notify_fifo: FilePath | None = None
+    instance: Text | None = None
+    track_file: FilePath | None = None
+
+
+_TOP_LEVEL = {"daemon": DaemonSchema, "timeouts": TimeoutsSchema, "sync": SyncSchema,
+              "role": RoleSchema, "services": None}
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -438,6 +468,16 @@ def _build(
         schema = _validate(TimeoutsSchema, raw["timeouts"], "timeouts", problems)
         if schema is not None:
             timeouts = Timeouts(schema.tcp, schema.tcpfin, schema.udp)
+    sync = SyncSettings()
+    if "sync" in raw:
+        sync_schema = _validate(SyncSchema, raw["sync"], "sync", problems)
+        if sync_schema is not None:
+            sync = _build_sync(sync_schema, problems) or sync
+    role = RoleSettings()
+    if "role" in raw:
+        role_schema = _validate(RoleSchema, raw["role"], "role", problems)
+        if role_schema is not None:
+            role = _build_role(role_schema, problems, warnings)
     raw_services = raw.get("services", [])
     if not isinstance(raw_services, list):
         problems.append(Problem("services", "expected an array of tables ([[services]]), "
@@ -462,7 +502,7 @@ def _build(
         problems.append(Problem("services", EMPTY_CONFIG_MESSAGE))
     if daemon is None:
         return None
-    return Config(daemon, tuple(spec for _, spec in services), timeouts, source,
+    return Config(daemon, tuple(spec for _, spec in services), timeouts, source, sync, role,
                   warnings=tuple(warnings))
 
 
@@ -599,6 +639,67 @@ def _control_gid(schema: DaemonSchema, problems: list[Problem]) -> int | None:
         problems.append(Problem("daemon.control_group",
                                 f"no group {schema.control_group!r} on this host"))
         return None
+
+
+IFNAME_MAX = 15  # IFNAMSIZ less the NUL
+
+
+def interface_name_error(name: str) -> str | None:
+    """What the kernel would refuse in an interface name (``dev_valid_name``)."""
+    if not name:
+        return "is empty"
+    if len(name.encode()) > IFNAME_MAX:
+        return f"{name!r} is longer than {IFNAME_MAX} bytes (the kernel's IFNAMSIZ)"
+    if name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
+        return f"{name!r} is not an interface name (no '/', ':' or white space; not . or ..)"
+    return None
+
+
+def _build_sync(schema: SyncSchema, problems: list[Problem]) -> SyncSettings | None:
+    before = len(problems)
+    if schema.interface is not None:
+        _limit(interface_name_error(schema.interface), "sync.interface", problems)
+    elif schema.mode in ("both", "follow-role"):
+        problems.append(Problem("sync.interface", f"mode {schema.mode!r} needs the interface "
+                                "the sync messages go out and come in on"))
+    group: Address = SYNC_DEFAULT_GROUP
+    try:
+        group = ipaddress.ip_address(schema.group.strip("[]"))
+    except ValueError:
+        problems.append(Problem("sync.group", f"not an IP address: {schema.group!r}"))
+    else:
+        if not group.is_multicast:
+            problems.append(Problem("sync.group", f"{group} is not a multicast address "
+                                    "(224.0.0.0/4 or ff00::/8)"))
+    if schema.port == 0:
+        problems.append(Problem("sync.port", "0 is out of range: the sync messages need a "
+                                f"UDP port, 1..{limits.PORT_MAX - 31}"))
+    elif schema.port + 31 > limits.PORT_MAX:  # thread i of sync_ports (at most 32) uses port+i
+        problems.append(Problem("sync.port", f"{schema.port} leaves no room for the ports of "
+                                f"more sync threads (port + sync_ports - 1 must be at most "
+                                f"{limits.PORT_MAX}): use {limits.PORT_MAX - 31} or less"))
+    if len(problems) > before:
+        return None
+    assert schema.mode in SYNC_MODES
+    return SyncSettings(schema.mode, schema.interface or "", schema.syncid, group, schema.port,
+                        schema.ttl, schema.maxlen)
+
+
+def _build_role(schema: RoleSchema, problems: list[Problem],
+                warnings: list[Problem]) -> RoleSettings:
+    addresses: list[Address] = []
+    for index, text in enumerate(schema.addresses):
+        address = _address(text, f"role.addresses[{index}]", problems)
+        if address is not None:
+            addresses.append(address)
+    for name, value in (("notify_fifo", schema.notify_fifo), ("track_file", schema.track_file)):
+        if value is not None and not value.is_absolute():
+            warnings.append(Problem(f"role.{name}", _relative_path_warning(value)))
+    if schema.instance is not None and not schema.instance:
+        problems.append(Problem("role.instance", "is empty: name a VRRP instance or leave "
+                                "the key out to follow every instance"))
+    return RoleSettings(tuple(addresses), schema.notify_fifo, schema.instance or None,
+                        schema.track_file)
 
 
 def _listen_address(text: str) -> tuple[str, int] | str:

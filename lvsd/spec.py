@@ -11,7 +11,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from lvsd.errors import Problem
-from lvsd.model import Dest, DestKey, Service, ServiceKey, Timeouts
+from lvsd.model import (
+    SYNC_DEFAULT_GROUP,
+    SYNC_DEFAULT_PORT,
+    SYNC_DEFAULT_TTL,
+    Address,
+    Dest,
+    DestKey,
+    Service,
+    ServiceKey,
+    SyncDaemon,
+    SyncState,
+    Timeouts,
+)
 
 if TYPE_CHECKING:
     from lvsd.checks.agent import AgentCheck
@@ -82,11 +94,58 @@ class ServiceSpec:
         return self.service.key
 
 
+SyncMode = Literal["both", "follow-role", "off", "external"]
+SYNC_MODES: tuple[SyncMode, ...] = ("both", "follow-role", "off", "external")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    """``[sync]``: which of the kernel's connection-sync daemons lvsd runs.
+
+    ``both``: master and backup on every director (no role needed, failback safe);
+    ``follow-role``: the master daemon while this director holds the VIP, else the backup;
+    ``off``: stop the daemons lvsd started; ``external``: leave every daemon to someone else.
+    """
+
+    mode: SyncMode = "off"
+    interface: str = ""
+    syncid: int = 0
+    group: Address = SYNC_DEFAULT_GROUP
+    port: int = SYNC_DEFAULT_PORT
+    ttl: int = SYNC_DEFAULT_TTL
+    maxlen: int | None = None
+
+    def daemon(self, state: SyncState) -> SyncDaemon:
+        return SyncDaemon(state, self.interface, self.syncid, self.group, self.port, self.ttl,
+                          self.maxlen)
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSettings:
+    """``[role]``: how lvsd learns whether this director is the master, and tells keepalived
+    about its services. ``addresses`` empty: every service VIP counts."""
+
+    addresses: tuple[Address, ...] = ()
+    notify_fifo: Path | None = None
+    instance: str | None = None  # the VRRP instance whose FIFO lines count (None: any)
+    track_file: Path | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     daemon: DaemonSettings
     services: tuple[ServiceSpec, ...] = ()
     timeouts: Timeouts | None = None
     source: str = "<config>"
+    sync: SyncSettings = SyncSettings()
+    role: RoleSettings = RoleSettings()
     # legal but probably wrong (check-config prints them, the daemon logs them)
     warnings: tuple[Problem, ...] = ()
+
+
+def role_addresses(config: Config) -> frozenset[Address]:
+    """The addresses whose presence on this director makes it the master."""
+    if config.role.addresses:
+        return frozenset(config.role.addresses)
+    return frozenset(spec.key.address for spec in config.services
+                     if spec.key.address is not None)

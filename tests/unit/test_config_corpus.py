@@ -33,6 +33,14 @@ def service(extra: str) -> str:
     return f"{SVC}{extra}\n{RS}"
 
 
+def sync(extra: str) -> str:
+    return f"[sync]\n{extra}\n{SVC}{RS}"
+
+
+def role(extra: str) -> str:
+    return f"[role]\n{extra}\n{SVC}{RS}"
+
+
 # (id, the file's bytes or text, the place printed, words of the message)
 CASES: list[tuple[str, str | bytes, str, str]] = [
     # reading the file
@@ -50,6 +58,50 @@ CASES: list[tuple[str, str | bytes, str, str]] = [
     ("daemon-not-table", "daemon = 5\n" + SVC + RS, "daemon", "expected a table"),
     ("top-level-typo", "[[service]]\naddress = '192.0.2.1'\n", "top level",
      "unknown key 'service' (did you mean 'services'?)"),
+    # [sync] and [role]
+    ("sync-mode", sync('mode = "on"'), "sync.mode", "expected 'both' or 'follow-role'"),
+    ("sync-no-interface", sync('mode = "both"'), "sync.interface", "needs the interface"),
+    ("sync-follow-no-interface", sync('mode = "follow-role"'), "sync.interface",
+     "needs the interface"),
+    ("sync-interface-long", sync('mode = "both"\ninterface = "a-very-long-name0"'),
+     "sync.interface", "longer than 15 bytes"),
+    ("sync-interface-slash", sync('mode = "both"\ninterface = "eth0/1"'), "sync.interface",
+     "not an interface name"),
+    ("sync-interface-empty", sync('mode = "both"\ninterface = ""'), "sync.interface",
+     "is empty"),
+    ("sync-interface-number", sync("mode = \"both\"\ninterface = 0"), "sync.interface",
+     "expected a string"),
+    ("sync-group-unicast", sync('mode = "both"\ninterface = "eth0"\ngroup = "192.0.2.1"'),
+     "sync.group", "not a multicast address"),
+    ("sync-group-v6-unicast", sync('mode = "both"\ninterface = "eth0"\ngroup = "2001:db8::1"'),
+     "sync.group", "not a multicast address"),
+    ("sync-group-word", sync('mode = "both"\ninterface = "eth0"\ngroup = "all"'),
+     "sync.group", "not an IP address"),
+    ("sync-syncid-range", sync('mode = "both"\ninterface = "eth0"\nsyncid = 256'),
+     "sync.syncid", "at most 255"),
+    ("sync-syncid-negative", sync('mode = "both"\ninterface = "eth0"\nsyncid = -1'),
+     "sync.syncid", "at least 0"),
+    ("sync-port-zero", sync('mode = "both"\ninterface = "eth0"\nport = 0'), "sync.port",
+     "out of range"),
+    ("sync-port-no-room", sync('mode = "both"\ninterface = "eth0"\nport = 65530'),
+     "sync.port", "leaves no room"),
+    ("sync-ttl-zero", sync('mode = "both"\ninterface = "eth0"\nttl = 0'), "sync.ttl",
+     "at least 1"),
+    ("sync-ttl-range", sync('mode = "both"\ninterface = "eth0"\nttl = 256'), "sync.ttl",
+     "at most 255"),
+    ("sync-maxlen-zero", sync('mode = "both"\ninterface = "eth0"\nmaxlen = 0'),
+     "sync.maxlen", "at least 1"),
+    ("sync-maxlen-big", sync('mode = "both"\ninterface = "eth0"\nmaxlen = 70000'),
+     "sync.maxlen", "at most 65535"),
+    ("sync-typo", sync('mode = "both"\ninterface = "eth0"\nsync_id = 1'), "sync",
+     "sync_id"),
+    ("sync-not-table", "sync = 5\n" + SVC + RS, "sync", "expected a table"),
+    ("role-address", role('addresses = ["198.51.100"]'), "role.addresses[0]",
+     "not an IP address"),
+    ("role-addresses-string", role('addresses = "198.51.100.10"'), "role.addresses",
+     "expected"),
+    ("role-instance-empty", role('instance = ""'), "role.instance", "is empty"),
+    ("role-fifo-number", role("notify_fifo = 5"), "role.notify_fifo", ""),
     # [daemon]
     ("listen-hostname", daemon('listen = "localhost:9163"'), "daemon.listen",
      "'localhost' is not an IP address"),
