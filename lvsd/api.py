@@ -254,6 +254,8 @@ def status_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
             "max_lateness": probing.max_lateness,
             "max_loop_stall": probing.max_loop_stall,
         },
+        "role": (snapshot.director or {}).get("role"),
+        "sync_daemons": (snapshot.director or {}).get("sync_daemons"),
         "services": [_service_json(s, now) for s in snapshot.services],
         "foreign": [_foreign_json(vs) for vs in snapshot.foreign],
         "consistent_hash": [_mh_table_json(table) for table in snapshot.mh_tables],

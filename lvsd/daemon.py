@@ -41,7 +41,7 @@ from lvsd.events import EventLog, health_fields, op_fields
 from lvsd.health import Status
 from lvsd.healthbook import HealthBook, Observed, ServerChange, serving_in
 from lvsd.hooks import run_hook
-from lvsd.ipvs.backend import IpvsBackend
+from lvsd.ipvs.backend import IpvsBackend, SyncBackend
 from lvsd.kernelconfig import MhTableSize, mh_table_size
 from lvsd.kernelview import KernelView
 from lvsd.marks import ProbeMarks, marks_in_use
@@ -51,6 +51,7 @@ from lvsd.overrides import Change, Overrides, ServerOutcome
 from lvsd.overrides import decode as decode_overrides
 from lvsd.overrides import encode as encode_overrides
 from lvsd.pacing import Pacer, Steps, finish, paced
+from lvsd.pair import DirectorPair
 from lvsd.probe import EngineLoad, ProbeReport, ProbeResult, Runner, RunnerFactory
 from lvsd.reconcile import (
     Plan,
@@ -93,7 +94,8 @@ class Daemon:
     def __init__(self, config: Config, backend: IpvsBackend, *, config_path: Path | None = None,
                  notifier: Notifier | None = None, runner: RunnerFactory | None = None,
                  freeze_gc: bool = False, mh_size: MhTableSize | None = None,
-                 vip_guard: VipGuard | None = None) -> None:
+                 vip_guard: VipGuard | None = None,
+                 sync_backend: SyncBackend | None = None) -> None:
         self.config = config
         self.vip_guard = vip_guard
         self.mh_size = mh_size or mh_table_size()
@@ -113,6 +115,10 @@ class Daemon:
         self.events = EventLog()
         self.state_file = StateFile(settings.state_file)
         self.save_file = SaveFile(settings.save_file)
+        # The role, the sync daemons and the keepalived track file (same netns as the table).
+        self.pair = DirectorPair(config, sync_backend if sync_backend is not None else (
+            backend if isinstance(backend, SyncBackend) else None), self.metrics)
+        self.pair.on_role_change(lambda change: self.events.publish("role", change.to_json()))
         self.state = DaemonState()  # as last stored: owned services, marks, overrides
         self.decisions: dict[ServiceKey, ServiceDecision] = {}
         self.dirty: set[ServiceKey] = set()
@@ -157,6 +163,7 @@ class Daemon:
                                        self.config.daemon.drain_timeout,
                                        now=time.monotonic(), wall=time.time())
         await self._watch(self.config, actual)
+        await self.pair.start()
         await self.reconcile(full=True, dumped=actual)
         self.ready = True
         self._snapshot = None
@@ -202,6 +209,8 @@ class Daemon:
                 next_resync = now + self.config.daemon.resync_interval
             self.dirty.update(self.ramps.due())
             await self.reconcile(full=full)
+            if full:
+                await self.pair.resync()
 
     async def stop(self) -> None:
         """Stop probes, withdraw the owned services if configured to, write the save file.
@@ -211,6 +220,7 @@ class Daemon:
         await self.runner.stop()
         if self.vip_guard is not None:
             await self.vip_guard.stop()
+        self.pair.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -247,6 +257,7 @@ class Daemon:
                 return []
             await self._record(done, errors, pacer)
             self.metrics.reconcile(done.ops, errors, time.perf_counter() - started)
+            self.pair.after_pass(self._below_quorum())
             if errors:
                 more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
                 self._pass_failed(f"{errors[0]}{more}", unknown=False)
@@ -414,11 +425,13 @@ class Daemon:
         self.events.reloaded(True, str(self.config_path))
         if self.vip_guard is not None:
             self._guard(new)
+        self.pair.configure(new)
         await self._watch(new, actual)
         self.last_reload = ReloadStatus(True, time.time())
         self.metrics.reload(True, time.time())
         await asyncio.sleep(0)
         await self.reconcile(full=True, dumped=actual)
+        await self.pair.resync()
         freeze_long_lived(self.freeze_gc)
         log.info("reloaded", config=str(self.config_path), services=len(new.services),
                  checks=len(self.health))
@@ -486,6 +499,11 @@ class Daemon:
         dest = vs.dest_map().get(ref[1]) if vs is not None else None
         return None if dest is None else dest.weight
 
+    def _below_quorum(self) -> list[str]:
+        return [spec.name for spec in self.config.services
+                if (decision := self.decisions.get(spec.key)) is not None
+                and decision.below_quorum]
+
     def _spec(self, key: ServiceKey) -> ServiceSpec | None:
         """By an index rebuilt with the config: a linear search made an event O(services)."""
         if self._specs[0] is not self.config:
@@ -518,7 +536,8 @@ class Daemon:
                 self._snapshot = dataclasses.replace(self._snapshot, mh_tables=mh_tables(
                     self.config, kernel.by_key(), self.state.last_weights, self.mh_size.size))
             self._built_over = (kernel, self._observed())
-        return self._snapshot
+        # The role and the sync daemons change on their own events: always the latest.
+        return dataclasses.replace(self._snapshot, director=self.pair.status())
 
     async def fresh_snapshot(self, max_age: float) -> Snapshot:
         stale = time.time() - self.view.dumped_at > max_age

@@ -126,6 +126,28 @@ class DaemonMetrics:
             "When the configuration was last loaded successfully (Unix time).",
             registry=reg,
         )
+        self._role = Gauge(
+            "lvsd_role",
+            "This director's role, from the VIP on its interfaces (or keepalived's notify "
+            "FIFO): 1 master, 0 backup, -1 unknown.", registry=reg,
+        )
+        self._role.set(-1)
+        self._role_changes = Counter(
+            "lvsd_role_changes", "Changes of this director's role, by new role.", ["to"],
+            registry=reg,
+        )
+        self._sync_running = Gauge(
+            "lvsd_sync_daemon_running",
+            "1 while the kernel runs the IPVS connection-sync daemon of this state (master, "
+            "backup), by who started it (lvsd, external).", ["state", "owner"], registry=reg,
+        )
+        self._sync_errors = Counter(
+            "lvsd_sync_daemon_errors",
+            "Sync daemon requests the kernel refused or could not answer, by request and "
+            "errno name.", ["op", "errno"], registry=reg,
+        )
+        for to in ("master", "backup", "unknown"):
+            self._role_changes.labels(to)
         build = Info("lvsd_build", "lvsd build information.", registry=reg)
         build.info({
             "version": lvsd.__version__,
@@ -171,6 +193,20 @@ class DaemonMetrics:
         for error in errors:
             self._errors.labels(error.name, errno_name(error.errno)).inc()
         self._reconcile_duration.observe(duration)
+
+    def role(self, role: str, value: int) -> None:
+        self._role.set(value)
+        self._role_changes.labels(role).inc()
+
+    def sync_daemons(self, running: Sequence[tuple[str, str]]) -> None:
+        """(state, owner) of every daemon running now."""
+        for state in ("master", "backup"):
+            for owner in ("lvsd", "external"):
+                self._sync_running.labels(state, owner).set(
+                    1 if (state, owner) in running else 0)
+
+    def sync_error(self, op: str, code: int) -> None:
+        self._sync_errors.labels(op, errno_name(code) if code else "unknown").inc()
 
     def reload(self, ok: bool, at: float) -> None:
         self._reloads.labels("success" if ok else "failure").inc()

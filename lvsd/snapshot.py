@@ -130,6 +130,8 @@ class Snapshot:
     probing: ProbingStatus = ProbingStatus()
     mh_tables: tuple[MhTableStatus, ...] = ()  # the consistent-hash services
     vips: tuple[VipStatus, ...] = ()  # the VIPs this director holds, and their conflicts
+    # The director pair: {"role": …, "sync_daemons": …}, JSON-ready, from their owners.
+    director: Mapping[str, object] | None = None
 
 
 EMPTY_SNAPSHOT = Snapshot((), (), 0.0, False, "")

@@ -676,3 +676,30 @@ async def test_a_table_change_is_logged_with_its_op_service_and_server(
     (change,) = [event for event in logged if event["event"] == "table_change"]
     assert change == {"event": "table_change", "log_level": "info", "op": "edit_dest",
                       "service": str(WEB), "server": "192.0.2.11:80", "weight": 0}
+
+
+async def test_the_daemon_runs_the_sync_daemons_its_config_asks_for_and_shows_them(
+        tmp_path: Path) -> None:
+    path = tmp_path / "lvsd.toml"
+    track = tmp_path / "lvsd.track"
+    path.write_text(config_text(tmp_path / "state", "192.0.2.11").replace(
+        "[[services]]", f'[sync]\nmode = "both"\ninterface = "eth0"\nsyncid = 9\n\n'
+                        f'[role]\ntrack_file = "{track}"\n\n[[services]]', 1))
+    daemon, backend = await make(path)
+
+    assert [(d.state.label, d.syncid) for d in backend.sync.daemons()] == [
+        ("master", 9), ("backup", 9)]
+    from lvsd.api import status_document
+
+    document = status_document(daemon.snapshot(), 0.0)
+    assert [d["state"] for d in document["sync_daemons"]["daemons"]] == ["master", "backup"]
+    assert document["role"]["addresses"] == ["192.0.2.100"]
+    assert track.read_text() == "1\n"  # its one server is not up yet: below quorum
+    feed(daemon, RS1, True, times=2)
+    await daemon.reconcile(full=False)
+    assert track.read_text() == "0\n"
+
+    path.write_text(path.read_text().replace('mode = "both"', 'mode = "off"'))
+    assert await daemon.reload()
+    assert backend.sync.daemons() == ()
+    await daemon.stop()
