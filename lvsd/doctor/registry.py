@@ -18,6 +18,7 @@ from lvsd.doctor import (
     modules,
     redirects,
     splitbrain,
+    sync,
     vips,
 )
 from lvsd.doctor.facts import Facts, Finding, Severity
@@ -35,6 +36,7 @@ CHECKS: dict[str, Check] = {
     conntable.NAME: conntable.check,
     hashing.NAME: hashing.check,
     splitbrain.NAME: splitbrain.check,
+    sync.NAME: sync.check,
 }
 
 

@@ -68,7 +68,7 @@ def test_a_clean_director_has_no_findings() -> None:
 
 def test_every_check_area_is_registered_by_its_name() -> None:
     assert list(CHECKS) == ["modules", "vips", "redirects", "forwarding", "dr_path", "expiry",
-                            "firewall", "conn_table", "consistent_hash", "split_brain"]
+                            "firewall", "conn_table", "consistent_hash", "split_brain", "sync"]
 
 
 def test_no_ipvs_and_a_scheduler_without_module_are_errors() -> None:
@@ -297,3 +297,65 @@ def test_json_output_lists_findings_and_exits_by_the_worst(
     assert report["findings"][0]["fix"].startswith("sysctl -w net.ipv4.conf.all.send_redirects=0")
     assert main(["doctor", "-c", str(good)]) == 1
     assert "1 warning(s)" in capsys.readouterr().out
+
+
+def paired(mode: str = "both", interface: str = "eth0") -> Config:
+    return loads(f'[sync]\nmode = "{mode}"\ninterface = "{interface}"\n' + """
+[[services]]
+name = "web"
+address = "192.0.2.100"
+port = 80
+[[services.real_servers]]
+address = "192.0.2.11"
+""")
+
+
+SYNCED = {"net.ipv4.vs.sync_threshold": "3\t10", "net.ipv4.vs.sync_refresh_period": "0",
+          "net.ipv4.vs.backup_only": "0", "net.ipv4.vs.sync_persist_mode": "0",
+          "net.ipv4.vs.sloppy_tcp": "0"}
+ETH0 = {"lo": frozenset(), "eth0": frozenset({VIP, ipaddress.ip_address("192.0.2.1")})}
+
+
+def test_a_well_set_director_pair_has_no_sync_findings() -> None:
+    assert diagnose(facts(paired(), sysctls={**CLEAN_SYSCTLS, **SYNCED}, addresses=ETH0)) == []
+
+
+def test_backup_only_with_mode_both_is_an_error_and_fine_with_follow_role() -> None:
+    sysctls = {**CLEAN_SYSCTLS, **SYNCED, "net.ipv4.vs.backup_only": "1"}
+    found = diagnose(facts(paired(), sysctls=sysctls, addresses=ETH0))
+    assert [(f.severity, f.subject) for f in found] == [
+        (Severity.ERROR, "net.ipv4.vs.backup_only")]
+    assert "follow-role" in found[0].fix
+    assert diagnose(facts(paired("follow-role"), sysctls=sysctls, addresses=ETH0)) == []
+
+
+def test_the_default_sync_threshold_without_refresh_is_advised_against() -> None:
+    sysctls = {**CLEAN_SYSCTLS, **SYNCED, "net.ipv4.vs.sync_threshold": "3\t50"}
+    found = diagnose(facts(paired(), sysctls=sysctls, addresses=ETH0))
+    assert [(f.severity, f.subject) for f in found] == [
+        (Severity.NOTE, "net.ipv4.vs.sync_threshold")]
+    assert "every 50 packets" in found[0].message
+    refreshed = {**sysctls, "net.ipv4.vs.sync_refresh_period": "5"}
+    assert diagnose(facts(paired(), sysctls=refreshed, addresses=ETH0)) == []
+
+
+def test_template_only_sync_without_sloppy_tcp_is_a_warning() -> None:
+    sysctls = {**CLEAN_SYSCTLS, **SYNCED, "net.ipv4.vs.sync_persist_mode": "1"}
+    found = diagnose(facts(paired(), sysctls=sysctls, addresses=ETH0))
+    assert subjects(found) == ["net.ipv4.vs.sync_persist_mode"]
+
+
+def test_a_sync_interface_missing_or_without_ipv4_is_an_error() -> None:
+    sysctls = {**CLEAN_SYSCTLS, **SYNCED}
+    missing = diagnose(facts(paired(interface="bond0"), sysctls=sysctls, addresses=ETH0))
+    assert [(f.severity, f.subject) for f in missing] == [(Severity.ERROR,
+                                                           "sync.interface bond0")]
+    v6_only = {**ETH0, "eth1": frozenset({ipaddress.ip_address("2001:db8::1")})}
+    found = diagnose(facts(paired(interface="eth1"), sysctls=sysctls, addresses=v6_only))
+    assert "no IPv4 address" in found[0].message
+
+
+def test_sync_off_or_external_is_not_checked() -> None:
+    sysctls = {**CLEAN_SYSCTLS, "net.ipv4.vs.backup_only": "1"}
+    for mode in ("off", "external"):
+        assert diagnose(facts(paired(mode), sysctls=sysctls, addresses=ETH0)) == []
