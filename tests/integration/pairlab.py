@@ -68,7 +68,9 @@ CLIENT, ROUTER_OUTSIDE = "203.0.113.10", "203.0.113.1"
 ROUTER, D1, D2 = "192.0.2.1", "192.0.2.11", "192.0.2.12"
 REAL_SERVERS = ("192.0.2.21", "192.0.2.22", "192.0.2.23")
 VRID = 51
-ADVERT_INT = 0.2  # VRRPv3 centiseconds: the master-down interval is ~3.2 adverts (~0.65 s)
+# VRRPv3 takes centiseconds; master-down is ~3.2 adverts (~1.6 s). Not shorter: a loaded
+# emulator that misses three adverts in a row would fail the pair over by itself.
+ADVERT_INT = 0.5
 PRIORITIES = {"d1": 150, "d2": 100}
 SYNC_THRESHOLD = "3 10"
 SYNC_REFRESH_PERIOD = 1

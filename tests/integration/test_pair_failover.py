@@ -83,7 +83,8 @@ async def pair() -> AsyncIterator[Pair]:
     with pair_lab() as lab:
         processes = {d.label: LvsdProcess(d.ns, config("both")) for d in lab.directors}
         try:
-            await asyncio.gather(*(p.start() for p in processes.values()))
+            # Two daemons starting at once in a loaded emulator: well past the usual 20-45 s.
+            await asyncio.gather(*(p.start(timeout=240) for p in processes.values()))
             lab.sync_sysctls()  # ip_vs is loaded now (lvsd opened the namespace's table)
             lab.start_keepalived()
             await lab.wait_master(lab.d1)
