@@ -290,9 +290,10 @@ def _canonical(table: Table) -> Mapping[ServiceKey, tuple[Service, Mapping[DestK
 # "add destination"). Code that dispatches on operations matches the classes and ends in
 # ``assert_never``, so a new operation is a type error wherever it is not handled.
 
-OpKind = Literal["service", "destination", "timeouts"]
-OpVerb = Literal["add", "edit", "delete", "set"]
-_SHORT_KIND: dict[str, str] = {"service": "service", "destination": "dest", "timeouts": "timeouts"}
+OpKind = Literal["service", "destination", "timeouts", "sync daemon"]
+OpVerb = Literal["add", "edit", "delete", "set", "start", "stop"]
+_SHORT_KIND: dict[str, str] = {"service": "service", "destination": "dest", "timeouts": "timeouts",
+                               "sync daemon": "sync_daemon"}
 
 
 class _Describes:
@@ -449,35 +450,13 @@ class SyncDaemon:
                 f"group {self.group} port {self.port} ttl {self.ttl}{size}")
 
 
-SyncOpVerb = Literal["start", "stop"]
-
-
-class _DescribesSync:
-    __slots__ = ()
-    kind: ClassVar[Literal["sync daemon"]] = "sync daemon"
-    verb: ClassVar[SyncOpVerb]
-
-    if TYPE_CHECKING:
-
-        @property
-        def target(self) -> str: ...
-
-    @property
-    def name(self) -> str:
-        return f"{self.verb}_sync_daemon"
-
-    @property
-    def operation(self) -> str:
-        return f"{self.verb} {self.kind}"
-
-    def __str__(self) -> str:
-        return f"{self.operation} {self.target}"
-
-
 @dataclass(frozen=True, slots=True)
-class StartSyncDaemon(_DescribesSync):
+class StartSyncDaemon(_Describes):
+    """Like the table ops, but run by the sync-daemon owner, not a table plan (``Op``)."""
+
     daemon: SyncDaemon
-    verb: ClassVar[SyncOpVerb] = "start"
+    kind: ClassVar[OpKind] = "sync daemon"
+    verb: ClassVar[OpVerb] = "start"
 
     @property
     def state(self) -> SyncState:
@@ -489,9 +468,10 @@ class StartSyncDaemon(_DescribesSync):
 
 
 @dataclass(frozen=True, slots=True)
-class StopSyncDaemon(_DescribesSync):
+class StopSyncDaemon(_Describes):
     state: SyncState
-    verb: ClassVar[SyncOpVerb] = "stop"
+    kind: ClassVar[OpKind] = "sync daemon"
+    verb: ClassVar[OpVerb] = "stop"
 
     @property
     def target(self) -> str:

@@ -169,6 +169,7 @@ COMMAND_OF_OP: dict[tuple[OpKind, OpVerb], str] = {
     ("service", "add"): "-A", ("service", "edit"): "-E", ("service", "delete"): "-D",
     ("destination", "add"): "-a", ("destination", "edit"): "-e",
     ("destination", "delete"): "-d", ("timeouts", "set"): "--set",
+    ("sync daemon", "start"): "--start-daemon", ("sync daemon", "stop"): "--stop-daemon",
 }
 """The ipvsadm command doing what a plan operation does (by ``op.kind`` and ``op.verb``)."""
 
