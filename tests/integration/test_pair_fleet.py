@@ -267,7 +267,7 @@ async def test_a_director_restarted_while_a_server_is_down_builds_the_same_mh_ta
         await wait_weights(fleet, down)
         await d2.stop()
         lab.d2.ns.run("ipvsadm", "-C")
-        (d2.state_dir / "state.json").unlink()
+        (d2.state_dir / "state.json").unlink(missing_ok=True)
         await d2.start(timeout=240)
         await d2.wait_for(lambda: weights_of(d2) == down, 30, "d2 with rs3 down", poll=0.5)
         assert dest_order(d1) == dest_order(d2)

@@ -152,10 +152,11 @@ def test_unit_directories_match_the_code_defaults() -> None:
 
 
 def test_unit_grants_only_what_lvsd_needs() -> None:
-    assert unit_value("CapabilityBoundingSet").split() == ["CAP_NET_ADMIN"]
+    # CAP_NET_RAW and AF_PACKET: the split-brain probes (lvsd.splitbrain)
+    assert unit_value("CapabilityBoundingSet").split() == ["CAP_NET_ADMIN", "CAP_NET_RAW"]
     assert unit_values("AmbientCapabilities") == []
     families = unit_value("RestrictAddressFamilies").split()
-    assert sorted(families) == ["AF_INET", "AF_INET6", "AF_NETLINK", "AF_UNIX"]
+    assert sorted(families) == ["AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET", "AF_UNIX"]
     assert unit_value("NoNewPrivileges") == "yes"
     assert unit_value("ProtectSystem") == "strict"
     assert "@system-service" in unit_values("SystemCallFilter")
