@@ -37,9 +37,11 @@ from lvsd.model import (
     ServiceStats,
     VirtualService,
 )
+from lvsd.overrides import Override, admin_json
 from lvsd.snapshot import AgentStatus, ServerStatus, ServiceStatus, Snapshot, SnapshotSource
 from lvsd.splitbrain.book import VipStatus
 from lvsd.tablejson import key_json, stats_json
+from lvsd.weight import AdminState
 
 FRESHNESS = 1.0  # seconds: counters served by /metrics, /status and / are at most this old
 DEFAULT_REFRESH = 2  # seconds between reloads of the status page
@@ -306,6 +308,7 @@ def _server_json(server: ServerStatus, now: float) -> dict[str, Any]:
         "drain_deadline": server.drain_deadline,
         "configured_weight": server.configured_weight,
         "kernel_weight": server.kernel_weight,
+        "admin": admin_json(server.admin),
         "check_type": server.check_type,
         "last_probe": None if last is None else {
             "ok": last.ok,
@@ -499,6 +502,15 @@ def _service_table(service: ServiceStatus, now: float) -> str:
             f"{''.join(rows)}{total}</table>")
 
 
+def _admin_text(admin: Override, now: float) -> str:
+    """What an operator set (``lvsd ctl``), e.g. "operator: drained, weight 5 for 9m"."""
+    words = [] if admin.state is AdminState.ENABLED else [admin.state.value]
+    if admin.weight is not None:
+        expiry = "" if admin.weight_until is None else f" {until(admin.weight_until, now)}"
+        words.append(f"weight {admin.weight}{expiry}")
+    return "operator: " + ", ".join(words)
+
+
 def _server_row(server: ServerStatus, now: float) -> str:
     state: str = server.health
     if server.role == "draining":
@@ -508,6 +520,9 @@ def _server_row(server: ServerStatus, now: float) -> str:
     health_text = "DRAINING" if server.role == "draining" else server.health.upper()
     if server.disabled:
         health_text += " (disabled)"
+    if server.admin is not None:
+        state = "disabled" if server.admin.state is AdminState.DISABLED else state
+        health_text += f" ({_admin_text(server.admin, now)})"
     dest = server.kernel
     traffic = dest.stats.traffic if dest else None
     last = server.last_probe

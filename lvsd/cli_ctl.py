@@ -59,25 +59,25 @@ class ControlClient:
             await self._session.close()
 
     @asynccontextmanager
-    async def open(self, method: str, path: str, body: dict[str, Any] | None = None
-                   ) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def open(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+                   data: bytes | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """The response to one request, to read as it comes (``events``, ``--watch``)."""
         import aiohttp
 
         assert self._session is not None, "use ControlClient in an async with"
         try:
-            async with self._session.request(method, f"http://lvsd/v1{path}",
-                                             json=body) as response:
+            async with self._session.request(method, f"http://lvsd/v1{path}", json=body,
+                                             data=data) as response:
                 yield response
         except aiohttp.ClientConnectorError as exc:
             raise Unreachable(self._why(exc.os_error)) from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise Unreachable(f"lvsd closed the connection on {self.path}: {exc}") from None
 
-    async def call(self, method: str, path: str,
-                   body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, JSON answer) of one request."""
-        async with self.open(method, path, body) as response:
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+                   data: bytes | None = None) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON answer) of one request (a JSON ``body``, or raw ``data``)."""
+        async with self.open(method, path, body, data=data) as response:
             text = await response.text()
         try:
             data = json.loads(text)
@@ -144,31 +144,30 @@ def admin_body(args: argparse.Namespace) -> dict[str, Any]:
     command: str = args.ctl_command
     target: list[str] = list(args.target)
     body: dict[str, Any] = {"action": command}
-    if command == "weight":
-        if args.clear:
-            body["action"] = "clear-weight"
-            if args.duration is not None:
-                raise Usage("--for goes with a weight, not with --clear")
-        else:
-            if not target:
-                raise Usage("give the weight (N), or --clear")
-            text = target.pop()
-            try:
-                body["weight"] = int(text)
-            except ValueError:
-                raise Usage(f"weight: not an integer: {text!r}") from None
-            if args.duration is not None:
-                body["for"] = args.duration
+    wants_weight = command == "weight" and not args.clear
+    if command == "weight" and args.clear:
+        body["action"] = "clear-weight"
+        if args.duration is not None:
+            raise Usage("--for goes with a weight, not with --clear")
     if args.host is not None:
-        if target:
-            raise Usage(f"--host acts on every service: no SERVICE SERVER ({' '.join(target)})")
+        if len(target) != int(wants_weight):
+            extra = " ".join(target[:-1] if wants_weight else target) or "nothing"
+            raise Usage(f"--host acts on every service: no SERVICE SERVER (got {extra})"
+                        if target else f"{command}: expected N after --host ADDRESS")
         body["host"] = args.host
-    elif len(target) != 2:
-        shape = "SERVICE SERVER N" if command == "weight" and not args.clear else \
-            "SERVICE SERVER"
-        raise Usage(f"{command}: expected {shape} or --host ADDRESS")
     else:
-        body["service"], body["server"] = target
+        shape = "SERVICE SERVER N" if wants_weight else "SERVICE SERVER"
+        if len(target) != 2 + int(wants_weight):
+            raise Usage(f"{command}: expected {shape} or --host ADDRESS")
+        body["service"], body["server"] = target[:2]
+    if wants_weight:
+        text = target[-1]
+        try:
+            body["weight"] = int(text)
+        except ValueError:
+            raise Usage(f"weight: not an integer: {text!r}") from None
+        if args.duration is not None:
+            body["for"] = args.duration
     return body
 
 

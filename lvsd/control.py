@@ -42,7 +42,7 @@ from lvsd.checks.base import parse_duration
 from lvsd.errors import LvsdError
 from lvsd.limits import weight_error
 from lvsd.model import Address, DestKey, ServiceKey
-from lvsd.overrides import Action, Change, Override, ServerOutcome
+from lvsd.overrides import Action, Change, ServerOutcome, admin_json
 from lvsd.probe import ProbeResult
 from lvsd.snapshot import ReloadStatus
 from lvsd.spec import Config, ServerRef, ServiceSpec
@@ -318,12 +318,6 @@ def _endpoint(text: str) -> tuple[Address, int] | None:
 
 
 # --- handlers ------------------------------------------------------------------------------
-
-
-def admin_json(entry: Override) -> dict[str, Any]:
-    """A server's ``admin`` block, as /status and ``lvsd ctl`` show it."""
-    return {"state": entry.state.value, "weight": entry.weight,
-            "weight_until": entry.weight_until}
 
 
 def _target(request: web.Request) -> ControlTarget:

@@ -24,7 +24,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -467,6 +467,7 @@ class Daemon:
                                     f"nothing changed")
                 log.info("admin_change", action=change.action.value,
                          servers=[f"{key}/{dest}" for key, dest in change.refs])
+                self._publish_admin(change.action.value, change.refs)
                 self.overrides_changed.set()
                 self.dirty.update(touched)
                 await self.reconcile(full=False)
@@ -475,12 +476,14 @@ class Daemon:
 
     async def expire_overrides(self) -> None:
         async with self._control_lock:
-            touched = self.overrides.expire(time.time())
-            if touched and self._store():
-                log.info("weight_override_expired", services=sorted(map(str, touched)))
-            self.dirty.update(touched)
-            if touched:
-                await self.reconcile(full=False)
+            ended = self.overrides.expire(time.time())
+            if not ended:
+                return
+            self._store()
+            log.info("weight_override_expired", servers=[f"{k}/{d}" for k, d in ended])
+            self._publish_admin("weight-expired", ended)
+            self.dirty.update(service_key for service_key, _ in ended)
+            await self.reconcile(full=False)
 
     async def reload_now(self) -> ReloadStatus:
         await self.reload()
@@ -493,6 +496,14 @@ class Daemon:
         keys = self.health.checks_of(ref)
         results = await asyncio.gather(*(probe_now(key) for key in keys))
         return [(str(key), result) for key, result in zip(keys, results, strict=True)]
+
+    def _publish_admin(self, action: str, refs: Iterable[ServerRef]) -> None:
+        for ref in refs:
+            entry = self.overrides.get(ref)
+            self.events.publish("admin", {
+                "action": action, "service": str(ref[0]), "server": str(ref[1]),
+                "state": entry.state.value, "weight": entry.weight,
+                "weight_until": entry.weight_until})
 
     def _kernel_weight(self, ref: ServerRef) -> int | None:
         vs = self.view.service(ref[0])

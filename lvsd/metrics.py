@@ -510,6 +510,30 @@ def _service_families(out: list[bytes], rows: _Rows, layout: LayoutOf) -> None:
                 map(attrgetter(name), statuses))
 
 
+def _admin_families(out: list[bytes], rows: _Rows, layout: LayoutOf) -> None:
+    """What an operator set with ``lvsd ctl``: every server's admin state (one series, 1,
+    its ``state`` label enabled, drained or disabled) and, while one is set, the weight
+    override."""
+    states = [admin_state(status) for status in rows.own_servers]
+    admin = layout("admin", [f'{label},state="{state}"'
+                             for label, state in zip(rows.own_labels, states, strict=True)])
+    _family(out, "lvsd_backend_admin_state", "gauge",
+            "The operator's admin state of the real server (lvsd ctl drain, disable): the "
+            "series with its state label is 1.", admin, [1] * len(states))
+    name = "lvsd_backend_weight_override"
+    overridden = "".join([f"{name}{{{label}}} {status.admin.weight}\n"
+                          for label, status in zip(rows.own_labels, rows.own_servers, strict=True)
+                          if status.admin is not None and status.admin.weight is not None])
+    if overridden:
+        out.append(f"# HELP {name} Present only while an operator overrides the real server's "
+                   f"weight (lvsd ctl weight): that weight.\n# TYPE {name} gauge\n"
+                   f"{overridden}".encode())
+
+
+def admin_state(status: ServerStatus) -> str:
+    return "enabled" if status.admin is None else status.admin.state.value
+
+
 def _backend_families(out: list[bytes], rows: _Rows, layout: LayoutOf) -> None:
     live_rows, live = layout("live", rows.live_labels), rows.live
     traffic = list(map(attrgetter("stats.traffic"), live))
@@ -537,6 +561,7 @@ def _backend_families(out: list[bytes], rows: _Rows, layout: LayoutOf) -> None:
             "1 when the real server's check passes (or it has none), 0 when it is down or not "
             "yet checked.", own_rows, map(_health_value, own))
     _standing_families(out, rows)
+    _admin_families(out, rows, layout)
     name = "lvsd_backend_drain_deadline_timestamp_seconds"
     draining = "".join([f"{name}{{{label}}} {status.drain_deadline}\n"
                         for label, status in zip(rows.own_labels, own, strict=True)

@@ -139,14 +139,13 @@ class Overrides:
         times = [e.weight_until for e in self._entries.values() if e.weight_until is not None]
         return min(times, default=None)
 
-    def expire(self, now: float) -> set[ServiceKey]:
-        """End the weight overrides whose time is up; the services that changed."""
-        touched: set[ServiceKey] = set()
-        for ref, entry in list(self._entries.items()):
-            if entry.weight_until is not None and entry.weight_until <= now:
-                self.put(ref, replace(entry, weight=None, weight_until=None))
-                touched.add(ref[0])
-        return touched
+    def expire(self, now: float) -> list[ServerRef]:
+        """End the weight overrides whose time is up; the servers whose override ended."""
+        ended = [ref for ref, entry in self._entries.items()
+                 if entry.weight_until is not None and entry.weight_until <= now]
+        for ref in ended:
+            self.put(ref, replace(self._entries[ref], weight=None, weight_until=None))
+        return ended
 
     def keep_only(self, configured: Collection[ServerRef]) -> list[ServerRef]:
         """Drop the overrides of servers not in ``configured``; those dropped."""
@@ -160,6 +159,13 @@ class Overrides:
             self._entries.pop(ref, None)
         else:
             self._entries[ref] = entry
+
+
+def admin_json(entry: Override | None) -> dict[str, Any]:
+    """A server's ``admin`` block, as /status and ``lvsd ctl`` show it."""
+    entry = entry or NO_OVERRIDE
+    return {"state": entry.state.value, "weight": entry.weight,
+            "weight_until": entry.weight_until}
 
 
 # --- the state file's ``overrides`` slot ---------------------------------------------------------

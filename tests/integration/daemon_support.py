@@ -38,6 +38,7 @@ class LvsdProcess:
         self.config_path = self.dir / "lvsd.toml"
         self.log_path = self.dir / "lvsd.log"
         self.listen_port = listen_port
+        self.control_socket = self.dir / "lvsd.sock"  # its own: daemons of other tests may run
         self.write_config(config_text)
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -45,7 +46,8 @@ class LvsdProcess:
         """Write the config after a ``[daemon]`` header with this process's state dir and
         listen port (``config_text`` may go on with more ``[daemon]`` keys)."""
         header = (f'[daemon]\nstate_dir = "{self.state_dir}"\n'
-                  f'listen = "127.0.0.1:{self.listen_port}"\n')
+                  f'listen = "127.0.0.1:{self.listen_port}"\n'
+                  f'control_socket = "{self.control_socket}"\n')
         if config_text.lstrip().startswith("[daemon]"):
             config_text = config_text.lstrip()[len("[daemon]"):]
             text = header + config_text
@@ -119,6 +121,14 @@ class LvsdProcess:
              f"http://127.0.0.1:{self.listen_port}{path}"],
             capture_output=True, text=True, check=False, timeout=30)
         return result.stdout.strip() if result.returncode == 0 else None
+
+    def ctl(self, *args: str, user: int | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """``lvsd ctl --socket THIS ARGS…`` (as uid ``user`` when given): its result."""
+        return subprocess.run(
+            [LVSD, "ctl", "--socket", str(self.control_socket), *args],
+            capture_output=True, text=True, check=False, timeout=timeout,
+            user=user, env={**os.environ, "NO_COLOR": "1"})
 
     def status(self) -> dict[str, Any]:
         text = self.http("/status")

@@ -1,18 +1,25 @@
 """systemd/lvsd.service passes `systemd-analyze verify` (Debian package: systemd), and its
-ExecReload= refuses a config the daemon would reject before any SIGHUP is sent."""
+ExecReload= (``lvsd ctl reload``) fails, printing the problems, when the daemon rejects the
+new config."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from lvsd.checks.manual import ManualRunner
+from lvsd.config import DEFAULT_CONTROL_SOCKET, load
+from lvsd.control import create_control_app, start_control
+from lvsd.daemon import Daemon
+from lvsd.ipvs.fake import FakeIpvs
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "lvsd.service"
@@ -114,54 +121,51 @@ def config_path(text: str) -> str:
     return words[words.index("--config") + 1]
 
 
-def reload_as_systemd(config: Path, main_pid: int) -> list[subprocess.CompletedProcess[str]]:
-    """Run the unit's ExecReload= lines in order, with its config path pointed at ``config``,
-    stopping at the first failure as systemd does; every command's result."""
+def socket_path(text: str) -> str:
+    (reload,) = directives(text, "ExecReload")
+    words = shlex.split(reload)
+    return words[words.index("--socket") + 1]
+
+
+async def reload_as_systemd(config: Path, tmp_path: Path) -> tuple[int, str, str, Daemon]:
+    """A daemon (in-memory kernel) serving its control socket under ``tmp_path``, and the
+    unit's ExecReload= run against it as systemd runs it: (exit code, stdout, stderr, the
+    daemon after it). ``config`` is replaced by then with what the test wrote to
+    ``config.with_suffix(".next")``."""
     text = UNIT.read_text()
-    installed_config = config_path(text)
-    results = []
-    for value in directives(text, "ExecReload"):
-        argv = [str(config) if word == installed_config else word
-                for word in command_line(value, main_pid)]
-        if argv[0] == INSTALLED_BINARY:
-            argv = [*shlex.split(local_exec_start()), *argv[1:]]
-        results.append(subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                                      check=False))
-        if results[-1].returncode != 0:
-            break
-    return results
+    control = tmp_path / "lvsd.sock"
+    daemon = Daemon(load(config), FakeIpvs(), config_path=config, runner=ManualRunner)
+    await daemon.start()
+    server = await start_control(create_control_app(daemon), control, None)
+    config.write_bytes(config.with_suffix(".next").read_bytes())
+    try:
+        (value,) = directives(text, "ExecReload")
+        argv = [str(control) if word == socket_path(text) else word
+                for word in command_line(value, os.getpid())]
+        assert argv[0] == INSTALLED_BINARY
+        argv = [*shlex.split(local_exec_start()), *argv[1:]]
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        await server.close()
+        await daemon.stop()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode(), daemon
 
 
-HUP_WATCHER = """
-import signal, sys, time
-signal.signal(signal.SIGHUP, lambda *_: (print("HUP", flush=True), sys.exit(0)))
-print("waiting", flush=True)
-time.sleep(30)
-"""
-
-
-def hup_watcher() -> subprocess.Popen[str]:
-    """A stand-in for the main process that prints HUP when it gets SIGHUP."""
-    process = subprocess.Popen([sys.executable, "-c", HUP_WATCHER], stdout=subprocess.PIPE,
-                               text=True)
-    assert process.stdout is not None and process.stdout.readline() == "waiting\n"
-    return process
-
-
-def got_hup(process: subprocess.Popen[str]) -> bool:
-    deadline = time.monotonic() + 10
-    while process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if process.poll() is None:
-        process.send_signal(signal.SIGKILL)
-    out, _ = process.communicate(timeout=10)
-    return "HUP" in out
-
-
-def test_reload_checks_the_config_the_daemon_runs_with() -> None:
+def test_reload_asks_the_daemon_on_its_default_control_socket() -> None:
     text = UNIT.read_text()
     assert directives(text, "ExecReload") == [
-        f"{INSTALLED_BINARY} check-config {config_path(text)}", "/bin/kill -HUP $MAINPID"]
+        f"{INSTALLED_BINARY} ctl --socket {DEFAULT_CONTROL_SOCKET} reload"]
+    assert socket_path(text) == str(DEFAULT_CONTROL_SOCKET)
+    assert "RuntimeDirectory=lvsd" in text.splitlines()
+    assert DEFAULT_CONTROL_SOCKET.parent == Path("/run/lvsd")
+
+
+VALID = ('[daemon]\nstate_dir = "{state}"\n'
+         '[[services]]\nname = "web"\naddress = "192.0.2.1"\nport = 80\nscheduler = "rr"\n'
+         '[[services.real_servers]]\naddress = "198.51.100.1"\n')
 
 
 @pytest.mark.parametrize(
@@ -172,25 +176,25 @@ def test_reload_checks_the_config_the_daemon_runs_with() -> None:
     ],
     ids=["invalid", "not-toml"],
 )
-def test_reload_fails_on_a_broken_config_without_signalling(tmp_path: Path, broken: str) -> None:
+async def test_reload_fails_on_a_broken_config_and_prints_the_problem(
+        tmp_path: Path, broken: str) -> None:
     config = tmp_path / "lvsd.toml"
-    config.write_text(broken)
-    main = hup_watcher()
-    results = reload_as_systemd(config, main.pid)
-    assert results[-1].returncode != 0
-    assert len(results) == 1, "the SIGHUP was sent after a failed check"
-    assert str(config) in results[-1].stderr
-    assert not got_hup(main)
+    config.write_text(VALID.format(state=tmp_path / "state"))
+    config.with_suffix(".next").write_text(broken)
+    code, _, err, daemon = await reload_as_systemd(config, tmp_path)
+    assert code == 2, err
+    assert "reload rejected, the old config runs on" in err
+    assert ("scheduler" in err) if "nope" in broken else ("TOML" in err or "toml" in err), err
+    assert [spec.name for spec in daemon.config.services] == ["web"]
+    assert daemon.config.services[0].service.scheduler == "rr"
 
 
-def test_reload_signals_the_daemon_when_the_config_is_valid(tmp_path: Path) -> None:
+async def test_reload_applies_a_valid_config_and_exits_0(tmp_path: Path) -> None:
     config = tmp_path / "lvsd.toml"
-    config.write_text(
-        '[daemon]\nlisten = "127.0.0.1:9163"\n'
-        '[[services]]\nname = "web"\naddress = "192.0.2.1"\nport = 80\nscheduler = "rr"\n'
-        '[[services.real_servers]]\naddress = "198.51.100.1"\n'
-    )
-    main = hup_watcher()
-    results = reload_as_systemd(config, main.pid)
-    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
-    assert got_hup(main)
+    config.write_text(VALID.format(state=tmp_path / "state"))
+    config.with_suffix(".next").write_text(
+        VALID.format(state=tmp_path / "state").replace('"rr"', '"wrr"'))
+    code, out, err, daemon = await reload_as_systemd(config, tmp_path)
+    assert code == 0, err
+    assert "reloaded" in out
+    assert daemon.config.services[0].service.scheduler == "wrr"
