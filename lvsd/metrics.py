@@ -511,27 +511,26 @@ def _service_families(out: list[bytes], rows: _Rows, layout: LayoutOf) -> None:
 
 
 def _admin_families(out: list[bytes], rows: _Rows, layout: LayoutOf) -> None:
-    """What an operator set with ``lvsd ctl``: every server's admin state (one series, 1,
-    its ``state`` label enabled, drained or disabled) and, while one is set, the weight
-    override."""
-    states = [admin_state(status) for status in rows.own_servers]
-    admin = layout("admin", [f'{label},state="{state}"'
-                             for label, state in zip(rows.own_labels, states, strict=True)])
+    """What an operator set with ``lvsd ctl``, only for the servers it concerns: the admin
+    state (1, with its ``state`` label: enabled, drained or disabled) and the weight
+    override while one is set."""
+    pairs = [(label, status.admin) for label, status in zip(rows.own_labels, rows.own_servers,
+                                                             strict=True)
+             if status.admin is not None]
+    if not pairs:
+        return
+    admin = layout("admin", [f'{label},state="{entry.state.value}"' for label, entry in pairs])
     _family(out, "lvsd_backend_admin_state", "gauge",
-            "The operator's admin state of the real server (lvsd ctl drain, disable): the "
-            "series with its state label is 1.", admin, [1] * len(states))
+            "Present only while an operator overrides the real server (lvsd ctl): 1, with its "
+            "admin state as the state label (enabled, drained, disabled).", admin,
+            [1] * len(pairs))
     name = "lvsd_backend_weight_override"
-    overridden = "".join([f"{name}{{{label}}} {status.admin.weight}\n"
-                          for label, status in zip(rows.own_labels, rows.own_servers, strict=True)
-                          if status.admin is not None and status.admin.weight is not None])
+    overridden = "".join([f"{name}{{{label}}} {entry.weight}\n" for label, entry in pairs
+                          if entry.weight is not None])
     if overridden:
         out.append(f"# HELP {name} Present only while an operator overrides the real server's "
                    f"weight (lvsd ctl weight): that weight.\n# TYPE {name} gauge\n"
                    f"{overridden}".encode())
-
-
-def admin_state(status: ServerStatus) -> str:
-    return "enabled" if status.admin is None else status.admin.state.value
 
 
 def _backend_families(out: list[bytes], rows: _Rows, layout: LayoutOf) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import json
@@ -18,8 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from lvsd.consistent import MhTableStatus
 from lvsd.errors import IpvsError
 from lvsd.metrics import DaemonMetrics
+from lvsd.overrides import Override
 from lvsd.snapshot import Snapshot
 from lvsd.splitbrain.book import VipStatus
+from lvsd.weight import AdminState
 from tests.unit.snapshot_builders import DNS, NOW, WEB, foreign, server, service
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
@@ -44,8 +47,9 @@ def exported_names() -> set[str]:
     metrics.reload(True, NOW)
     draining = server("198.51.100.9", role="draining", weight=0, health="unchecked",
                       drain_deadline=NOW + 60)
+    drained = dataclasses.replace(server("198.51.100.2"), admin=Override(AdminState.DRAINED, 3))
     snapshot = Snapshot(
-        (service(WEB, "web", [server("198.51.100.1"), draining]),
+        (service(WEB, "web", [server("198.51.100.1"), draining, drained]),
          service(DNS, "dns", [server("2001:db8::1", 53)], persistent=True)),
         (foreign(),), NOW, True, "x",
         mh_tables=(MhTableStatus(WEB, "web", "0123456789abc", True, 4093),),

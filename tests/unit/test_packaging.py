@@ -135,11 +135,12 @@ def test_documented_run_command_mounts_config_and_state() -> None:
     assert "-v /etc/lvsd:/etc/lvsd:ro" in command
 
 
-def test_unit_is_a_notify_service_reloaded_by_sighup() -> None:
+def test_unit_is_a_notify_service_reloaded_through_the_control_socket() -> None:
     assert unit_value("Type") == "notify"
     assert unit_value("NotifyAccess") == "main"
-    # check-config first (tests/unit/test_unit_file.py runs it), then the SIGHUP.
-    assert shlex.split(unit_values("ExecReload")[-1]) == ["/bin/kill", "-HUP", "$MAINPID"]
+    # lvsd ctl reload waits for the daemon's verdict (tests/unit/test_unit_file.py runs it).
+    assert shlex.split(unit_values("ExecReload")[-1])[1:] == [
+        "ctl", "--socket", str(config.DEFAULT_CONTROL_SOCKET), "reload"]
     assert unit_value("Restart") == "on-failure"
     assert re.fullmatch(r"\d+s", unit_value("WatchdogSec"))
 
