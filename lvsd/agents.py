@@ -17,7 +17,25 @@ from lvsd.checks.agent import describe, merged, parse_answer
 from lvsd.probe import CheckKey, ProbeReport, check_key
 from lvsd.snapshot import AgentStatus
 from lvsd.spec import Config, ServerRef
-from lvsd.weight import AgentReport
+from lvsd.weight import AgentCommand, AgentReport
+
+_HELD_OUT = (AgentCommand.DRAIN, AgentCommand.DOWN)
+
+
+def holds_out(report: AgentReport | None) -> bool:
+    return report is not None and report.command in _HELD_OUT
+
+
+@dataclass(frozen=True, slots=True)
+class AgentChange:
+    """The servers one report moved; ``came_back``: the agent had held them out (drain,
+    down) and no longer does, so they ramp like a server whose health came back."""
+
+    refs: tuple[ServerRef, ...]
+    came_back: bool = False
+
+
+NO_CHANGE = AgentChange(())
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +94,14 @@ class Agents:
             command=report.command.value if report and report.command else None,
             since=heard.since or None, error=heard.error or None)
 
-    def observe(self, report: ProbeReport, *, now: float) -> tuple[ServerRef, ...] | None:
+    def observe(self, report: ProbeReport, *, now: float) -> AgentChange | None:
         """Take one report in: None if it is not an agent's, else the servers whose agent
         report it changed."""
         refs = self._servers_of.get(report.key)
         if refs is None:
             return None
         if report.inconclusive:
-            return ()
+            return NO_CHANGE
         self.observed += 1
         before = self._heard[report.key]
         result = report.result
@@ -98,6 +116,6 @@ class Agents:
         if heard.report != before.report:
             heard = _Heard(heard.report, heard.line, now, heard.fails, heard.error)
             self._heard[report.key] = heard
-            return refs
+            return AgentChange(refs, holds_out(before.report) and not holds_out(heard.report))
         self._heard[report.key] = heard
-        return ()
+        return NO_CHANGE

@@ -369,11 +369,13 @@ class Daemon:
             metrics.probe(spec.type, result.ok, result.latency, report.lateness,
                           report.inconclusive)
             if (moved := self.agents.observe(report, now=now)) is not None:
-                for service_key, dest_key in moved:
+                for service_key, dest_key in moved.refs:
                     changed = True
                     log.info("agent_change", service=str(service_key), server=str(dest_key),
                              agent=describe(self.agents.report((service_key, dest_key))),
                              reason=result.reason)
+                    if moved.came_back:
+                        self.ramps.begin((service_key, dest_key))
                     self.dirty.add(service_key)
                 continue
             seen = self.health.observe(report, now=now)

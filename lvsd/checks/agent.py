@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from lvsd import model
 from lvsd.checks.base import CheckSpec, Count, Prober, RunningProbe, Text, os_error_reason
 from lvsd.checks.sockets import SocketProbe, Verdict, run_to_end
 from lvsd.checks.target import ProbeTarget
@@ -69,20 +68,9 @@ class AgentCheck(CheckSpec):
     def prober(self) -> Prober:
         return AgentProber(self)
 
-    def target(
-        self,
-        rs_address: Address,
-        rs_port: int,
-        *,
-        vip: Address | None = None,
-        vport: int = 0,
-        protocol: model.Protocol | None = None,
-        dr_mark: int = 0,
-        source: Address | None = None,
-    ) -> ProbeTarget:
-        """The agent's port on the real server (or on ``connect_ip``)."""
-        return super().target(rs_address, self.port, vip=vip, vport=vport, protocol=protocol,
-                              source=source)
+    def target(self, rs_address: Address, rs_port: int, **context: Any) -> ProbeTarget:
+        """The agent's port on the real server (or on ``connect_ip``), never the DR path."""
+        return super().target(rs_address, self.port, **context)
 
 
 # --- the protocol, pure ----------------------------------------------------------------------

@@ -7,11 +7,12 @@ import asyncio
 import ipaddress
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from lvsd.agents import Agents
+from lvsd.agents import NO_CHANGE, AgentChange, Agents
 from lvsd.checks import parse_agent
 from lvsd.checks.agent import MAX_LINE, answer_line, describe, merged, parse_answer
 from lvsd.config import loads
@@ -173,7 +174,7 @@ def book() -> tuple[Agents, list[tuple[object, object]]]:
 
 
 def say(agents: Agents, port: int, ok: bool, reason: str, *,
-        inconclusive: bool = False) -> tuple[object, ...] | None:
+        inconclusive: bool = False) -> AgentChange | None:
     key = next(key for key in tuple(agents.keys()) if key.target.port == port)
     report = ProbeReport(key, ProbeResult(ok, reason), 0.0, 0.0, 0.0, inconclusive)
     return agents.observe(report, now=100.0)
@@ -183,7 +184,7 @@ def test_services_sharing_a_real_server_and_agent_share_one_probe() -> None:
     agents, refs = book()
     assert len(agents) == 2
     moved = say(agents, 10000, True, "50%")
-    assert moved is not None and set(moved) == {refs[0], refs[2]}
+    assert moved is not None and set(moved.refs) == {refs[0], refs[2]}
     assert agents.report(refs[0]) == agents.report(refs[2]) == AgentReport(50, None)
     assert agents.report(refs[1]) is None
 
@@ -192,25 +193,37 @@ def test_a_dead_agent_is_forgotten_after_fall_failures_and_never_worse() -> None
     agents, refs = book()
     say(agents, 10000, True, "down")
     assert agents.report(refs[0]) == AgentReport(None, DOWN)
-    assert say(agents, 10000, False, "refused") == ()
+    assert say(agents, 10000, False, "refused") == NO_CHANGE
     assert agents.report(refs[0]) == AgentReport(None, DOWN), "one failure is below fall"
-    assert say(agents, 10000, False, "refused", inconclusive=True) == ()
+    assert say(agents, 10000, False, "refused", inconclusive=True) == NO_CHANGE
     moved = say(agents, 10000, False, "timeout (answer)")
-    assert moved is not None and refs[0] in moved
+    assert moved is not None and refs[0] in moved.refs and moved.came_back
     assert agents.report(refs[0]) is None
     status = agents.status(refs[0])
     assert status is not None and not status.answering and status.error == "timeout (answer)"
 
 
 def test_an_unchanged_answer_moves_nothing_and_a_report_not_of_an_agent_is_not_taken() -> None:
-    agents, _ = book()
-    assert say(agents, 10000, True, "75%")
-    assert say(agents, 10000, True, "75% maxconn:10") == ()
+    agents, refs = book()
+    assert say(agents, 10000, True, "75%") == AgentChange((refs[0], refs[2]))
+    assert say(agents, 10000, True, "75% maxconn:10") == NO_CHANGE
     from lvsd.checks import parse_check
     from lvsd.probe import check_key
     spec = parse_check({"type": "tcp"})
     other = check_key(spec.target(ipaddress.ip_address("192.0.2.11"), 80), spec)
     assert agents.observe(ProbeReport(other, ProbeResult(True), 0, 0, 0), now=0) is None
+
+
+@pytest.mark.parametrize(("before", "after", "back"), [
+    ("drain", "up", True), ("down", "ready", True), ("down", "drain", False),
+    ("50%", "up", False), ("up", "down", False), ("drain", "25%", False),
+])
+def test_a_server_the_agent_lets_back_in_comes_back(before: str, after: str,
+                                                    back: bool) -> None:
+    agents, _ = book()
+    say(agents, 10000, True, before)
+    moved = say(agents, 10000, True, after)
+    assert moved is not None and moved.came_back is back
 
 
 def test_a_reload_keeps_what_an_unchanged_agent_said() -> None:
@@ -270,8 +283,7 @@ async def test_the_probe_of_a_dead_agent_fails() -> None:
 
 # --- through the daemon ---------------------------------------------------------------------
 
-async def test_the_agents_answers_move_the_kernel_weight_and_its_silence_does_not(
-        tmp_path: Path) -> None:
+async def agent_daemon(tmp_path: Path, extra: str = "") -> tuple[Any, Any]:
     from lvsd.checks.manual import ManualRunner
     from lvsd.config import load
     from lvsd.daemon import Daemon
@@ -291,6 +303,7 @@ port = 80
 scheduler = "wrr"
 on_failure = "remove"
 agent = {{ port = 10000, fall = 1 }}
+{extra}
 [[services.real_servers]]
 address = "192.0.2.11"
 weight = 10
@@ -309,7 +322,13 @@ weight = 10
         entry = backend.table.entries[web]
         return entry.dests[rs1].weight if rs1 in entry.dests else None
 
-    assert backend.table.entries[web].dests[rs1].weight == 10
+    return daemon, answered
+
+
+async def test_the_agents_answers_move_the_kernel_weight_and_its_silence_does_not(
+        tmp_path: Path) -> None:
+    daemon, answered = await agent_daemon(tmp_path)
+    assert await answered(True, "") == 10
     assert await answered(True, "50%") == 5
     assert await answered(True, "drain") == 0
     assert await answered(True, "up") == 5
@@ -317,6 +336,15 @@ weight = 10
     status = daemon.snapshot().services[0].servers[0].agent
     assert status is not None and status.command == "down" and status.line == "down # disk full"
     assert await answered(False, "refused") == 10, "a dead agent: the health check alone"
+
+
+async def test_a_server_its_agent_lets_back_in_slow_starts(tmp_path: Path) -> None:
+    daemon, answered = await agent_daemon(tmp_path, 'slow_start = "10s"')
+    assert await answered(True, "100%") == 10, "an agent's first answer is no comeback"
+    assert await answered(True, "drain") == 0
+    assert await answered(True, "up") == 1
+    spec = daemon.config.services[0]
+    assert daemon.ramps.ramp((spec.key, spec.servers[0].key)) is not None
 
 
 def test_a_servers_agent_overrides_its_services_field_by_field() -> None:
