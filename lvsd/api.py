@@ -534,6 +534,11 @@ def _server_row(server: ServerStatus, now: float) -> str:
     role: str = server.role
     if server.drain_deadline is not None:
         role += f", removed {until(server.drain_deadline, now)}"
+    if server.slow_start_until is not None:
+        role += (f", slow start {round(100 * (server.slow_start_share or 0.0))}% "
+                 f"(full {until(server.slow_start_until, now)})")
+    if server.agent is not None:
+        role += f", agent: {server.agent.state}"
     cells = [
         f'<td class="name">{_e(server.key)}</td>',
         f'<td class="text">{_e(role)}</td>',

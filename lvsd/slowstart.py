@@ -1,8 +1,9 @@
 """The slow-start ramps: which servers are coming back, and when their weight next steps up.
 
 A server with ``slow_start`` that comes back (its health turns up: from down, or a first
-probe passing; or its agent stops holding it out) or that a reload adds (a server without checks, not already served by the
-kernel) ramps from weight 1 to its full weight over the period, a step every
+probe passing; or its agent stops holding it out) or that a reload adds (a server without
+checks, not already served by the kernel) ramps from weight 1 to its full weight over the
+period, a step every
 ``weight.ramp_step(period)`` (HAProxy's ``slowstart``: twentieths, at most once a second).
 Servers the kernel already serves when lvsd starts or reloads keep their weight: they start
 up without a transition (``health.initial(assume_up=True)``), so nothing ramps them from zero.

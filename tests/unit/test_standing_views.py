@@ -6,7 +6,7 @@ import dataclasses
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from lvsd.api import status_document
+from lvsd.api import render_page, status_document
 from lvsd.metrics import SnapshotRenderer
 from lvsd.snapshot import AgentStatus, Snapshot
 from tests.unit.snapshot_builders import NOW, WEB, lab_snapshot, server, service
@@ -33,6 +33,12 @@ def test_status_shows_the_ramp_and_the_agent_per_server() -> None:
                                    "command": "drain", "since": NOW - 5, "error": None}
     assert servers[2]["agent"]["answering"] is False and servers[2]["agent"]["error"] == "refused"
     assert servers[3]["slow_start"] is None and servers[3]["agent"] is None
+
+
+def test_the_page_says_a_server_ramps_and_what_its_agent_said() -> None:
+    page = render_page(standing_snapshot(), NOW)
+    assert "slow start 35% (full in 20.0 s)" in page
+    assert "agent: 50% drain" in page and "agent: no answer" in page
 
 
 def series(snapshot: Snapshot) -> dict[tuple[str, str], float]:
