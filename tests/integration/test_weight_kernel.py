@@ -126,7 +126,7 @@ def lvsd(lab: DrLab) -> Iterator[LvsdProcess]:
                          "-w", "100")
     process = LvsdProcess(lab.director, CONFIG)
     try:
-        asyncio.run(process.start())
+        asyncio.run(process.start(timeout=240))  # a loaded emulator imports slowly
         yield process
     finally:
         process.cleanup()
