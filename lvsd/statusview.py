@@ -206,7 +206,8 @@ def _summary(document: Document, now: float, colour: bool) -> str:
              f"IPVS {document.get('kernel_version') or '?'}"]
     sync = document.get("table_sync") or {}
     if document.get("ready") and not sync.get("in_sync", True):
-        parts.append(_paint(f"TABLE NOT IN SYNC: {sync.get('last_error') or ''}", ALARM_COLOUR,
+        error = sync.get("last_error")
+        parts.append(_paint("TABLE NOT IN SYNC" + (f": {error}" if error else ""), ALARM_COLOUR,
                             colour))
     reload = document.get("last_reload")
     if reload and not reload.get("ok"):
