@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +34,7 @@ from lvsd.metrics import CONTENT_TYPE, DaemonMetrics
 from lvsd.model import (
     Dest,
     Service,
+    ServiceKey,
     ServiceStats,
     VirtualService,
 )
@@ -158,9 +159,12 @@ def _exposition(metrics: DaemonMetrics, snapshot: Snapshot, compress: bool) -> l
 
 
 async def _latest(app: web.Application) -> Snapshot:
+    return await latest_snapshot(app[SOURCE_KEY])
+
+
+async def latest_snapshot(source: SnapshotSource) -> Snapshot:
     """The snapshot to answer with: fresh counters once the daemon is ready; before that the
     daemon has not read the kernel yet, and a request must not make the first dump."""
-    source = app[SOURCE_KEY]
     if not source.ready:
         return source.snapshot()
     return await source.fresh_snapshot(FRESHNESS)
@@ -226,8 +230,10 @@ def _refresh_seconds(value: str | None) -> int:
 # --- /status --------------------------------------------------------------------------------
 
 
-def status_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
-    """Everything the status page shows, as JSON-ready data."""
+def status_document(snapshot: Snapshot, now: float,
+                    only: Container[ServiceKey] | None = None) -> dict[str, Any]:
+    """Everything the status page shows, as JSON-ready data; with ``only``, of those
+    services alone (at 10,000 servers the whole document takes a good part of a second)."""
     reload = snapshot.last_reload
     sync = snapshot.sync
     probing = snapshot.probing
@@ -258,9 +264,12 @@ def status_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
         },
         "role": (snapshot.director or {}).get("role"),
         "sync_daemons": (snapshot.director or {}).get("sync_daemons"),
-        "services": [_service_json(s, now) for s in snapshot.services],
-        "foreign": [_foreign_json(vs) for vs in snapshot.foreign],
-        "consistent_hash": [_mh_table_json(table) for table in snapshot.mh_tables],
+        "services": [_service_json(s, now) for s in snapshot.services
+                     if only is None or s.key in only],
+        "foreign": [_foreign_json(vs) for vs in snapshot.foreign
+                    if only is None or vs.key in only],
+        "consistent_hash": [_mh_table_json(table) for table in snapshot.mh_tables
+                            if only is None or table.key in only],
         "vips": [_vip_json(vip) for vip in snapshot.vips],
     }
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lvsd import __version__, cli_ctl, cli_doctor, cli_import, cli_realserver
+from lvsd import __version__, cli_ctl, cli_ctlview, cli_doctor, cli_import, cli_realserver
 from lvsd.errors import ConfigError, IpvsUnavailable, LvsdError, Problem, SaveFormatError
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_import.add_parser(sub)
     cli_doctor.add_parser(sub)
-    cli_ctl.add_parser(sub)
+    cli_ctlview.add_parsers(cli_ctl.add_parser(sub))
     cli_realserver.add_parser(sub)
     return parser
 
@@ -119,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cli_import.run(args)
             case "doctor":
                 return cli_doctor.run(args)
+            case "ctl" if args.ctl_command in cli_ctlview.COMMANDS:
+                return cli_ctlview.run(args)
             case "ctl":
                 return cli_ctl.run(args)
             case "realserver":

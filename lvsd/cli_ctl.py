@@ -100,7 +100,9 @@ class ControlClient:
         return f"cannot connect to {self.path}: {error.strerror or error}"
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
+               ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """``lvsd ctl`` and its write commands; its subcommands, for more."""
     parser = sub.add_parser("ctl", help="control the running daemon: drain, weight, reload, "
                                         "check")
     parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, metavar="PATH",
@@ -125,6 +127,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     check = commands.add_parser("check", help="run a server's checks now and print the result")
     check.add_argument("service", help="the service: its name or key (tcp:192.0.2.1:80)")
     check.add_argument("server", help="the real server: address or address:port")
+    return commands
 
 
 def _server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -206,6 +209,11 @@ async def request(socket_path: Path, method: str, path: str, body: dict[str, Any
         status, answer = await client.call(method, path, body)
     if status < 300 or (path == "/reload" and status == 422):
         return printer(answer)
+    return refused(status, answer)
+
+
+def refused(status: int, answer: dict[str, Any]) -> int:
+    """Print the daemon's error; the exit code for it."""
     print(f"lvsd ctl: {answer.get('error', f'HTTP {status}')}", file=sys.stderr)
     return EXIT_BAD_INPUT if 400 <= status < 500 and status != 403 else EXIT_FAILED
 

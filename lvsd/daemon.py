@@ -732,6 +732,7 @@ async def serve(config_path: Path, config: Config, early: EarlySignals | None = 
     answers 503 until the first pass), then adopt the table and serve."""
     from lvsd.api import create_app, start_api
     from lvsd.control import ControlSocketError, create_control_app, start_control
+    from lvsd.control_views import view_routes
     from lvsd.ipvs.netlink import NetlinkIpvs
 
     notifier = Notifier.from_environment()
@@ -749,8 +750,9 @@ async def serve(config_path: Path, config: Config, early: EarlySignals | None = 
         return 2
     settings = config.daemon
     try:
-        control = await start_control(create_control_app(daemon, settings.control_gid),
-                                      settings.control_socket, settings.control_gid)
+        app = create_control_app(daemon, settings.control_gid,
+                                 routes=view_routes(daemon, daemon.events))
+        control = await start_control(app, settings.control_socket, settings.control_gid)
     except ControlSocketError as exc:
         log.error("control_socket_failed", error=str(exc),
                   detail="the kernel table was not touched")
