@@ -24,7 +24,7 @@ _lvsd_words() {
         "import ipvsadm-save") opts="-h --help -o --output" ;;
         "import keepalived") opts="-h --help --config-id -o --output" ;;
         "doctor") opts="-h --help -c --config --json" ;;
-        "ctl") opts="drain undrain disable enable weight reload check -h --help --socket" ;;
+        "ctl") opts="drain undrain disable enable weight reload check status events -h --help --socket" ;;
         "ctl drain") opts="-h --help --host" ;;
         "ctl undrain") opts="-h --help --host" ;;
         "ctl disable") opts="-h --help --host" ;;
@@ -32,6 +32,8 @@ _lvsd_words() {
         "ctl weight") opts="-h --help --host --for --clear" ;;
         "ctl reload") opts="-h --help" ;;
         "ctl check") opts="-h --help" ;;
+        "ctl status") opts="-h --help --json --watch -n --interval --exact" ;;
+        "ctl events") opts="-h --help --count" ;;
         "realserver") opts="apply check remove -h --help" ;;
         "realserver apply") opts="-h --help --vip --mode --persist --root" ;;
         "realserver check") opts="-h --help --vip --mode --persist --root" ;;

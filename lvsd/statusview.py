@@ -72,11 +72,35 @@ def _role(server: Document, now: float) -> str | None:
 
 
 def _disabled(server: Document, now: float) -> str | None:
-    return "disabled" if server.get("disabled") else None
+    return "disabled in config" if server.get("disabled") else None
 
 
-SERVER_STATES: tuple[ServerState, ...] = (_role, _disabled)
-"""Each gives a label for the Admin column, or None; the labels are joined with commas."""
+def _admin(server: Document, now: float) -> str | None:
+    """What an operator set with ``lvsd ctl`` (drain, disable, weight)."""
+    admin = server.get("admin") or {}
+    words = [] if admin.get("state", "enabled") == "enabled" else [str(admin["state"])]
+    if admin.get("weight") is not None:
+        left = admin.get("weight_until")
+        words.append(f"weight {admin['weight']}"
+                     + ("" if left is None else f" for {duration(max(left - now, 0.0))}"))
+    return ", ".join(words) or None
+
+
+def _slow_start(server: Document, now: float) -> str | None:
+    ramp = server.get("slow_start")
+    if not ramp:
+        return None
+    return f"slow start {float(ramp.get('share') or 0.0):.0%}"
+
+
+def _agent(server: Document, now: float) -> str | None:
+    agent = server.get("agent")
+    return None if not agent else f"agent {agent.get('state', '?')}"
+
+
+SERVER_STATES: tuple[ServerState, ...] = (_role, _disabled, _admin, _slow_start, _agent)
+"""Each reads one field of a server's document and gives a label for the Admin column, or
+None; the labels are joined with commas."""
 
 
 def server_state(server: Document, now: float) -> str:

@@ -155,7 +155,7 @@ def test_states_service_alarms_and_reasons_are_shown() -> None:
     assert "tls, healthy weight 0, quorum 2, BELOW QUORUM, SORRY SERVER ACTIVE, NOT IN KERNEL" \
         in text
     assert re.search(r"198\.51\.100\.9:443 .* sorry server", text)
-    assert re.search(r"198\.51\.100\.8:443 .* disabled", text)
+    assert re.search(r"198\.51\.100\.8:443 .* disabled in config", text)
 
 
 def test_the_health_reason_says_why_and_the_last_probe_is_the_fallback() -> None:
@@ -199,3 +199,18 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(
 def test_a_document_it_cannot_read_is_a_clear_error(broken: dict[str, Any]) -> None:
     with pytest.raises(StatusDocumentError, match="not a status document this lvsd understands"):
         render_status(broken, now=NOW)
+
+
+def test_admin_slow_start_and_agent_each_add_a_label_and_the_column_widens() -> None:
+    rendered = document(golden_snapshot())
+    rs1 = rendered["services"][0]["servers"][0]
+    rs1["admin"] = {"state": "drained", "weight": 5, "weight_until": NOW + 540}
+    rs1["slow_start"] = {"until": NOW + 10, "share": 0.25}
+    rs1["agent"] = {"answering": True, "state": "75%"}
+    rendered["services"][0]["servers"][1]["admin"] = {"state": "enabled", "weight": None,
+                                                      "weight_until": None}
+    lines = render_status(rendered, now=NOW).splitlines()
+    label = "drained, weight 5 for 9 min, slow start 25%, agent 75%"
+    assert lines[4].endswith(f"  {label}  ok: HTTP 200")
+    assert lines[2].index("Reason") == lines[4].index("ok: HTTP 200")
+    assert lines[5][lines[2].index("Admin"):].startswith("-" + " " * len(label))
