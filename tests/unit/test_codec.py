@@ -35,6 +35,7 @@ from lvsd.ipvs.abi import (
     Cmd,
     CmdAttr,
     CtrlAttr,
+    DaemonAttr,
     DestAttr,
     ExtAck,
     SvcAttr,
@@ -59,6 +60,9 @@ from lvsd.model import (
     ServiceKey,
     ServiceStats,
     SetTimeouts,
+    StartSyncDaemon,
+    SyncDaemon,
+    SyncState,
     Table,
     Timeouts,
     VirtualService,
@@ -795,3 +799,28 @@ def test_the_service_and_dest_tables_match_the_kernel_header() -> None:
         ids = [attr.id for attr in nest.attrs]
         assert ids == sorted(set(ids)), nest.name
     assert [a.name for a in codec.STATS.attrs][:2] == ["conns", "inpkts"]
+
+
+@pytest.mark.parametrize(("daemon", "why"), [
+    (SyncDaemon(SyncState.MASTER, "a-very-long-name0"), "interface"),
+    (SyncDaemon(SyncState.MASTER, ""), "interface"),
+    (SyncDaemon(SyncState.MASTER, "eth0", 256), "syncid"),
+    (SyncDaemon(SyncState.MASTER, "eth0", group=ip_address("192.0.2.1")), "not a multicast"),
+    (SyncDaemon(SyncState.MASTER, "eth0", ttl=0), "ttl"),
+    (SyncDaemon(SyncState.MASTER, "eth0", maxlen=70000), "maxlen"),
+])
+async def test_a_sync_daemon_the_wire_cannot_carry_is_refused_before_the_kernel_sees_it(
+        daemon: SyncDaemon, why: str) -> None:
+    sockets = Sockets(lambda data: [])
+    ipvs = NetlinkIpvs(socket_factory=sockets, answer_timeout=ANSWER_TIMEOUT)
+    (error,) = await ipvs.apply_sync([StartSyncDaemon(daemon)])
+    assert (error.name, error.errno) == ("start_sync_daemon", errno.EINVAL)
+    assert why in error.reason
+    assert all(not sock.sent for sock in sockets.opened)  # nothing went to the kernel
+
+
+def test_a_daemon_reply_without_its_state_is_a_decode_error() -> None:
+    body = codec.encode_attr(CmdAttr.DAEMON, codec.encode_nest(
+        codec.DAEMON, {DaemonAttr.MCAST_IFN: "eth0", DaemonAttr.SYNC_ID: 1}), nested=True)
+    with pytest.raises(codec.DecodeError, match="sync daemon without its state"):
+        codec.decode_daemon(body, 0, len(body))
