@@ -39,7 +39,14 @@ from lvsd.model import (
     VirtualService,
 )
 from lvsd.overrides import Override, admin_json
-from lvsd.snapshot import AgentStatus, ServerStatus, ServiceStatus, Snapshot, SnapshotSource
+from lvsd.snapshot import (
+    AgentStatus,
+    AnnounceStatus,
+    ServerStatus,
+    ServiceStatus,
+    Snapshot,
+    SnapshotSource,
+)
 from lvsd.splitbrain.book import VipStatus
 from lvsd.tablejson import key_json, stats_json
 from lvsd.weight import AdminState
@@ -264,6 +271,7 @@ def status_document(snapshot: Snapshot, now: float,
         },
         "role": (snapshot.director or {}).get("role"),
         "sync_daemons": (snapshot.director or {}).get("sync_daemons"),
+        "announce": _announce_json(snapshot.announce),
         "services": [_service_json(s, now) for s in snapshot.services
                      if only is None or s.key in only],
         "foreign": [_foreign_json(vs) for vs in snapshot.foreign
@@ -271,6 +279,21 @@ def status_document(snapshot: Snapshot, now: float,
         "consistent_hash": [_mh_table_json(table) for table in snapshot.mh_tables
                             if only is None or table.key in only],
         "vips": [_vip_json(vip) for vip in snapshot.vips],
+    }
+
+
+def _announce_json(announce: AnnounceStatus | None) -> dict[str, Any] | None:
+    if announce is None:
+        return None
+    return {
+        "table": announce.table,
+        "protocol": announce.protocol,
+        "hold_down": announce.hold_down,
+        "withdraw_on_stop": announce.withdraw_on_stop,
+        "last_error": announce.last_error,
+        "vips": [{"vip": str(vip.vip), "rule": vip.rule, "announced": vip.announced,
+                  "in_kernel": vip.in_kernel, "reason": vip.reason, "since": vip.since}
+                 for vip in announce.vips],
     }
 
 

@@ -77,6 +77,8 @@ from lvsd.model import (
 )
 from lvsd.spec import (
     SYNC_MODES,
+    AnnouncedVip,
+    AnnounceSettings,
     Config,
     DaemonSettings,
     RoleSettings,
@@ -243,8 +245,24 @@ class RoleSchema(_Schema):
     track_file: FilePath | None = None
 
 
+class AnnouncedVipSchema(_Schema):
+    address: Text
+    rule: Literal["all", "any"] | None = None
+
+
+class AnnounceSchema(_Schema):
+    table: Annotated[Int, _within(limits.route_table_error)] = 250
+    protocol: Annotated[Int, _within(limits.route_protocol_error)] = 250
+    hold_down: Annotated[
+        float, BeforeValidator(parse_duration), Field(ge=0, le=3600, allow_inf_nan=False)
+    ] = 5.0
+    withdraw_on_stop: Bool = True
+    rule: Literal["all", "any"] = "all"
+    vips: list[Any] | None = None  # each an AnnouncedVipSchema; default: every VIP of the services
+
+
 _TOP_LEVEL = {"daemon": DaemonSchema, "timeouts": TimeoutsSchema, "sync": SyncSchema,
-              "role": RoleSchema, "services": None}
+              "role": RoleSchema, "announce": AnnounceSchema, "services": None}
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -484,6 +502,9 @@ def _build(
                                             f"got {_shown(raw_services)}"))
         raw_services = []
     services = _build_services(raw_services, problems, warnings)
+    announce = None
+    if "announce" in raw:
+        announce = _announce(raw["announce"], [spec for _, spec in services], problems, warnings)
     mark_base = daemon.dr_check_mark_base if daemon else DaemonSchema().dr_check_mark_base
     for where, spec in services:
         if spec.key.is_fwmark:
@@ -503,13 +524,75 @@ def _build(
     if daemon is None:
         return None
     return Config(daemon, tuple(spec for _, spec in services), timeouts, source, sync, role,
-                  warnings=tuple(warnings))
+                  warnings=tuple(warnings), announce=announce)
 
 
 EMPTY_CONFIG_MESSAGE = (
     "no services: lvsd would delete every service it owns (a truncated or empty file?); "
     "set allow_empty = true in [daemon] if that is what you want"
 )
+
+
+def _announce(raw: object, services: Sequence[ServiceSpec], problems: list[Problem],
+              warnings: list[Problem]) -> AnnounceSettings | None:
+    """``[announce]``; its VIPs are examined even when another key of it is wrong."""
+    schema = _validate(AnnounceSchema, raw, "announce", problems)
+    raw_vips = raw.get("vips") if isinstance(raw, dict) else None
+    if schema is None:
+        if isinstance(raw_vips, list):
+            _announced_vips(raw_vips, "all", services, problems)
+        return None
+    return _build_announce(schema, services, problems, warnings)
+
+
+def _build_announce(schema: AnnounceSchema, services: Sequence[ServiceSpec],
+                    problems: list[Problem], warnings: list[Problem]) -> AnnounceSettings:
+    """The VIPs to announce: those listed (each a VIP of a configured service), else every VIP
+    of the configured services (fwmark services have none), in config order."""
+    if schema.vips is None:
+        vips = [AnnouncedVip(address, schema.rule) for address in _service_vips(services)]
+    else:
+        vips = _announced_vips(schema.vips, schema.rule, services, problems)
+    if schema.hold_down == 0:
+        warnings.append(Problem("announce.hold_down", "0: a flapping quorum changes the "
+                                "announcement, and the routers' tables, on every flap"))
+    return AnnounceSettings(schema.table, schema.protocol, schema.hold_down,
+                            schema.withdraw_on_stop, tuple(vips))
+
+
+def _service_vips(services: Sequence[ServiceSpec]) -> list[Address]:
+    return list(dict.fromkeys(spec.key.address for spec in services
+                              if spec.key.address is not None))
+
+
+def _announced_vips(raw_vips: Sequence[object], rule: Literal["all", "any"],
+                    services: Sequence[ServiceSpec],
+                    problems: list[Problem]) -> list[AnnouncedVip]:
+    if not raw_vips:
+        problems.append(Problem("announce.vips", "empty: list the VIPs to announce, or "
+                                "leave vips out to announce every VIP of the services"))
+    configured = _service_vips(services)
+    vips: list[AnnouncedVip] = []
+    seen: dict[Address, int] = {}
+    for index, raw_vip in enumerate(raw_vips):
+        vip = _validate(AnnouncedVipSchema, raw_vip, f"announce.vips[{index}]", problems)
+        if vip is None:
+            continue
+        where = f"announce.vips[{index}].address"
+        address = _address(vip.address, where, problems)
+        if address is None:
+            continue
+        if address in seen:
+            problems.append(Problem(where, f"{address} is also announce.vips[{seen[address]}]"))
+            continue
+        seen[address] = index
+        if address not in configured:
+            known = ", ".join(map(str, configured)) or "none"
+            problems.append(Problem(where, f"{address} is not the address of any service "
+                                    f"(the services' VIPs: {known})"))
+            continue
+        vips.append(AnnouncedVip(address, vip.rule or rule))
+    return vips
 
 
 def _build_services(

@@ -9,9 +9,9 @@ The state lives in owners, each behind a small surface: the health book
 (``lvsd.healthbook``), the agents (``lvsd.agents``), the slow-start ramps
 (``lvsd.slowstart``), the probe marks (``lvsd.marks``), the drains (``lvsd.drains``), the
 operator overrides (``lvsd.overrides``, changed through ``lvsd.control``), the state file
-(``lvsd.statefile``), the kernel view (``lvsd.kernelview``) and the save file
-(``lvsd.savefile``). The daemon holds the life cycle, the loop and one pass. Signal handlers
-only set events.
+(``lvsd.statefile``), the kernel view (``lvsd.kernelview``), the save file
+(``lvsd.savefile``) and, with ``[announce]``, the VIP routes (``lvsd.announce``). The daemon
+holds the life cycle, the loop and one pass. Signal handlers only set events.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 
 from lvsd import logs
 from lvsd.agents import Agents
+from lvsd.announce import AnnouncementChange, Announcer, Listener, VipHealth, vip_health
 from lvsd.checks.agent import describe
 from lvsd.checks.drpath import director_problems
 from lvsd.checks.workers import make_runner
@@ -64,6 +65,7 @@ from lvsd.reconcile import (
     service_of,
 )
 from lvsd.reloading import keep_restart_only, refuses_emptying
+from lvsd.routes import KernelRoutes, Routes
 from lvsd.savefile import SaveFile
 from lvsd.signals import EarlySignals
 from lvsd.slowstart import Ramps
@@ -76,7 +78,7 @@ from lvsd.snapshot import (
     build_snapshot,
     shows_the_same,
 )
-from lvsd.spec import Config, ServerRef, ServerSpec, ServiceSpec
+from lvsd.spec import AnnounceSettings, Config, ServerRef, ServerSpec, ServiceSpec
 from lvsd.splitbrain.book import VipStatus
 from lvsd.splitbrain.guard import VipGuard, configured_vips
 from lvsd.statefile import DaemonState, StateFile
@@ -95,7 +97,8 @@ class Daemon:
                  notifier: Notifier | None = None, runner: RunnerFactory | None = None,
                  freeze_gc: bool = False, mh_size: MhTableSize | None = None,
                  vip_guard: VipGuard | None = None,
-                 sync_backend: SyncBackend | None = None) -> None:
+                 sync_backend: SyncBackend | None = None,
+                 routes: Routes | None = None) -> None:
         self.config = config
         self.vip_guard = vip_guard
         self.mh_size = mh_size or mh_table_size()
@@ -119,6 +122,10 @@ class Daemon:
         self.pair = DirectorPair(config, sync_backend if sync_backend is not None else (
             backend if isinstance(backend, SyncBackend) else None), self.metrics)
         self.pair.on_role_change(lambda change: self.events.publish("role", change.to_json()))
+        self.routes: Routes = routes if routes is not None else KernelRoutes()
+        self.announcer: Announcer | None = None  # with [announce]
+        # Told of every VIP announced or withdrawn (the event stream may add itself).
+        self.announcement_listeners: list[Listener] = [self._announcement_changed]
         self.state = DaemonState()  # as last stored: owned services, marks, overrides
         self.decisions: dict[ServiceKey, ServiceDecision] = {}
         self.dirty: set[ServiceKey] = set()
@@ -165,6 +172,7 @@ class Daemon:
         await self._watch(self.config, actual)
         await self.pair.start()
         await self.reconcile(full=True, dumped=actual)
+        await self._announce(self.config.announce)
         self.ready = True
         self._snapshot = None
         self._spawn(save_loop(self.save_requested, self.save_file, self.backend))
@@ -216,6 +224,8 @@ class Daemon:
         """Stop probes, withdraw the owned services if configured to, write the save file.
         Never raises: each step that fails is logged and the next one still runs."""
         self.notifier.stopping("stopping")
+        if self.announcer is not None:  # first: a withdraw must not wait for the probes
+            await self.announcer.stop()
         self.events.close("lvsd is stopping")
         await self.runner.stop()
         if self.vip_guard is not None:
@@ -361,7 +371,7 @@ class Daemon:
     def on_results(self, reports: Sequence[ProbeReport]) -> None:
         """The runner's callback: take a batch of reports into the health book."""
         now = time.time()
-        changed = False
+        changed = first_results = False
         metrics = self.metrics
         for report in reports:
             spec, result = report.key.spec, report.result
@@ -381,6 +391,8 @@ class Daemon:
             seen = self.health.observe(report, now=now)
             if seen is None:
                 continue
+            if seen.previous.last is None:
+                first_results = True
             for change in seen.servers:
                 changed = True
                 service_key, dest_key = change.ref
@@ -394,6 +406,8 @@ class Daemon:
                 if change.status is Status.UP:
                     self.ramps.begin(change.ref)
                 self.dirty.add(service_key)
+        if (changed or first_results) and self.announcer is not None:
+            self.announcer.poke()
         if changed:
             self.notifier.status(self.status_line())
             self.wake.set()
@@ -434,6 +448,7 @@ class Daemon:
         await asyncio.sleep(0)
         await self.reconcile(full=True, dumped=actual)
         await self.pair.resync()
+        await self._announce(new.announce)
         freeze_long_lived(self.freeze_gc)
         log.info("reloaded", config=str(self.config_path), services=len(new.services),
                  checks=len(self.health))
@@ -517,6 +532,35 @@ class Daemon:
                 if (decision := self.decisions.get(spec.key)) is not None
                 and decision.below_quorum]
 
+    # --- announcement ----------------------------------------------------------------------
+
+    async def _announce(self, settings: AnnounceSettings | None) -> None:
+        """Start, reconfigure or retire the announcer for ``settings`` (``[announce]``)."""
+        announcer = self.announcer
+        if announcer is not None and settings is not None:
+            await announcer.reconfigure(settings)
+        elif announcer is not None:
+            self.announcer = None
+            await announcer.stop(withdraw=True)
+        elif settings is not None:
+            announcer = Announcer(settings, self.routes, self._vip_health,
+                                  resync_interval=self.config.daemon.resync_interval)
+            announcer.listeners = self.announcement_listeners
+            self.announcer = announcer
+            await announcer.start()
+            self._spawn(announcer.run())
+        self._snapshot = None
+
+    def _vip_health(self) -> list[VipHealth]:
+        settings = self.config.announce
+        if settings is None:
+            return []
+        return vip_health(settings, self.config.services, self._health_of,
+                          lambda spec, server: self.health.probed((spec.key, server.key)))
+
+    def _announcement_changed(self, change: AnnouncementChange) -> None:
+        self._snapshot = None
+
     def _spec(self, key: ServiceKey) -> ServiceSpec | None:
         """By an index rebuilt with the config: a linear search made an event O(services)."""
         if self._specs[0] is not self.config:
@@ -534,7 +578,8 @@ class Daemon:
         """Built when a reader asks, from the owners' views: a pass never pays for it."""
         if self._snapshot is None:
             status = DaemonStatus(self.ready, self.last_reload, self.kernel_version,
-                                  self.view.status(), self.probing)
+                                  self.view.status(), self.probing,
+                                  self.announcer.status() if self.announcer else None)
             kernel = self.view.table.to_table()
             self._snapshot = build_snapshot(
                 config=self.config, kernel=kernel, health=self.health,

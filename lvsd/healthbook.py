@@ -165,6 +165,11 @@ class HealthBook:
             return self._states[keys[0]].status
         return combined(self._states[key].status for key in keys)
 
+    def probed(self, ref: ServerRef) -> bool:
+        """Whether every check of the server has reported a result (inconclusive ones do not
+        count): the server has had its first round."""
+        return all(self._states[key].last is not None for key in self._checks_of.get(ref, ()))
+
     @property
     def not_up(self) -> int:
         """Probes whose status is not up."""

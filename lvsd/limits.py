@@ -204,3 +204,36 @@ def probe_mark_clash_error(fwmark: int, base: int) -> str | None:
                 f"{marks.stop - 1:#x} (daemon.dr_check_mark_base): use another fwmark or "
                 f"move dr_check_mark_base")
     return None
+
+
+# --- the routes ``[announce]`` keeps (rtnetlink; iproute2's rt_tables and rt_protos) ---------
+
+ROUTE_TABLE_MAX = 2**32 - 1
+RESERVED_ROUTE_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
+ROUTE_PROTOCOL_MAX = 255
+# The kernel's own numbers and iproute2's rt_protos: routes of these belong to someone else.
+RESERVED_ROUTE_PROTOCOLS = {
+    0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "gated", 9: "ra",
+    10: "mrt", 11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp", 15: "ntk", 16: "dhcp",
+    18: "keepalived", 42: "babel", 99: "openr", 186: "bgp", 187: "isis", 188: "ospf",
+    189: "rip", 192: "eigrp",
+}
+
+
+def route_table_error(table: int) -> str | None:
+    if not 1 <= table <= ROUTE_TABLE_MAX:
+        return f"a routing table is 1..{ROUTE_TABLE_MAX}, got {table}"
+    if table in RESERVED_ROUTE_TABLES:
+        return (f"table {table} is the kernel's {RESERVED_ROUTE_TABLES[table]!r} table: lvsd "
+                f"needs a table of its own (e.g. 250)")
+    return None
+
+
+def route_protocol_error(protocol: int) -> str | None:
+    if not 1 <= protocol <= ROUTE_PROTOCOL_MAX:
+        return f"a route protocol is 1..{ROUTE_PROTOCOL_MAX}, got {protocol}"
+    if protocol in RESERVED_ROUTE_PROTOCOLS:
+        return (f"protocol {protocol} is {RESERVED_ROUTE_PROTOCOLS[protocol]}'s: lvsd tags "
+                f"its routes with a number of its own, so it never touches another's "
+                f"(e.g. 250)")
+    return None

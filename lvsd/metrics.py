@@ -444,6 +444,13 @@ def _global_families(out: list[bytes], snapshot: Snapshot) -> None:
          1 if snapshot.probing.overloaded else 0),
     ):
         out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{name} {value}\n".encode())
+    if snapshot.announce is not None:
+        name = "lvsd_vip_announced"
+        rows = "".join(f'{name}{{vip="{vip.vip}"}} {1 if vip.announced else 0}\n'
+                       for vip in snapshot.announce.vips)
+        out.append(f"# HELP {name} 1 while lvsd announces the VIP (its route is in the "
+                   f"[announce] table), 0 while it is withdrawn.\n"
+                   f"# TYPE {name} gauge\n{rows}".encode())
     name = "lvsd_table_sync_failed_passes_total"
     out.append(f"# HELP {name} Reconcile passes that failed to read or write the kernel table."
                f"\n# TYPE {name} counter\n{name} {snapshot.sync.failed_passes}\n".encode())

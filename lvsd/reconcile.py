@@ -20,6 +20,7 @@ from lvsd.model import (
     DeleteDest,
     DeleteService,
     Dest,
+    DestKey,
     EditDest,
     EditService,
     Forward,
@@ -32,7 +33,7 @@ from lvsd.model import (
 )
 from lvsd.pacing import Steps, finish
 from lvsd.spec import Config, ServerRef, ServerSpec, ServiceSpec
-from lvsd.weight import NO_STANDING, Role, Standing, effective
+from lvsd.weight import NO_STANDING, Effective, Role, Standing, effective
 
 
 def plan(desired: Table, actual: Table, owned: Iterable[ServiceKey] = (),
@@ -146,11 +147,10 @@ def probe_service(ref: ServerRef, mark: int) -> VirtualService:
     return VirtualService(probe, (Dest(dest_key, weight=1, forward=Forward.ROUTE),))
 
 
-def desired_service(
-    spec: ServiceSpec, health: HealthOf, draining: Sequence[Dest] = (),
-    standing: StandingOf | None = None,
-) -> tuple[VirtualService, ServiceDecision]:
-    worth = {
+def worth_of(spec: ServiceSpec, health: HealthOf,
+             standing: StandingOf | None = None) -> dict[DestKey, Effective]:
+    """What each server of the service is worth (``lvsd.weight``)."""
+    return {
         server.key: effective(
             server.dest.weight,
             healthy=health(spec, server) is Status.UP if server.checks else True,
@@ -159,6 +159,21 @@ def desired_service(
         )
         for server in spec.servers
     }
+
+
+def meets_quorum(spec: ServiceSpec, health: HealthOf,
+                 standing: StandingOf | None = None) -> bool:
+    """Whether the serving servers' configured weights add up to the service's quorum (the
+    healthy weight ``desired_service`` compares with it)."""
+    worth = worth_of(spec, health, standing)
+    return sum(s.dest.weight for s in spec.servers if worth[s.key].serving) >= spec.quorum
+
+
+def desired_service(
+    spec: ServiceSpec, health: HealthOf, draining: Sequence[Dest] = (),
+    standing: StandingOf | None = None,
+) -> tuple[VirtualService, ServiceDecision]:
+    worth = worth_of(spec, health, standing)
     serving = [s for s in spec.servers if worth[s.key].serving]
     healthy_weight = sum(s.dest.weight for s in serving)
     below_quorum = healthy_weight < spec.quorum

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from lvsd.model import Dest, DestKey, Service, ServiceKey, Table, VirtualService
+from lvsd.model import Address, Dest, DestKey, Service, ServiceKey, Table, VirtualService
 
 if TYPE_CHECKING:
     from lvsd.consistent import MhTableStatus
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from lvsd.overrides import Override
     from lvsd.probe import CheckKey
     from lvsd.reconcile import ServiceDecision
-    from lvsd.spec import Config, ServerRef
+    from lvsd.spec import Config, QuorumRule, ServerRef
     from lvsd.splitbrain.book import VipStatus
 
 Health = Literal["up", "down", "unknown", "unchecked"]
@@ -118,6 +118,28 @@ class ProbingStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class VipAnnouncement:
+    """One VIP of ``[announce]``: is its route in lvsd's table, and why."""
+
+    vip: Address
+    rule: QuorumRule
+    announced: bool  # lvsd's decision
+    in_kernel: bool  # the route was in the table at the last pass
+    reason: str
+    since: float | None  # wall time of the last change
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceStatus:
+    table: int
+    protocol: int
+    hold_down: float
+    withdraw_on_stop: bool
+    vips: tuple[VipAnnouncement, ...]
+    last_error: str | None = None  # why the last pass failed to make the table match
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     services: tuple[ServiceStatus, ...]
     foreign: tuple[VirtualService, ...]  # in the kernel, not lvsd's: exported, never changed
@@ -132,6 +154,7 @@ class Snapshot:
     vips: tuple[VipStatus, ...] = ()  # the VIPs this director holds, and their conflicts
     # The director pair: {"role": …, "sync_daemons": …}, JSON-ready, from their owners.
     director: Mapping[str, object] | None = None
+    announce: AnnounceStatus | None = None  # with [announce]
 
 
 EMPTY_SNAPSHOT = Snapshot((), (), 0.0, False, "")
@@ -176,6 +199,7 @@ class DaemonStatus:
     kernel_version: str
     sync: SyncStatus
     probing: ProbingStatus = ProbingStatus()
+    announce: AnnounceStatus | None = None
 
 
 def build_snapshot(
@@ -226,7 +250,7 @@ def build_snapshot(
                     if vs.key not in configured and vs.key not in probe_services)
     return Snapshot(tuple(services), foreign, status.sync.dumped_at, status.ready,
                     config.source, status.last_reload, status.kernel_version, status.sync,
-                    status.probing)
+                    status.probing, announce=status.announce)
 
 
 def _server_status(health: HealthView, ref: ServerRef, dest: Dest, disabled: bool,

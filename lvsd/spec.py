@@ -94,6 +94,27 @@ class ServiceSpec:
         return self.service.key
 
 
+QuorumRule = Literal["all", "any"]
+"""Whether a VIP needs every one of its services at quorum, or any one."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnnouncedVip:
+    address: Address
+    rule: QuorumRule = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceSettings:
+    """``[announce]``: lvsd keeps a host route per healthy VIP in a kernel routing table it
+    owns (``table``), tagged with its own route protocol number (``protocol``), for a routing
+    daemon (BIRD's kernel protocol with ``learn``, FRR's import-table) to announce."""
+
+    table: int
+    protocol: int
+    hold_down: float  # seconds a VIP's quorum must hold without a break before a re-announce
+    withdraw_on_stop: bool
+    vips: tuple[AnnouncedVip, ...]
 SyncMode = Literal["both", "follow-role", "off", "external"]
 SYNC_MODES: tuple[SyncMode, ...] = ("both", "follow-role", "off", "external")
 
@@ -141,6 +162,7 @@ class Config:
     role: RoleSettings = RoleSettings()
     # legal but probably wrong (check-config prints them, the daemon logs them)
     warnings: tuple[Problem, ...] = ()
+    announce: AnnounceSettings | None = None
 
 
 def role_addresses(config: Config) -> frozenset[Address]:
