@@ -1,5 +1,5 @@
 """``lvsd`` command line: run | check-config | save | restore | show | import | doctor | ctl |
-realserver.
+realserver | announce.
 
 Exit codes: 0 success (check-config: valid, warnings printed); 1 an operation failed (kernel
 refused); 2 bad usage or an unreadable/invalid input file, config included (nothing was
@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lvsd import __version__, cli_ctl, cli_ctlview, cli_doctor, cli_import, cli_realserver
+from lvsd import (
+    __version__,
+    cli_announce,
+    cli_ctl,
+    cli_ctlview,
+    cli_doctor,
+    cli_import,
+    cli_realserver,
+)
 from lvsd.errors import ConfigError, IpvsUnavailable, LvsdError, Problem, SaveFormatError
 
 if TYPE_CHECKING:
@@ -78,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_doctor.add_parser(sub)
     cli_ctlview.add_parsers(cli_ctl.add_parser(sub))
     cli_realserver.add_parser(sub)
+    cli_announce.add_parser(sub)
     return parser
 
 
@@ -125,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cli_ctl.run(args)
             case "realserver":
                 return cli_realserver.run(args)
+            case "announce":
+                return cli_announce.run(args)
     except (ConfigError, SaveFormatError) as exc:
         print(f"lvsd: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

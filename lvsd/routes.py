@@ -6,6 +6,9 @@ for AF_NETLINK), so it runs on a standard asyncio loop in a thread of its own; t
 loop awaits its answers. Only routes of lvsd's own protocol number are ever listed, and a
 delete names that protocol too: a route someone else made in the table is never touched.
 
+``watch_routes`` follows the same routes as they come and go (for ``lvsd announce exabgp``,
+a process of its own on a standard asyncio loop).
+
 ``MemoryRoutes`` is the in-memory stand-in the unit tests use.
 """
 
@@ -16,7 +19,8 @@ import errno
 import ipaddress
 import socket
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from lvsd.model import Address
@@ -26,11 +30,21 @@ Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 T = TypeVar("T")
 
 LOOPBACK_IFINDEX = 1  # the loopback device's index in every network namespace
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_ROUTE = 0x400
 
 
 def host_prefix(address: Address) -> Prefix:
     """``198.51.100.10/32`` or ``2001:db8::10/128``."""
     return ipaddress.ip_network(address)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEvent:
+    """A route of lvsd's that is (``present``) or is no longer in its table."""
+
+    prefix: Prefix
+    present: bool
 
 
 class RouteError(Exception):
@@ -67,7 +81,7 @@ class KernelRoutes:
                 async for msg in await ipr.route("dump", family=family, table=table):
                     if msg["proto"] != protocol or msg.get("table") != table:
                         continue
-                    found.add(ipaddress.ip_network(f"{msg.get('dst')}/{msg['dst_len']}"))
+                    found.add(_prefix(msg))
             return frozenset(found)
 
         return await self._run(dump, f"dump table {table}")
@@ -125,6 +139,30 @@ class KernelRoutes:
             return await asyncio.wrap_future(future)
         except OSError as exc:  # pyroute2's NetlinkError is an OSError carrying the errno
             raise RouteError(what, exc.errno or errno.EIO, exc.strerror or "") from exc
+
+
+def _prefix(msg: Any) -> Prefix:
+    return ipaddress.ip_network(f"{msg.get('dst')}/{msg['dst_len']}")
+
+
+async def watch_routes(table: int, protocol: int) -> AsyncIterator[RouteEvent]:
+    """Every route of ``protocol`` in ``table`` as present, then each change as it happens.
+    It listens before it lists, so nothing falls in between (an event may repeat what the
+    list said). Runs on the caller's loop: a standard asyncio loop, not uvloop."""
+    from pyroute2 import AsyncIPRoute
+
+    async with AsyncIPRoute() as listener, AsyncIPRoute() as lister:
+        await listener.bind(groups=RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE)
+        for family in (socket.AF_INET, socket.AF_INET6):
+            async for msg in await lister.route("dump", family=family, table=table):
+                if msg["proto"] == protocol and msg.get("table") == table:
+                    yield RouteEvent(_prefix(msg), True)
+        while True:
+            async for msg in listener.get():
+                if msg["proto"] != protocol or msg.get("table") != table:
+                    continue
+                if msg["event"] in ("RTM_NEWROUTE", "RTM_DELROUTE"):
+                    yield RouteEvent(_prefix(msg), msg["event"] == "RTM_NEWROUTE")
 
 
 class MemoryRoutes:

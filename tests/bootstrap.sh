@@ -1,14 +1,15 @@
 #!/bin/bash
 # Prepare a fresh Debian 12 machine for lvsd's lab and tests (idempotent, needs root):
 # Debian packages (the VM's kernel and qemu, ipvsadm, systemd-analyze, promtool/prometheus,
-# chromium-headless-shell, and the benchmarks' peers keepalived and prometheus-node-exporter) and
-# a virtualenv at .venv with lvsd installed in editable mode (with the test, fast and bench extras).
+# chromium-headless-shell, the benchmarks' peers keepalived and prometheus-node-exporter, and
+# bird2 for the announcement lab and the check of config/bird/) and a virtualenv at .venv with
+# lvsd installed in editable mode (with the test, fast and bench extras).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$REPO"
 APT_PACKAGES=(qemu-system-x86 linux-image-amd64 busybox-static kmod cpio ipvsadm iproute2
               procps curl systemd prometheus chromium-headless-shell python3-venv
-              keepalived prometheus-node-exporter man-db)
+              keepalived prometheus-node-exporter man-db bird2)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
