@@ -14,7 +14,7 @@ _lvsd() {
 _lvsd_words() {
     local opts
     case "$1" in
-        "") opts="run check-config save restore show import doctor ctl realserver -h --help --version" ;;
+        "") opts="run check-config save restore show import doctor ctl realserver announce -h --help --version" ;;
         "run") opts="-h --help -c --config" ;;
         "check-config") opts="-h --help --json" ;;
         "save") opts="-h --help --resolve --compat" ;;
@@ -38,6 +38,8 @@ _lvsd_words() {
         "realserver apply") opts="-h --help --vip --mode --persist --root" ;;
         "realserver check") opts="-h --help --vip --mode --persist --root" ;;
         "realserver remove") opts="-h --help --vip --root" ;;
+        "announce") opts="exabgp -h --help" ;;
+        "announce exabgp") opts="-h --help -c --config --table --protocol --next-hop" ;;
     esac
     echo "$opts"
 }

@@ -161,6 +161,11 @@ def lvsd_toml_5() -> str:
     lines += _table("[daemon]", config.DaemonSchema, "How lvsd itself runs.")
     lines += _table("[timeouts]", config.TimeoutsSchema,
                     "Connection timeouts in seconds (ipvsadm --set); left alone when absent.")
+    lines += _table("[announce]", config.AnnounceSchema,
+                    "A host route per healthy VIP in a kernel table lvsd owns, for a routing "
+                    "daemon to announce (BIRD learn, FRR import-table); see README.")
+    lines += _table("[[announce.vips]]", config.AnnouncedVipSchema,
+                    "A VIP to announce (default: every VIP of the services), and its rule.")
     lines += _table("[[services]]", config.ServiceSchema, "A virtual service.")
     lines += _table("[[services.real_servers]]", config.RealServerSchema,
                     "A real server of the service above.")
