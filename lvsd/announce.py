@@ -185,6 +185,8 @@ class Announcer:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._stopped = False
+        for vip in settings.vips:
+            self._vips[vip.address] = _Vip(rule=vip.rule)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -213,10 +215,16 @@ class Announcer:
         with contextlib.suppress(RouteError):
             self._present = await self.routes.dump(self.settings.table, self.settings.protocol)
         for vip in self.settings.vips:
-            kept = host_prefix(vip.address) in self._present
-            reason = "kept from before the start" if kept else "not decided yet"
-            self._vips[vip.address] = _Vip(VipMemory(kept, reason=reason), vip.rule)
+            state = self._vips[vip.address]
+            if host_prefix(vip.address) in self._present and not state.memory.announced:
+                state.memory = VipMemory(True, reason="kept from before the start")
         await self.sync()
+
+    async def serve(self) -> None:
+        """``start``, then ``run``: the daemon spawns it, so that its first rtnetlink request
+        (pyroute2's import takes seconds under emulation) never delays readiness."""
+        await self.start()
+        await self.run()
 
     def poke(self) -> None:
         """Health changed: decide again soon (coalesced)."""

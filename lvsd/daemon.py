@@ -547,8 +547,7 @@ class Daemon:
                                   resync_interval=self.config.daemon.resync_interval)
             announcer.listeners = self.announcement_listeners
             self.announcer = announcer
-            await announcer.start()
-            self._spawn(announcer.run())
+            self._spawn(announcer.serve())
         self._snapshot = None
 
     def _vip_health(self) -> list[VipHealth]:
