@@ -490,9 +490,13 @@ def _summary(snapshot: Snapshot, now: float) -> str:
         f"{probing.window:.0f} s; {probing.inconclusive} failures not held against their "
         "servers</span>"
     )
+    announce_text = "".join(
+        f'<span>VIP {_e(vip.vip)} <span class="badge {"ok" if vip.announced else "bad"}">'
+        f'{"announced" if vip.announced else "withdrawn"}</span> {_e(vip.reason)}</span>'
+        for vip in (snapshot.announce.vips if snapshot.announce else ()))
     return (
         f"<h1>lvsd {_e(lvsd.__version__)} {ready}</h1><div class=\"summary\">"
-        f"{sync_text}{probing_text}"
+        f"{sync_text}{probing_text}{announce_text}"
         f"<span>{len(snapshot.services)} services</span>"
         f"<span>{len(servers)} real servers: {up} up, {down} down</span>"
         f"<span>table read {_e(ago(snapshot.taken_at, now))}</span>"

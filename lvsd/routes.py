@@ -137,8 +137,13 @@ class KernelRoutes:
         future = asyncio.run_coroutine_threadsafe(work(), self._loop)
         try:
             return await asyncio.wrap_future(future)
-        except OSError as exc:  # pyroute2's NetlinkError is an OSError carrying the errno
-            raise RouteError(what, exc.errno or errno.EIO, exc.strerror or "") from exc
+        except RouteError:
+            raise
+        except Exception as exc:  # pyroute2's NetlinkError (``code``), socket errors, its own
+            code = getattr(exc, "code", None) or getattr(exc, "errno", None)
+            raise RouteError(what, code if isinstance(code, int) else errno.EIO,
+                             "" if isinstance(code, int) else f"{type(exc).__name__}: {exc}"
+                             ) from exc
 
 
 def _prefix(msg: Any) -> Prefix:

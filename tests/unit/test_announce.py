@@ -23,6 +23,7 @@ from lvsd.announce import (
     route_changes,
     vip_health,
 )
+from lvsd.api import render_page, status_document
 from lvsd.checks.manual import ManualRunner
 from lvsd.config import load, loads
 from lvsd.daemon import Daemon
@@ -516,6 +517,12 @@ async def test_the_daemon_announces_after_the_first_round_and_withdraws_below_qu
     assert [(v.vip, v.announced) for v in snapshot.announce.vips] == [(VIP, False)]
     body = DaemonMetrics().exposition(snapshot).decode()
     assert 'lvsd_vip_announced{vip="198.51.100.10"} 0' in body
+    document = status_document(snapshot, now=0.0)["announce"]
+    assert (document["table"], document["protocol"]) == (250, 250)
+    assert document["vips"] == [{"vip": "198.51.100.10", "rule": "all", "announced": False,
+                                 "in_kernel": False, "reason": "withdrawn: below quorum",
+                                 "since": document["vips"][0]["since"]}]
+    assert "withdrawn</span> withdrawn: below quorum" in render_page(snapshot, now=0.0)
     feed(daemon, [RS2], ok=True)
     await daemon.announcer.sync()
     body = DaemonMetrics().exposition(daemon.snapshot()).decode()
