@@ -558,6 +558,9 @@ class Daemon:
                           lambda spec, server: self.health.probed((spec.key, server.key)))
 
     def _announcement_changed(self, change: AnnouncementChange) -> None:
+        self.events.publish("announcement", {"vip": str(change.vip),
+                                             "announced": change.announced,
+                                             "reason": change.reason})
         self._snapshot = None
 
     def _spec(self, key: ServiceKey) -> ServiceSpec | None:

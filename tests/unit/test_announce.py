@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import json
 import itertools
 import math
 from collections.abc import Sequence
@@ -543,6 +544,20 @@ async def test_a_health_change_pokes_the_announcer_without_a_reconcile_pass(
             break
         await asyncio.sleep(0.01)
     assert in_table(routes) == set()
+    await daemon.stop()
+
+
+async def test_each_change_is_an_event_in_the_stream(tmp_path: Path) -> None:
+    daemon, _, _ = await daemon_with(tmp_path)
+    assert daemon.announcer is not None
+    with daemon.events.subscribe() as stream:
+        feed(daemon, [RS1, RS2], ok=True)
+        await daemon.announcer.sync()
+        feed(daemon, [RS1], ok=False)
+        await daemon.announcer.sync()
+        lines = [json.loads(line) for line in stream.take()]
+    announcements = [(e["vip"], e["announced"]) for e in lines if e["type"] == "announcement"]
+    assert announcements == [("198.51.100.10", True), ("198.51.100.10", False)]
     await daemon.stop()
 
 
