@@ -212,8 +212,14 @@ class Announcer:
         """Adopt the routes found in the table: a configured VIP's route stays until its
         first round of checks has reported. Routes of VIPs no longer configured go at the
         first pass."""
-        with contextlib.suppress(RouteError):
+        try:
             self._present = await self.routes.dump(self.settings.table, self.settings.protocol)
+        except RouteError as exc:
+            log.error("announce_failed", errors=[str(exc)], retry_in=RETRY_INTERVAL)
+        else:
+            log.info("announce_started", table=self.settings.table,
+                     protocol=self.settings.protocol,
+                     found=sorted(str(prefix) for prefix in self._present))
         for vip in self.settings.vips:
             state = self._vips[vip.address]
             if host_prefix(vip.address) in self._present and not state.memory.announced:
@@ -245,7 +251,12 @@ class Announcer:
                 break
             if self._clock() >= next_resync:
                 next_resync = self._clock() + self.resync_interval
-            await self.sync()
+            try:
+                await self.sync()
+            except Exception as exc:  # a pass that fails is logged and retried, never the end
+                self._retry = True
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.error("announce_failed", errors=[self._last_error], retry_in=RETRY_INTERVAL)
 
     async def reconfigure(self, settings: AnnounceSettings) -> None:
         """A reload: a VIP kept keeps its memory; a moved table or protocol is emptied of

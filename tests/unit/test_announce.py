@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
-import json
 import itertools
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
