@@ -25,6 +25,7 @@ from tests.integration.daemon_support import LvsdProcess, kernel_table, weights
 VIP = "192.0.2.100"
 RS1, RS2 = "192.0.2.11", "192.0.2.12"
 WEB, ALT = f"tcp:{VIP}:80", f"tcp:{VIP}:8080"
+START_TIMEOUT = 180.0  # seconds: lvsd's imports alone take over a minute in a loaded emulator
 
 CONFIG = f"""
 [daemon]
@@ -71,7 +72,7 @@ def lvsd(lab: DrLab) -> Iterator[LvsdProcess]:
         Path(server.directory, "big").write_bytes(server.label.encode() * (BIG // 3))
     process = LvsdProcess(lab.director, CONFIG)
     try:
-        asyncio.run(process.start())
+        asyncio.run(process.start(timeout=START_TIMEOUT))
         yield process
     finally:
         process.cleanup()
@@ -157,7 +158,7 @@ async def test_drain_keeps_the_held_connection_sends_new_ones_elsewhere_and_outl
 
     await lvsd.stop(signal.SIGKILL)
     lab.director.run("ipvsadm", "-e", "-t", f"{VIP}:80", "-r", f"{target}:80", "-g", "-w", "1")
-    await lvsd.start()
+    await lvsd.start(timeout=START_TIMEOUT)
     await lvsd.wait_for(lambda: table_weights(lab)[f"{WEB} -> {target}:80"] == 0, 20,
                         "the drain restored after kill -9")
     server = next(s for s in lvsd.status()["services"][0]["servers"]
