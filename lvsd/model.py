@@ -11,7 +11,7 @@ import enum
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -102,6 +102,19 @@ class ServiceKey:
     address: Address | None
     port: int
     fwmark: int = 0
+    # Keys are hashed in every dict of the daemon; an address hashes through hex(int).
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.family, self.protocol, self.address, self.port,
+                                                self.fwmark)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[ServiceKey], tuple[Any, ...]]:
+        # The hash of an address differs between processes: a copy hashes anew.
+        return ServiceKey, (self.family, self.protocol, self.address, self.port, self.fwmark)
 
     @classmethod
     def virtual(cls, protocol: Protocol, address: Address | str, port: int) -> ServiceKey:
@@ -180,6 +193,16 @@ class Service:
 class DestKey:
     address: Address
     port: int
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.address, self.port)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[DestKey], tuple[Any, ...]]:
+        return DestKey, (self.address, self.port)
 
     def __str__(self) -> str:
         return format_endpoint(self.address, self.port)
