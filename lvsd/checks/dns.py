@@ -2,7 +2,9 @@
 ``expect_answer`` is given, contains every listed record of the queried type.
 
 dnspython builds and parses the messages; the exchange runs on asyncio transports so that the
-DR path (SO_MARK, source address) applies to DNS probes as to the others.
+DR path (SO_MARK, source address) applies to DNS probes as to the others. dnspython is imported
+where it is used: a daemon without a DNS check never loads it (it costs seconds of start-up
+under emulation).
 """
 
 from __future__ import annotations
@@ -11,16 +13,8 @@ import asyncio
 import random
 import struct
 from collections.abc import Callable
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
 from pydantic import field_validator, model_validator
 
 from lvsd.checks.base import (
@@ -36,11 +30,16 @@ from lvsd.checks.base import (
 from lvsd.checks.target import ProbeTarget
 from lvsd.probe import ProbeResult
 
+if TYPE_CHECKING:
+    import dns.rdata
+
 _MAX_TCP_MESSAGE = 65535
 
 
 def _known_word(value: str, parse: Callable[[str], object], what: str) -> str:
     """``value`` upper-cased if dnspython knows it, else a validation error naming ``what``."""
+    import dns.exception
+
     try:
         parse(value)
     except (dns.exception.DNSException, ValueError):
@@ -60,6 +59,9 @@ class DnsCheck(CheckSpec):
     @field_validator("query_name")
     @classmethod
     def _name_parses(cls, value: str) -> str:
+        import dns.exception
+        import dns.name
+
         try:
             dns.name.from_text(value)
         except (dns.exception.DNSException, ValueError) as exc:
@@ -69,11 +71,15 @@ class DnsCheck(CheckSpec):
     @field_validator("query_type")
     @classmethod
     def _type_parses(cls, value: str) -> str:
+        import dns.rdatatype
+
         return _known_word(value, dns.rdatatype.from_text, "query_type")
 
     @field_validator("expect_rcode")
     @classmethod
     def _rcode_parses(cls, value: str) -> str:
+        import dns.rcode
+
         return _known_word(value, dns.rcode.from_text, "rcode")
 
     @model_validator(mode="after")
@@ -82,6 +88,11 @@ class DnsCheck(CheckSpec):
         return self
 
     def expected_rdata(self) -> frozenset[dns.rdata.Rdata]:
+        import dns.exception
+        import dns.rdata
+        import dns.rdataclass
+        import dns.rdatatype
+
         rdtype = dns.rdatatype.from_text(self.query_type)
         try:
             return frozenset(dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
@@ -134,6 +145,12 @@ class _TcpExchange(asyncio.Protocol):
 
 class DnsProber(Prober):
     def __init__(self, spec: DnsCheck) -> None:
+        import dns.flags
+        import dns.message
+        import dns.name
+        import dns.rcode
+        import dns.rdatatype
+
         self.spec = spec
         self.name = dns.name.from_text(spec.query_name)
         self.rdtype = dns.rdatatype.from_text(spec.query_type)
@@ -190,6 +207,10 @@ class DnsProber(Prober):
         return transport
 
     def judge(self, wire: bytes) -> tuple[bool, str]:
+        import dns.exception
+        import dns.message
+        import dns.rcode
+
         try:
             reply = dns.message.from_wire(wire)
         except dns.exception.DNSException as exc:

@@ -155,3 +155,10 @@ def test_no_cycle_hidden_in_a_deferred_import() -> None:
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle (counting imports inside functions): " + " -> ".join(
         cycle or [])
+
+
+def test_the_daemon_loads_dnspython_only_for_a_dns_check() -> None:
+    """dnspython costs seconds of start-up under emulation; a DNS check imports it itself."""
+    loaded = modules_loaded_by("lvsd.daemon")
+    assert "lvsd.checks.dns" in loaded
+    assert [name for name in loaded if name.split(".")[0] == "dns"] == []
