@@ -343,7 +343,7 @@ class Daemon:
                                   taken=marks_in_use(config, actual, self.state.owned))
         await asyncio.sleep(0)
         serving = serving_in(actual)
-        self.health.rebuild(config, marks, serving, now=time.time())
+        await paced(self.health.rebuild_steps(config, marks, serving, now=time.time()))
         self.agents.rebuild(config)
         self.ramps.rebuild(config, serving)
         self.runner.update(self.health.keys() | self.agents.keys() if self.agents

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from lvsd.health import HealthState, Status, initial, observe
 from lvsd.model import Dest, DestKey, ServiceKey, Table
+from lvsd.pacing import Steps, finish
 from lvsd.probe import CheckKey, ProbeReport, check_key
 from lvsd.snapshot import LastProbe
 from lvsd.spec import Config, ServerRef
@@ -88,7 +89,14 @@ class HealthBook:
     def rebuild(self, config: Config, marks: Mapping[ServerRef, int],
                 serving: Callable[[ServerRef], bool], *, now: float) -> None:
         """The probes of ``config``; a probe that existed keeps its state. A new probe of a
-        server the kernel already ``serving`` starts up (a restart must not flap it).
+        server the kernel already ``serving`` starts up (a restart must not flap it)."""
+        finish(self.rebuild_steps(config, marks, serving, now=now))
+
+    def rebuild_steps(self, config: Config, marks: Mapping[ServerRef, int],
+                      serving: Callable[[ServerRef], bool], *, now: float) -> Steps[None]:
+        """``rebuild`` as steps (``lvsd.pacing``): it yields after each service while it
+        builds the keys, and swaps the book in at the end in one step, so reports taken in
+        between count (against the old probes, whose states the new book carries over).
 
         A server whose check and mark are unchanged keeps its ``CheckKey`` object: building
         10,000 keys again on a reload, and matching them by equality, held the event loop
@@ -128,6 +136,7 @@ class HealthBook:
                     servers_of.setdefault(key, []).append(ref)
                     keys.append(key)
                 checks_of[ref] = tuple(keys)
+            yield
         states: dict[CheckKey, HealthState] = {}
         for key, refs in servers_of.items():
             state = self._states.get(key)

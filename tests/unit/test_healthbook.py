@@ -114,3 +114,24 @@ def test_combined_status() -> None:
     assert combined([]) is Status.UP
     assert combined([Status.UP, Status.UNKNOWN]) is Status.UNKNOWN
     assert combined([Status.UNKNOWN, Status.DOWN, Status.UP]) is Status.DOWN
+
+
+def test_a_rebuild_in_steps_yields_per_service_and_keeps_reports_taken_meanwhile() -> None:
+    """A reload rebuilds the book in slices on the loop: probes that finish in between count."""
+    two_services = TWO_CHECKS + """
+[[services]]
+address = "192.0.2.101"
+port = 80
+check = { type = "tcp", rise = 1, fall = 1 }
+[[services.real_servers]]
+address = "192.0.2.11"
+"""
+    config = loads(two_services)
+    book = book_of(config)
+    tcp, maintenance = book.checks_of(RS1)
+    steps = book.rebuild_steps(config, {}, lambda ref: False, now=2.0)
+    next(steps)  # the first service's keys are built; the book is still the old one
+    assert book.observe(report(tcp, True), now=2.5) is not None
+    assert sum(1 for _ in steps) == 1  # one more service, then the swap
+    assert book.checks_of(RS1) == (tcp, maintenance)
+    assert book.state(tcp).status is Status.UP
