@@ -703,3 +703,25 @@ async def test_the_daemon_runs_the_sync_daemons_its_config_asks_for_and_shows_th
     assert await daemon.reload()
     assert backend.sync.daemons() == ()
     await daemon.stop()
+
+
+def test_no_garbage_collection_runs_during_a_reload() -> None:
+    """A reload's parse made a full collection due, which stalled the loop (parse thread or
+    loop); collections resume after the reload, as someone else left them."""
+    import gc
+
+    from lvsd.daemon import collections_paused
+
+    assert gc.isenabled()
+    with collections_paused(True):
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with collections_paused(False):
+        assert gc.isenabled()
+    gc.disable()
+    try:
+        with collections_paused(True):
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "a collector someone else disabled stays disabled"
+    finally:
+        gc.enable()
