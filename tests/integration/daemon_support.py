@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import http.client
+import ipaddress
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lvsd.ipvsadm.restore import parse
-from lvsd.model import Table
+from lvsd.model import Address, DestKey, Family, Protocol, ServiceKey, Table
 from tests.integration.conftest import in_netns
 
 LVSD = str(Path(sys.executable).with_name("lvsd"))
@@ -177,6 +178,10 @@ class LvsdProcess:
     def table(self) -> Table:
         return kernel_table(self.director)
 
+    def weights(self) -> dict[str, int]:
+        """The director's table as ``weights()`` gives it, without spawning a process."""
+        return kernel_weights(self.director)
+
     async def wait_for(self, condition: Callable[[], bool], timeout: float, what: str,
                        poll: float = 0.05) -> float:
         """Seconds until ``condition()`` held; AssertionError with the log after ``timeout``."""
@@ -204,6 +209,42 @@ def kernel_table(namespace: str) -> Table:
 def weights(table: Table) -> dict[str, int]:
     """``{"tcp:192.0.2.100:80 -> 192.0.2.11:80": 1, …}`` for every destination."""
     return {f"{vs.key} -> {d.key}": d.weight for vs in table.services for d in vs.dests}
+
+
+PROC_PROTOCOLS = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
+
+
+def proc_endpoint(text: str) -> tuple[Address, int]:
+    """``C000020B:0050`` or ``[2001:0db8:…:0001]:0050`` as /proc/net/ip_vs prints them."""
+    address, _, port = text.rpartition(":")
+    if address.startswith("["):
+        return ipaddress.ip_address(address[1:-1]), int(port, 16)
+    return ipaddress.ip_address(int(address, 16)), int(port, 16)
+
+
+def kernel_weights(namespace: str) -> dict[str, int]:
+    """``weights(kernel_table(namespace))``, read from /proc/net/ip_vs in a thread in the
+    namespace: no process spawned, so it can be polled while lvsd starts or probes under
+    emulation, where an ``ip netns exec ipvsadm-save`` every 50 ms costs lvsd CPU."""
+
+    def read() -> dict[str, int]:
+        found: dict[str, int] = {}
+        service: ServiceKey | None = None
+        for line in Path("/proc/thread-self/net/ip_vs").read_text().splitlines():
+            words = line.split()
+            if words and words[0] in PROC_PROTOCOLS:
+                address, port = proc_endpoint(words[1])
+                service = ServiceKey.virtual(PROC_PROTOCOLS[words[0]], address, port)
+            elif words and words[0] == "FWM":
+                family = Family.INET6 if "IPv6" in words[2:] else Family.INET
+                service = ServiceKey.mark(int(words[1], 16), family)
+            elif len(words) >= 4 and words[0] == "->" and words[1] != "RemoteAddress:Port":
+                assert service is not None, f"a destination before any service: {line!r}"
+                dest = DestKey(*proc_endpoint(words[1]))
+                found[f"{service} -> {dest}"] = int(words[3])
+        return found
+
+    return in_netns(namespace, read)
 
 
 def destination_count(namespace: str) -> int:

@@ -23,7 +23,7 @@ import pytest
 
 from lvsd.ipvsadm.save import format_table
 from tests.integration.conftest import DrLab, dr_lab_context
-from tests.integration.daemon_support import LvsdProcess, kernel_table, weights
+from tests.integration.daemon_support import LvsdProcess, kernel_weights, weights
 
 VIP = "192.0.2.100"
 WEB = f"tcp:{VIP}:80"
@@ -106,7 +106,7 @@ async def taken_out_within_bound(process: LvsdProcess, address: str, failed_at: 
 
 async def weight_becomes(process: LvsdProcess, address: str, weight: int | None,
                          timeout: float, port: int = 80) -> float:
-    return await process.wait_for(lambda: w(weights(process.table()), address, port) == weight,
+    return await process.wait_for(lambda: w(process.weights(), address, port) == weight,
                                   timeout, f"{address}:{port} weight {weight}")
 
 
@@ -289,7 +289,7 @@ async def test_all_down_fail_open_keeps_servers_and_sorry_server_takes_over(
 async def poll_weights(director: str, seen: list[dict[str, int]],
                        stop: asyncio.Event) -> None:
     while not stop.is_set():
-        seen.append(weights(await asyncio.to_thread(kernel_table, director)))
+        seen.append(await asyncio.to_thread(kernel_weights, director))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.05)
 
@@ -378,7 +378,7 @@ async def test_ipvsadm_clear_is_repaired_and_a_foreign_service_survives(
     lab.director.run("ipvsadm", "-A", "-t", "192.0.2.200:80", "-s", "wlc")
     lab.director.run("ipvsadm", "-a", "-t", "192.0.2.200:80", "-r", f"{RS3}:80", "-g")
     took = await process.wait_for(
-        lambda: {k: v for k, v in weights(process.table()).items() if k.startswith(WEB)}
+        lambda: {k: v for k, v in process.weights().items() if k.startswith(WEB)}
         == expected, resync + 5, "table repaired")
     assert took <= resync + 2
     await asyncio.sleep(2 * resync)

@@ -40,7 +40,6 @@ from tests.integration.daemon_support import (
     LvsdProcess,
     destination_count,
     netlink_sockets_of,
-    weights,
 )
 
 VIP = "192.0.2.100"
@@ -76,7 +75,7 @@ address = "{RS2}"
 
 
 def in_kernel(process: LvsdProcess) -> dict[str, int]:
-    return weights(process.table())
+    return process.weights()
 
 
 def healthz(process: LvsdProcess) -> str | None:
