@@ -88,16 +88,26 @@ def test_container_and_unit_pass_the_same_arguments_and_the_cli_accepts_them() -
 def test_the_image_installs_this_project_with_the_fast_extra() -> None:
     project = PYPROJECT["project"]
     installs = " ".join(args for args in dockerfile("RUN") if "pip " in args)
-    assert "'.[fast]'" in installs, "the build stage builds the source tree"
-    assert f"'{project['name']}[fast]'" in installs, "the final stage installs the wheel"
+    assert "'/src[fast]'" in installs, "the build stage installs the source tree"
+    assert "venv /opt/lvsd" in installs and "/opt/lvsd/bin/pip install" in installs
+    assert "--from=build /opt/lvsd /opt/lvsd" in dockerfile("COPY"), "the final stage: the venv"
     assert "fast" in project["optional-dependencies"]
-    bases = {args.split()[0] for args in dockerfile("FROM")}
+    assert {args.split()[0] for args in dockerfile("FROM")} == {"${BASE_IMAGE}"}
+    (default,) = [args.split("=", 1)[1] for args in dockerfile("ARG")
+                  if args.startswith("BASE_IMAGE=")]
     required = re.fullmatch(r">=(\d+)\.(\d+)", project["requires-python"])
     assert required is not None
-    for base in bases:
-        match = re.fullmatch(r"python:(\d+)\.(\d+)-slim", base)
-        assert match is not None, base
-        assert tuple(map(int, match.groups())) >= tuple(map(int, required.groups()))
+    match = re.fullmatch(r"python:(\d+)\.(\d+)-slim", default)
+    assert match is not None, default
+    assert tuple(map(int, match.groups())) >= tuple(map(int, required.groups()))
+
+
+def test_the_image_build_script_builds_over_debian_without_network() -> None:
+    script = (REPO / "packaging" / "build-image.sh").read_text()
+    assert "mmdebstrap" in script and "--isolation chroot" in script
+    assert "--no-index --find-links /src/wheels" in script
+    assert "check-config /etc/lvsd/lvsd.toml" in script
+    assert "config/lvsd.toml /etc/lvsd/lvsd.toml" in dockerfile("COPY")
 
 
 def test_the_build_context_keeps_what_the_build_needs() -> None:
