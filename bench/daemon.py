@@ -461,6 +461,7 @@ def time_steps(daemon: Daemon) -> dict[str, list[float]]:
     """Wrap the steps of a reload: each adds [wall, CPU of its thread] to the returned dict.
     On a busy machine the wall time includes waiting for a CPU; the thread's CPU does not."""
     import lvsd.daemon
+    import lvsd.reloader
 
     spent: dict[str, list[float]] = {}
     clock = time.monotonic
@@ -496,7 +497,7 @@ def time_steps(daemon: Daemon) -> dict[str, list[float]]:
 
             setattr(owner, name, timed)
 
-    wrap(lvsd.daemon, "load", "config parse (worker thread)")
+    wrap(lvsd.reloader, "load", "config parse (worker thread)")
     wrap(daemon, "_refresh_view", "dump + view")
     wrap(daemon, "_drain_unconfigured", "drains")
     wrap(daemon, "_watch", "watch (check keys, health)")

@@ -8,10 +8,13 @@ plans every service against a fresh dump, which repairs whatever changed behind 
 The state lives in owners, each behind a small surface: the health book
 (``lvsd.healthbook``), the agents (``lvsd.agents``), the slow-start ramps
 (``lvsd.slowstart``), the probe marks (``lvsd.marks``), the drains (``lvsd.drains``), the
-operator overrides (``lvsd.overrides``, changed through ``lvsd.control``), the state file
-(``lvsd.statefile``), the kernel view (``lvsd.kernelview``), the save file
-(``lvsd.savefile``) and, with ``[announce]``, the VIP routes (``lvsd.announce``). The daemon
-holds the life cycle, the loop and one pass. Signal handlers only set events.
+operator overrides (``lvsd.overrides``), what the state file remembers
+(``lvsd.statekeeper``), the kernel view (``lvsd.kernelview``), the save file
+(``lvsd.savefile``), the last reload (``lvsd.reloader``), with ``[announce]`` the VIP routes
+(``lvsd.announcing``) and the snapshot the HTTP API reads (``lvsd.statussource``). Probe
+reports come in through ``lvsd.intake``; the control socket steers through
+``lvsd.steering``. The daemon holds the life cycle, the loop and one pass. Signal handlers
+only set events.
 """
 
 from __future__ import annotations
@@ -19,71 +22,58 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from lvsd import logs
 from lvsd.agents import Agents
-from lvsd.announce import AnnouncementChange, Announcer, Listener, VipHealth, vip_health
-from lvsd.checks.agent import describe
+from lvsd.announcing import Announcement
 from lvsd.checks.drpath import director_problems
 from lvsd.checks.workers import make_runner
 from lvsd.config import load
-from lvsd.consistent import Hashing, hashing_of, last_weights_after, mh_tables
 from lvsd.drains import Drains
 from lvsd.errors import ConfigError, IpvsError, IpvsUnavailable, ListenError, LvsdError
-from lvsd.events import EventLog, health_fields, op_fields
-from lvsd.health import Status
-from lvsd.healthbook import HealthBook, Observed, ServerChange, serving_in
-from lvsd.hooks import run_hook
+from lvsd.events import EventLog, op_fields
+from lvsd.healthbook import HealthBook, serving_in
+from lvsd.intake import ProbeIntake
 from lvsd.ipvs.backend import IpvsBackend, SyncBackend
 from lvsd.kernelconfig import MhTableSize, mh_table_size
 from lvsd.kernelview import KernelView
 from lvsd.marks import ProbeMarks, marks_in_use
 from lvsd.metrics import DaemonMetrics
 from lvsd.model import DeleteService, Op, ServiceKey, Table
-from lvsd.overrides import Change, Overrides, ServerOutcome
-from lvsd.overrides import decode as decode_overrides
-from lvsd.overrides import encode as encode_overrides
+from lvsd.overrides import Overrides
 from lvsd.pacing import Pacer, Steps, finish, paced
 from lvsd.pair import DirectorPair
-from lvsd.probe import EngineLoad, ProbeReport, ProbeResult, Runner, RunnerFactory
+from lvsd.probe import Runner, RunnerFactory
 from lvsd.reconcile import (
     Plan,
     ServiceDecision,
+    below_quorum,
     desired_steps,
     dirty_plan,
     dr_checked,
     full_plan_steps,
-    owned_after,
     service_of,
 )
-from lvsd.reloading import keep_restart_only, refuses_emptying
+from lvsd.reloader import Reloader
+from lvsd.reloading import refuses_emptying
 from lvsd.routes import KernelRoutes, Routes
 from lvsd.savefile import SaveFile
 from lvsd.signals import EarlySignals
 from lvsd.slowstart import Ramps
-from lvsd.snapshot import (
-    EMPTY_SNAPSHOT,
-    DaemonStatus,
-    ProbingStatus,
-    ReloadStatus,
-    Snapshot,
-    build_snapshot,
-    shows_the_same,
-)
-from lvsd.spec import AnnounceSettings, Config, ServerRef, ServerSpec, ServiceSpec
-from lvsd.splitbrain.book import VipStatus
+from lvsd.spec import Config, ServiceIndex
 from lvsd.splitbrain.guard import VipGuard, configured_vips
-from lvsd.statefile import DaemonState, StateFile
+from lvsd.statefile import StateFile
+from lvsd.statekeeper import StateKeeper
+from lvsd.statussource import StatusSource
+from lvsd.steering import Steering
 from lvsd.systemd import Notifier, start_watchdog
-from lvsd.weight import NO_ADMIN, NO_STANDING, Standing
 
 log = logs.get_logger(__name__)
 
@@ -102,7 +92,6 @@ class Daemon:
         self.config = config
         self.vip_guard = vip_guard
         self.mh_size = mh_size or mh_table_size()
-        self.config_path = config_path
         self.backend = backend
         self.notifier = notifier or Notifier(None)
         self.metrics = DaemonMetrics()
@@ -116,75 +105,81 @@ class Daemon:
         self.overrides = Overrides()
         self.view = KernelView()
         self.events = EventLog()
-        self.state_file = StateFile(settings.state_file)
+        self.keeper = StateKeeper(StateFile(settings.state_file), self.overrides, self.marks)
+        self.reloads = Reloader(config_path, metrics=self.metrics, events=self.events,
+                                notifier=self.notifier)
         self.save_file = SaveFile(settings.save_file)
         # The role, the sync daemons and the keepalived track file (same netns as the table).
         self.pair = DirectorPair(config, sync_backend if sync_backend is not None else (
             backend if isinstance(backend, SyncBackend) else None), self.metrics)
         self.pair.on_role_change(lambda change: self.events.publish("role", change.to_json()))
-        self.routes: Routes = routes if routes is not None else KernelRoutes()
-        self.announcer: Announcer | None = None  # with [announce]
-        # Told of every VIP announced or withdrawn (the event stream may add itself).
-        self.announcement_listeners: list[Listener] = [self._announcement_changed]
-        self.state = DaemonState()  # as last stored: owned services, marks, overrides
+        self.announcement = Announcement(
+            routes if routes is not None else KernelRoutes(), config=lambda: self.config,
+            health=self.health, events=self.events, spawn=self._spawn,
+            changed=lambda: self.status.invalidate())  # noqa: PLW0108 (built below)
         self.decisions: dict[ServiceKey, ServiceDecision] = {}
+        self.specs = ServiceIndex(lambda: self.config)
         self.dirty: set[ServiceKey] = set()
         self.retry_at: float | None = None  # monotonic; the one pending retry of a failed pass
-        self.last_reload: ReloadStatus | None = None
-        self.probing = ProbingStatus()
-        self._load_window_start = time.monotonic()
-        self.ready = False
-        self.kernel_version = ""
         self.wake = asyncio.Event()
         self.reload_requested = asyncio.Event()
         self.stop_requested = asyncio.Event()
         self.save_requested = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()  # one pass at a time
+        self._control_lock = asyncio.Lock()  # one control request, reload or expiry at a time
+        self.intake = ProbeIntake(
+            self.health, self.agents, self.ramps, self.overrides, metrics=self.metrics,
+            events=self.events, dirty=self.dirty, spec=self.specs.get, spawn=self._spawn,
+            changed=self._probes_changed, probed=self.announcement.poke)
         self.runner: Runner = (
-            runner(self.on_results) if runner is not None
-            else make_runner(self.on_results, workers=settings.probe_workers,
+            runner(self.intake.on_results) if runner is not None
+            else make_runner(self.intake.on_results, workers=settings.probe_workers,
                              max_in_flight=settings.max_probes_in_flight)
         )
-        self._lock = asyncio.Lock()
-        self._control_lock = asyncio.Lock()  # one control request, reload or expiry at a time
-        self.overrides_changed = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._snapshot: Snapshot | None = EMPTY_SNAPSHOT  # None: the next reader builds one
-        self._built_over: tuple[Table, int] | None = None  # the table and _observed()
-        self._specs: tuple[Config | None, dict[ServiceKey, ServiceSpec]] = (None, {})
-        self._hashed: tuple[Config | None, Hashing] = (None, Hashing())
+        self.status = StatusSource(
+            lambda: self.config, view=self.view, backend=backend, pass_lock=self._lock,
+            health=self.health, agents=self.agents, ramps=self.ramps, marks=self.marks,
+            drains=self.drains, overrides=self.overrides, decisions=self.decisions,
+            keeper=self.keeper, reloads=self.reloads, vip_guard=vip_guard, pair=self.pair,
+            mh_size=self.mh_size, announcement=self.announcement, load=self.runner.load)
+        self.steering = Steering(
+            self.overrides, keeper=self.keeper, health=self.health, view=self.view,
+            events=self.events, replan=self.replan, reload=self.reload, reloads=self.reloads,
+            config=lambda: self.config, ready=lambda: self.status.ready, lock=self._control_lock)
 
     # --- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Adopt the kernel table as it is, start probes, make the first pass. Raises
         ``LvsdError`` (the table untouched) if the config would delete all lvsd owns."""
-        self.kernel_version = (await self.backend.info()).version
-        self.state = self.state_file.load()
-        self.overrides = loaded_overrides(self.state.overrides)
-        self.marks = ProbeMarks(self.config.daemon.dr_check_mark_base, self.state.marks)
+        self.status.kernel_version = (await self.backend.info()).version
+        state = self.keeper.load()
+        self.steering.load(state.overrides)
+        self.marks.restore(state.marks)
         actual = await self.view.refresh(self.backend)
         present = {vs.key for vs in actual.services}
-        if refusal := refuses_emptying(self.config, self.state.owned & present):
+        if refusal := refuses_emptying(self.config, state.owned & present):
             raise LvsdError(refusal)
-        self.drains.start_unconfigured(self.config, actual, self.state.owned,  # changed while down
+        self.drains.start_unconfigured(self.config, actual, state.owned,  # changed while down
                                        self.config.daemon.drain_timeout,
                                        now=time.monotonic(), wall=time.time())
         await self._watch(self.config, actual)
         await self.pair.start()
         await self.reconcile(full=True, dumped=actual)
-        await self._announce(self.config.announce)
-        self.ready = True
-        self._snapshot = None
+        await self.announcement.configure(self.config.announce)
+        self.status.ready = True
+        self.status.invalidate()
         self._spawn(save_loop(self.save_requested, self.save_file, self.backend))
-        self._spawn(load_loop(self.sample_probe_load))
-        self._spawn(expiry_loop(self.overrides_changed, self.overrides, self.expire_overrides))
+        self._spawn(load_loop(self.status.sample_probe_load))
+        self._spawn(self.steering.expire_on_time())
         self.runner.start()
         if self.vip_guard is not None:
             self._guard(self.config)
-            self.vip_guard.start(self._vips_changed)
+            self.vip_guard.start(self.status.vips_changed)
         freeze_long_lived(self.freeze_gc)
         log.info("started", services=len(self.config.services), checks=len(self.health),
-                 owned=len(self.state.owned), kernel_ipvs=self.kernel_version)
+                 owned=len(self.keeper.state.owned), kernel_ipvs=self.status.kernel_version)
 
     async def run(self) -> None:
         """Serve until stopped: reconcile on health changes, reloads, the resync timer and
@@ -224,8 +219,7 @@ class Daemon:
         """Stop probes, withdraw the owned services if configured to, write the save file.
         Never raises: each step that fails is logged and the next one still runs."""
         self.notifier.stopping("stopping")
-        if self.announcer is not None:  # first: a withdraw must not wait for the probes
-            await self.announcer.stop()
+        await self.announcement.stop()  # first: a withdraw must not wait for the probes
         self.events.close("lvsd is stopping")
         await self.runner.stop()
         if self.vip_guard is not None:
@@ -236,7 +230,7 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         withdraw = self.config.daemon.on_stop == "withdraw"
         if withdraw:
-            self._store(owned=await withdrawn(self.backend, self.state.owned))
+            self.keeper.store(owned=await withdrawn(self.backend, self.keeper.state.owned))
         await self.save_file.write(self.backend, force=True)
         log.info("stopped", withdrawn=withdraw)
 
@@ -263,40 +257,41 @@ class Daemon:
                 errors = await self.backend.apply(done.ops) if done.ops else []
             except Exception as exc:
                 self._pass_failed(f"{type(exc).__name__}: {exc}", unknown=True)
-                self._snapshot = None
+                self.status.invalidate()
                 return []
             await self._record(done, errors, pacer)
             self.metrics.reconcile(done.ops, errors, time.perf_counter() - started)
-            self.pair.after_pass(self._below_quorum())
+            self.pair.after_pass(below_quorum(self.config.services, self.decisions))
             if errors:
                 more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
                 self._pass_failed(f"{errors[0]}{more}", unknown=False)
             elif full:
                 self.view.succeeded()
                 self.retry_at = None
-            self._snapshot = None
+            self.status.invalidate()
             return done.ops
 
     async def _plan(self, full: bool, dumped: Table | None, pacer: Pacer) -> Plan:
         if not full:
-            specs = [spec for key in self.dirty if (spec := self._spec(key)) is not None]
+            specs = [spec for key in self.dirty if (spec := self.specs.get(key)) is not None]
             self.dirty.clear()
-            return dirty_plan(specs, self._health_of, self.drains.dests(), self.view.service,
-                              self.state.owned, standing=self._standing, hashing=self._hashing())
+            return dirty_plan(specs, self.intake.health_of, self.drains.dests(),
+                              self.view.service, self.keeper.state.owned,
+                              standing=self.intake.standing,
+                              hashing=self.keeper.hashing(self.config))
         actual = dumped if dumped is not None else await self.view.refresh(self.backend)
         self.drains.expire(actual, self.config, now=time.monotonic())
         self.dirty.clear()  # first: a health change while this pass yields stays dirty
         want, decisions = await paced(desired_steps(
-            self.config, self._health_of, self.drains.dests(), self.marks.marks,
-            self._standing), pacer)
-        return await paced(full_plan_steps(want, decisions, actual, self.state.owned,
-                                           self._hashing()), pacer)
+            self.config, self.intake.health_of, self.drains.dests(), self.marks.marks,
+            self.intake.standing), pacer)
+        return await paced(full_plan_steps(want, decisions, actual, self.keeper.state.owned,
+                                           self.keeper.hashing(self.config)), pacer)
 
     async def _record(self, done: Plan, errors: Sequence[IpvsError], pacer: Pacer) -> None:
         if done.wanted is not None:
-            self.decisions = done.decisions
-        else:
-            self.decisions.update(done.decisions)
+            self.decisions.clear()  # in place: the status source reads this dict
+        self.decisions.update(done.decisions)
         await paced(log_ops(done.ops, errors), pacer)
         self.events.table_changed(done.ops, errors)
         await paced(self.view.applied_steps(done.ops, errors), pacer)
@@ -304,14 +299,7 @@ class Daemon:
         self.dirty.update(key for e in errors if e.op and (key := service_of(e.op)) is not None)
         if done.ops:
             self.save_requested.set()
-        failed = {e.op for e in errors if e.op is not None}
-        owned = owned_after(self.state.owned, done, failed)
-        hashing = self._hashing()
-        last = last_weights_after(self.state.last_weights, done.seen, done.ops, failed,
-                                  hashing.weights,
-                                  hashing.refs if done.wanted is not None else None)
-        if owned != self.state.owned or last != self.state.last_weights:
-            self._store(owned=frozenset(owned), last_weights=last)
+        self.keeper.after_pass(done, {e.op for e in errors if e.op is not None}, self.config)
 
     def _pass_failed(self, error: str, *, unknown: bool) -> None:
         delay = self.view.failed(error, unknown=unknown)
@@ -319,98 +307,18 @@ class Daemon:
         log.error("reconcile_failed", error=error, consecutive=self.view.failures,
                   retry_in=delay)
 
-    def _store(self, *, owned: frozenset[ServiceKey] | None = None,
-               last_weights: dict[ServerRef, int] | None = None) -> bool:
-        owned = self.state.owned if owned is None else owned
-        last = self.state.last_weights if last_weights is None else last_weights
-        self.state = DaemonState(owned, dict(self.marks.marks), encode_overrides(self.overrides),
-                                 last)
-        return self.state_file.store(self.state)
-
-    def _hashing(self) -> Hashing:
-        """The consistent-hash services' configured weights (rebuilt with the config) and the
-        last weights lvsd remembers."""
-        if self._hashed[0] is not self.config:
-            self._hashed = (self.config, hashing_of(self.config, {}))
-        return Hashing(self._hashed[1].weights, self.state.last_weights)
-
     # --- health ----------------------------------------------------------------------------
 
     async def _watch(self, config: Config, actual: Table) -> None:
         """Marks, then probes, for ``config``; probes and marks that did not change keep their
         state. Probes run between the steps (each takes tens of ms at 10,000 servers)."""
         marks = self.marks.assign(dr_checked(config), base=config.daemon.dr_check_mark_base,
-                                  taken=marks_in_use(config, actual, self.state.owned))
+                                  taken=marks_in_use(config, actual, self.keeper.state.owned))
         await asyncio.sleep(0)
-        serving = serving_in(actual)
-        await paced(self.health.rebuild_steps(config, marks, serving, now=time.time()))
-        self.agents.rebuild(config)
-        self.ramps.rebuild(config, serving)
-        self.runner.update(self.health.keys() | self.agents.keys() if self.agents
-                           else self.health.keys())
-        for service_key, dest_key in self.overrides.keep_only(set(configured_refs(config))):
-            log.info("override_dropped", service=str(service_key), server=str(dest_key),
-                     detail="the server is no longer in the config")
-        self._store()
+        self.runner.update(await self.intake.rebuild(config, marks, serving_in(actual)))
+        self.steering.keep_configured(config)
+        self.keeper.store()
         await warn_about_dr_path(config)
-
-    def _health_of(self, spec: ServiceSpec, server: ServerSpec) -> Status:
-        return self.health.status((spec.key, server.key))
-
-    def _standing(self, spec: ServiceSpec, server: ServerSpec) -> Standing:
-        """Everything besides health that moves this server's weight, from its owners: the
-        operator's override, the agent's report and the slow-start ramp."""
-        ref = (spec.key, server.key)
-        admin = self.overrides.admin(ref)
-        agent = self.agents.report(ref) if self.agents else None
-        ramp = self.ramps.share(ref) if self.ramps else 1.0
-        if admin is NO_ADMIN and agent is None and ramp >= 1.0:
-            return NO_STANDING
-        return Standing(admin, agent, ramp)
-
-    def on_results(self, reports: Sequence[ProbeReport]) -> None:
-        """The runner's callback: take a batch of reports into the health book."""
-        now = time.time()
-        changed = first_results = False
-        metrics = self.metrics
-        for report in reports:
-            spec, result = report.key.spec, report.result
-            # Inconclusive reports too: the most overloaded probes are the latest.
-            metrics.probe(spec.type, result.ok, result.latency, report.lateness,
-                          report.inconclusive)
-            if (moved := self.agents.observe(report, now=now)) is not None:
-                for service_key, dest_key in moved.refs:
-                    changed = True
-                    log.info("agent_change", service=str(service_key), server=str(dest_key),
-                             agent=describe(self.agents.report((service_key, dest_key))),
-                             reason=result.reason)
-                    if moved.came_back:
-                        self.ramps.begin((service_key, dest_key))
-                    self.dirty.add(service_key)
-                continue
-            seen = self.health.observe(report, now=now)
-            if seen is None:
-                continue
-            if seen.previous.last is None:
-                first_results = True
-            for change in seen.servers:
-                changed = True
-                service_key, dest_key = change.ref
-                service = self._spec(service_key)
-                self.metrics.transition(spec.type, change.status.value)
-                log_health_change(service.name if service else str(service_key), change, seen)
-                self.events.health_changed(str(service_key),
-                                           service.name if service else None, change, seen)
-                if service is not None and service.on_change:
-                    self._spawn(run_hook(service, dest_key, change.status, result.reason))
-                if change.status is Status.UP:
-                    self.ramps.begin(change.ref)
-                self.dirty.add(service_key)
-        if (changed or first_results) and self.announcer is not None:
-            self.announcer.poke()
-        if changed:
-            self.notifier.status(self.status_line())
-            self.wake.set()
 
     # --- reload ----------------------------------------------------------------------------
 
@@ -423,152 +331,33 @@ class Daemon:
     async def _reload(self) -> bool:
         self.notifier.reloading("reloading configuration")
         try:
-            if self.config_path is None:
-                raise LvsdError("no config file to reload")
-            # Parsing 10k servers takes long enough to delay probes: off the event loop.
-            loaded = await asyncio.to_thread(load, self.config_path)
-            new, held = keep_restart_only(self.config, loaded)
-            if refusal := refuses_emptying(new, self.state.owned):
-                raise LvsdError(refusal)
+            new, held = await self.reloads.prepare(self.config, self.keeper.state.owned)
             actual = await self.view.refresh(self.backend)
         except Exception as exc:  # any failure is a failed reload, never the daemon's end
-            return self._reload_failed(exc)
+            self.reloads.failed(exc)
+            self.status.invalidate()
+            return False
         log_warnings(new, held)
         self.drains.start_unconfigured(new, actual, {spec.key for spec in self.config.services},
                                        new.daemon.drain_timeout,
                                        now=time.monotonic(), wall=time.time())
         await asyncio.sleep(0)  # each step takes tens of ms at 10,000 servers
         self.config = new
-        self.events.reloaded(True, str(self.config_path))
+        self.reloads.swapped()
         if self.vip_guard is not None:
             self._guard(new)
         self.pair.configure(new)
         await self._watch(new, actual)
-        self.last_reload = ReloadStatus(True, time.time())
-        self.metrics.reload(True, time.time())
+        self.reloads.succeeded()
         await asyncio.sleep(0)
         await self.reconcile(full=True, dumped=actual)
         await self.pair.resync()
-        await self._announce(new.announce)
+        await self.announcement.configure(new.announce)
         freeze_long_lived(self.freeze_gc)
-        log.info("reloaded", config=str(self.config_path), services=len(new.services),
+        log.info("reloaded", config=str(self.reloads.config_path), services=len(new.services),
                  checks=len(self.health))
-        self.notifier.ready(self.status_line())
+        self.notifier.ready(status_line(self.config, self.health))
         return True
-
-    def _reload_failed(self, exc: Exception) -> bool:
-        error = str(exc) if isinstance(exc, LvsdError) else f"{type(exc).__name__}: {exc}"
-        problems = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else [error]
-        self.last_reload = ReloadStatus(False, time.time(), error, tuple(problems))
-        self.metrics.reload(False, time.time())
-        log.error("reload_failed", config=str(self.config_path), problems=problems)
-        self.events.reloaded(False, str(self.config_path), problems)
-        self.notifier.ready(f"reload failed, old config kept: {error}")
-        self._snapshot = None
-        return False
-
-    # --- runtime control (lvsd.control) ------------------------------------------------------
-
-    async def change_admin(self, make: Callable[[Config], Change]) -> list[ServerOutcome]:
-        """One operator change: stored in the state file before the answer, then planned
-        and applied (serialised with reloads and with each other)."""
-        async with self._control_lock:
-            change = make(self.config)
-            before = {ref: self.overrides.get(ref) for ref in change.refs}
-            touched = self.overrides.apply(change, now=time.time())
-            if touched:
-                if not self._store():
-                    for ref, entry in before.items():
-                        self.overrides.put(ref, entry)
-                    self._store()
-                    raise LvsdError(f"cannot write the state file {self.state_file.path}; "
-                                    f"nothing changed")
-                log.info("admin_change", action=change.action.value,
-                         servers=[f"{key}/{dest}" for key, dest in change.refs])
-                self._publish_admin(change.action.value, change.refs)
-                self.overrides_changed.set()
-                self.dirty.update(touched)
-                await self.reconcile(full=False)
-            return [ServerOutcome(ref, self.overrides.get(ref), self.overrides.get(ref) != old,
-                                  self._kernel_weight(ref)) for ref, old in before.items()]
-
-    async def expire_overrides(self) -> None:
-        async with self._control_lock:
-            ended = self.overrides.expire(time.time())
-            if not ended:
-                return
-            self._store()
-            log.info("weight_override_expired", servers=[f"{k}/{d}" for k, d in ended])
-            self._publish_admin("weight-expired", ended)
-            self.dirty.update(service_key for service_key, _ in ended)
-            await self.reconcile(full=False)
-
-    async def reload_now(self) -> ReloadStatus:
-        await self.reload()
-        assert self.last_reload is not None
-        return self.last_reload
-
-    async def check_now(self, ref: ServerRef) -> list[tuple[str, ProbeResult]]:
-        from lvsd.checks.once import probe_now
-
-        keys = self.health.checks_of(ref)
-        results = await asyncio.gather(*(probe_now(key) for key in keys))
-        return [(str(key), result) for key, result in zip(keys, results, strict=True)]
-
-    def _publish_admin(self, action: str, refs: Iterable[ServerRef]) -> None:
-        for ref in refs:
-            entry = self.overrides.get(ref)
-            self.events.publish("admin", {
-                "action": action, "service": str(ref[0]), "server": str(ref[1]),
-                "state": entry.state.value, "weight": entry.weight,
-                "weight_until": entry.weight_until})
-
-    def _kernel_weight(self, ref: ServerRef) -> int | None:
-        vs = self.view.service(ref[0])
-        dest = vs.dest_map().get(ref[1]) if vs is not None else None
-        return None if dest is None else dest.weight
-
-    def _below_quorum(self) -> list[str]:
-        return [spec.name for spec in self.config.services
-                if (decision := self.decisions.get(spec.key)) is not None
-                and decision.below_quorum]
-
-    # --- announcement ----------------------------------------------------------------------
-
-    async def _announce(self, settings: AnnounceSettings | None) -> None:
-        """Start, reconfigure or retire the announcer for ``settings`` (``[announce]``)."""
-        announcer = self.announcer
-        if announcer is not None and settings is not None:
-            await announcer.reconfigure(settings)
-        elif announcer is not None:
-            self.announcer = None
-            await announcer.stop(withdraw=True)
-        elif settings is not None:
-            announcer = Announcer(settings, self.routes, self._vip_health,
-                                  resync_interval=self.config.daemon.resync_interval)
-            announcer.listeners = self.announcement_listeners
-            self.announcer = announcer
-            self._spawn(announcer.serve())
-        self._snapshot = None
-
-    def _vip_health(self) -> list[VipHealth]:
-        settings = self.config.announce
-        if settings is None:
-            return []
-        return vip_health(settings, self.config.services, self._health_of,
-                          lambda spec, server: self.health.probed((spec.key, server.key)))
-
-    def _announcement_changed(self, change: AnnouncementChange) -> None:
-        self.events.publish("announcement", {"vip": str(change.vip),
-                                             "announced": change.announced,
-                                             "reason": change.reason})
-        self._snapshot = None
-
-    def _spec(self, key: ServiceKey) -> ServiceSpec | None:
-        """By an index rebuilt with the config: a linear search made an event O(services)."""
-        if self._specs[0] is not self.config:
-            self._specs = (self.config, {spec.key: spec for spec in self.config.services})
-        return self._specs[1].get(key)
 
     # --- background, snapshot ----------------------------------------------------------------
 
@@ -577,77 +366,22 @@ class Daemon:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def snapshot(self) -> Snapshot:
-        """Built when a reader asks, from the owners' views: a pass never pays for it."""
-        if self._snapshot is None:
-            status = DaemonStatus(self.ready, self.last_reload, self.kernel_version,
-                                  self.view.status(), self.probing,
-                                  self.announcer.status() if self.announcer else None)
-            kernel = self.view.table.to_table()
-            self._snapshot = build_snapshot(
-                config=self.config, kernel=kernel, health=self.health,
-                draining=self.drains.of, decisions=self.decisions, admin=self.overrides.get,
-                agents=self.agents if self.agents else None,
-                ramps=self.ramps if self.ramps else None,
-                probe_services=self.marks.probe_services(), status=status)
-            if self.vip_guard is not None:
-                self._snapshot = dataclasses.replace(self._snapshot,
-                                                     vips=self.vip_guard.statuses)
-            if self._hashing().weights:
-                self._snapshot = dataclasses.replace(self._snapshot, mh_tables=mh_tables(
-                    self.config, kernel.by_key(), self.state.last_weights, self.mh_size.size))
-            self._built_over = (kernel, self._observed())
-        # The role and the sync daemons change on their own events: always the latest.
-        return dataclasses.replace(self._snapshot, director=self.pair.status())
+    async def replan(self, services: Iterable[ServiceKey]) -> None:
+        """A pass over ``services`` (an operator's change, an override's end)."""
+        self.dirty.update(services)
+        await self.reconcile(full=False)
 
-    async def fresh_snapshot(self, max_age: float) -> Snapshot:
-        stale = time.time() - self.view.dumped_at > max_age
-        if self.ready and stale and not self._lock.locked():
-            dumped: Table | None = None
-            async with self._lock:
-                with contextlib.suppress(Exception):  # a failed dump: the snapshot says its age
-                    dumped = await self.view.refresh(self.backend)
-            self._snapshot = self._redated(dumped)
-        return self.snapshot()
-
-    def _redated(self, dumped: Table | None) -> Snapshot | None:
-        """The snapshot as it is, dated by ``dumped``, if that dump found the table it shows
-        (counters too) and no probe reported since; else None, to be rebuilt. A poll loop
-        over an idle table then costs a dump, not a rebuild (~0.1 s at 10,000 servers)."""
-        current, built = self._snapshot, self._built_over
-        if (current is None or built is None or dumped is None
-                or built[1] != self._observed() or not shows_the_same(built[0], dumped)):
-            return None
-        sync = self.view.status()
-        return dataclasses.replace(current, taken_at=sync.dumped_at, sync=sync)
-
-    def _observed(self) -> int:
-        return self.health.observed + self.agents.observed
+    def _probes_changed(self) -> None:
+        self.notifier.status(status_line(self.config, self.health))
+        self.wake.set()
 
     def _guard(self, config: Config) -> None:
         assert self.vip_guard is not None
         self.vip_guard.configure(configured_vips(config), config.daemon.split_brain_probe)
 
-    def _vips_changed(self, statuses: tuple[VipStatus, ...], _changes: object) -> None:
-        if self._snapshot is not None:  # no rebuild for one field
-            self._snapshot = dataclasses.replace(self._snapshot, vips=statuses)
 
-    def sample_probe_load(self) -> ProbingStatus:
-        """Close the probing window: how late the runner ran since the last sample, for
-        /status, the page and ``lvsd_probe_engine_overloaded``."""
-        now = time.monotonic()
-        load = self.runner.load()
-        probing = probing_status(load, now - self._load_window_start)
-        self._load_window_start = now
-        if probing != self.probing:
-            self.probing = probing
-            if self._snapshot is not None:  # no rebuild for one field
-                self._snapshot = dataclasses.replace(self._snapshot, probing=probing)
-        return probing
-
-    def status_line(self) -> str:
-        return (f"{len(self.config.services)} services, {len(self.health)} checks, "
-                f"{self.health.not_up} not up")
+def status_line(config: Config, health: HealthBook) -> str:
+    return f"{len(config.services)} services, {len(health)} checks, {health.not_up} not up"
 
 
 def log_warnings(config: Config, held: Sequence[str] = ()) -> None:
@@ -658,10 +392,6 @@ def log_warnings(config: Config, held: Sequence[str] = ()) -> None:
     if held:
         log.warning("reload_needs_restart", settings=list(held),
                     detail="these daemon settings take effect at the next start")
-
-
-def log_health_change(service: str, change: ServerChange, seen: Observed) -> None:
-    log.info("health_change", service=service, **health_fields(change, seen))
 
 
 async def warn_about_dr_path(config: Config) -> None:
@@ -701,36 +431,6 @@ def collections_paused(enabled: bool) -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-def probing_status(load: EngineLoad, window: float) -> ProbingStatus:
-    return ProbingStatus(load.overloaded, round(window, 3), load.probes, load.late,
-                         load.inconclusive, round(load.max_lateness, 6), round(load.max_lag, 6))
-
-
-def loaded_overrides(slot: Mapping[str, Any]) -> Overrides:
-    """The overrides in the state file; one it cannot read is logged and not applied."""
-    try:
-        return decode_overrides(slot)
-    except (ValueError, TypeError, KeyError) as exc:
-        log.error("overrides_unreadable", error=str(exc), detail="starting without overrides")
-        return Overrides()
-
-
-def configured_refs(config: Config) -> list[ServerRef]:
-    return [(spec.key, server.key) for spec in config.services for server in spec.servers]
-
-
-async def expiry_loop(changed: asyncio.Event, overrides: Overrides,
-                      expire: Callable[[], Awaitable[None]]) -> None:
-    """Ends weight overrides on time (``weight … --for``); woken when overrides change."""
-    while True:
-        due = overrides.next_expiry()
-        timeout = None if due is None else max(0.0, due - time.time())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
-        changed.clear()
-        await expire()
 
 
 async def load_loop(sample: Callable[[], object]) -> None:
@@ -806,7 +506,7 @@ async def serve(config_path: Path, config: Config, early: EarlySignals | None = 
                     vip_guard=VipGuard())
     listen = f"{config.daemon.listen_host}:{config.daemon.listen_port}"
     try:
-        api = await start_api(create_app(daemon, daemon.metrics), config.daemon.listen_host,
+        api = await start_api(create_app(daemon.status, daemon.metrics), config.daemon.listen_host,
                               config.daemon.listen_port)
     except (ListenError, OSError, ValueError, UnicodeError) as exc:
         log.error("api_listen_failed", listen=listen, error=str(exc),
@@ -815,8 +515,8 @@ async def serve(config_path: Path, config: Config, early: EarlySignals | None = 
         return 2
     settings = config.daemon
     try:
-        app = create_control_app(daemon, settings.control_gid,
-                                 routes=view_routes(daemon, daemon.events))
+        app = create_control_app(daemon.steering, settings.control_gid,
+                                 routes=view_routes(daemon.status, daemon.events))
         control = await start_control(app, settings.control_socket, settings.control_gid)
     except ControlSocketError as exc:
         log.error("control_socket_failed", error=str(exc),
@@ -843,7 +543,7 @@ async def serve(config_path: Path, config: Config, early: EarlySignals | None = 
         except LvsdError as exc:
             log.error("start_failed", error=str(exc))
             return 2
-        notifier.ready(daemon.status_line())
+        notifier.ready(status_line(daemon.config, daemon.health))
         await daemon.run()
         await daemon.stop()
     finally:

@@ -37,6 +37,10 @@ class ProbeMarks:
     def marks(self) -> Mapping[ServerRef, int]:
         return MappingProxyType(self._marks)
 
+    def restore(self, remembered: Mapping[ServerRef, int]) -> None:
+        """Take the marks a state file remembers (at start, before any is assigned)."""
+        self._marks = dict(remembered)
+
     def probe_services(self) -> set[ServiceKey]:
         """The keys of lvsd's own DR-probe services."""
         return {ServiceKey.mark(mark, svc.family) for (svc, _), mark in self._marks.items()}

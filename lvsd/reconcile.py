@@ -306,6 +306,13 @@ def service_of(op: Op) -> ServiceKey | None:
             assert_never(op)
 
 
+def below_quorum(services: Iterable[ServiceSpec],
+                 decisions: Mapping[ServiceKey, ServiceDecision]) -> list[str]:
+    """The names of the services whose last decision found them below their quorum."""
+    return [spec.name for spec in services
+            if (decision := decisions.get(spec.key)) is not None and decision.below_quorum]
+
+
 def owned_after(
     owned: Collection[ServiceKey], done: Plan, failed: Collection[Op]
 ) -> set[ServiceKey]:

@@ -6,6 +6,7 @@ third-party library, so the planner and its tests load without them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -171,3 +172,18 @@ def role_addresses(config: Config) -> frozenset[Address]:
         return frozenset(config.role.addresses)
     return frozenset(spec.key.address for spec in config.services
                      if spec.key.address is not None)
+
+
+class ServiceIndex:
+    """The services of the config in force by key, rebuilt when the config is swapped: a
+    linear search made each health event O(services)."""
+
+    def __init__(self, config: Callable[[], Config]) -> None:
+        self._config = config
+        self._built: tuple[Config | None, dict[ServiceKey, ServiceSpec]] = (None, {})
+
+    def get(self, key: ServiceKey) -> ServiceSpec | None:
+        config = self._config()
+        if self._built[0] is not config:
+            self._built = (config, {spec.key: spec for spec in config.services})
+        return self._built[1].get(key)

@@ -333,7 +333,7 @@ async def test_the_agents_answers_move_the_kernel_weight_and_its_silence_does_no
     assert await answered(True, "drain") == 0
     assert await answered(True, "up") == 5
     assert await answered(True, "down # disk full") is None
-    status = daemon.snapshot().services[0].servers[0].agent
+    status = daemon.status.snapshot().services[0].servers[0].agent
     assert status is not None and status.command == "down" and status.line == "down # disk full"
     assert await answered(False, "refused") == 10, "a dead agent: the health check alone"
 

@@ -487,7 +487,7 @@ async def daemon_with(tmp_path: Path, withdraw: str = "true"
     daemon = Daemon(load(path), FakeIpvs(), config_path=path, runner=ManualRunner,
                     routes=routes)
     changes: list[AnnouncementChange] = []
-    daemon.announcement_listeners.append(changes.append)
+    daemon.announcement.listeners.append(changes.append)
     await daemon.start()
     return daemon, routes, changes
 
@@ -502,18 +502,18 @@ def feed(daemon: Daemon, servers: Sequence[DestKey], ok: bool) -> None:
 async def test_the_daemon_announces_after_the_first_round_and_withdraws_below_quorum(
         tmp_path: Path) -> None:
     daemon, routes, changes = await daemon_with(tmp_path)
-    assert daemon.announcer is not None
+    assert daemon.announcement.announcer is not None
     feed(daemon, [RS1], ok=True)
-    await daemon.announcer.sync()
+    await daemon.announcement.announcer.sync()
     assert in_table(routes) == set(), "one server has not reported yet"
     feed(daemon, [RS2], ok=True)
-    await daemon.announcer.sync()
+    await daemon.announcement.announcer.sync()
     assert in_table(routes) == {"198.51.100.10/32"}
     feed(daemon, [RS2], ok=False)
-    await daemon.announcer.sync()
+    await daemon.announcement.announcer.sync()
     assert in_table(routes) == set()
     assert [c.announced for c in changes] == [True, False]
-    snapshot = daemon.snapshot()
+    snapshot = daemon.status.snapshot()
     assert snapshot.announce is not None
     assert [(v.vip, v.announced) for v in snapshot.announce.vips] == [(VIP, False)]
     body = DaemonMetrics().exposition(snapshot).decode()
@@ -525,8 +525,8 @@ async def test_the_daemon_announces_after_the_first_round_and_withdraws_below_qu
                                  "since": document["vips"][0]["since"]}]
     assert "withdrawn</span> withdrawn: below quorum" in render_page(snapshot, now=0.0)
     feed(daemon, [RS2], ok=True)
-    await daemon.announcer.sync()
-    body = DaemonMetrics().exposition(daemon.snapshot()).decode()
+    await daemon.announcement.announcer.sync()
+    body = DaemonMetrics().exposition(daemon.status.snapshot()).decode()
     assert 'lvsd_vip_announced{vip="198.51.100.10"} 1' in body
     await daemon.stop()
     assert in_table(routes) == set()
@@ -535,9 +535,9 @@ async def test_the_daemon_announces_after_the_first_round_and_withdraws_below_qu
 async def test_a_health_change_pokes_the_announcer_without_a_reconcile_pass(
         tmp_path: Path) -> None:
     daemon, routes, _ = await daemon_with(tmp_path)
-    assert daemon.announcer is not None
+    assert daemon.announcement.announcer is not None
     feed(daemon, [RS1, RS2], ok=True)
-    await daemon.announcer.sync()
+    await daemon.announcement.announcer.sync()
     feed(daemon, [RS1], ok=False)  # no reconcile pass, no sync: the announcer's own loop
     for _ in range(100):
         if not in_table(routes):
@@ -549,12 +549,12 @@ async def test_a_health_change_pokes_the_announcer_without_a_reconcile_pass(
 
 async def test_each_change_is_an_event_in_the_stream(tmp_path: Path) -> None:
     daemon, _, _ = await daemon_with(tmp_path)
-    assert daemon.announcer is not None
+    assert daemon.announcement.announcer is not None
     with daemon.events.subscribe() as stream:
         feed(daemon, [RS1, RS2], ok=True)
-        await daemon.announcer.sync()
+        await daemon.announcement.announcer.sync()
         feed(daemon, [RS1], ok=False)
-        await daemon.announcer.sync()
+        await daemon.announcement.announcer.sync()
         lines = [json.loads(line) for line in stream.take()]
     announcements = [(e["vip"], e["announced"]) for e in lines if e["type"] == "announcement"]
     assert announcements == [("198.51.100.10", True), ("198.51.100.10", False)]
@@ -564,8 +564,8 @@ async def test_each_change_is_an_event_in_the_stream(tmp_path: Path) -> None:
 async def test_the_daemon_stops_fail_static_when_told(tmp_path: Path) -> None:
     daemon, routes, _ = await daemon_with(tmp_path, withdraw="false")
     feed(daemon, [RS1, RS2], ok=True)
-    assert daemon.announcer is not None
-    await daemon.announcer.sync()
+    assert daemon.announcement.announcer is not None
+    await daemon.announcement.announcer.sync()
     await daemon.stop()
     assert in_table(routes) == {"198.51.100.10/32"}
 
@@ -573,15 +573,15 @@ async def test_the_daemon_stops_fail_static_when_told(tmp_path: Path) -> None:
 async def test_a_reload_without_the_section_withdraws_everything(tmp_path: Path) -> None:
     daemon, routes, _ = await daemon_with(tmp_path)
     feed(daemon, [RS1, RS2], ok=True)
-    assert daemon.announcer is not None
-    await daemon.announcer.sync()
-    assert daemon.config_path is not None
-    text = daemon.config_path.read_text()
-    daemon.config_path.write_text(text.replace("[announce]\nhold_down = 0\n"
+    assert daemon.announcement.announcer is not None
+    await daemon.announcement.announcer.sync()
+    assert daemon.reloads.config_path is not None
+    text = daemon.reloads.config_path.read_text()
+    daemon.reloads.config_path.write_text(text.replace("[announce]\nhold_down = 0\n"
                                                "withdraw_on_stop = true\n", ""))
     assert await daemon.reload()
-    assert daemon.announcer is None and in_table(routes) == set()
-    assert daemon.snapshot().announce is None
+    assert daemon.announcement.announcer is None and in_table(routes) == set()
+    assert daemon.status.snapshot().announce is None
     await daemon.stop()
 
 

@@ -85,8 +85,8 @@ class Setup:
         self.daemon = Daemon(load(self.config_path), self.backend,
                              config_path=self.config_path, runner=ManualRunner)
         await self.daemon.start()
-        self.server = await start_control(create_control_app(self.daemon, gid), self.socket,
-                                          gid)
+        self.server = await start_control(create_control_app(self.daemon.steering, gid),
+                                          self.socket, gid)
         return self.daemon
 
     async def stop(self) -> None:
@@ -258,7 +258,7 @@ async def test_overrides_survive_a_restart_without_a_clean_stop(setup: Setup) ->
     again = await setup.start()
     assert setup.weights(WEB) == {"192.0.2.11:80": 0, "192.0.2.12:80": 10}
     assert setup.weights(API) == {"192.0.2.11:8080": 2}
-    status = {s.key: s.admin for s in again.snapshot().services[0].servers}
+    status = {s.key: s.admin for s in again.status.snapshot().services[0].servers}
     assert status[RS1] is not None and status[RS1].state.value == "drained"
 
 
@@ -384,9 +384,9 @@ async def test_a_stale_socket_is_replaced_and_the_file_removed_at_stop(setup: Se
 
 
 async def test_a_second_daemon_refuses_a_socket_another_one_answers_on(setup: Setup) -> None:
-    await setup.start()
+    daemon = await setup.start()
     with pytest.raises(ControlSocketError, match="another lvsd answers on it"):
-        await start_control(create_control_app(setup.daemon), setup.socket, None)  # type: ignore[arg-type]
+        await start_control(create_control_app(daemon.steering), setup.socket, None)
     status, _ = await setup.call("/version", method="GET")
     assert status == 200, "the first daemon's socket is untouched"
 
@@ -445,7 +445,7 @@ async def test_status_shows_each_servers_admin_block(setup: Setup) -> None:
     daemon = await setup.start()
     await setup.call("/admin", {"action": "weight", "service": "web", "server": "192.0.2.12",
                                 "weight": 4, "for": "1h"})
-    servers = status_document(daemon.snapshot(), 0.0)["services"][0]["servers"]
+    servers = status_document(daemon.status.snapshot(), 0.0)["services"][0]["servers"]
     admin = {s["server"]: s["admin"] for s in servers}
     assert admin["192.0.2.11:80"] == {"state": "enabled", "weight": None, "weight_until": None}
     assert admin["192.0.2.12:80"]["weight"] == 4 and admin["192.0.2.12:80"]["weight_until"]
@@ -457,7 +457,7 @@ async def test_metrics_carry_the_admin_state_and_weight_of_overridden_servers(
     await setup.call("/admin", {"action": "drain", "service": "web", "server": "192.0.2.11"})
     await setup.call("/admin", {"action": "weight", "service": "api", "server": "192.0.2.11",
                                 "weight": 2})
-    text = daemon.metrics.exposition(daemon.snapshot()).decode()
+    text = daemon.metrics.exposition(daemon.status.snapshot()).decode()
     rows = [line for line in text.splitlines() if line.startswith("lvsd_backend_admin_state{")]
     web = 'local_address="192.0.2.100",local_port="80",proto="TCP",local_mark=""'
     api = 'local_address="192.0.2.100",local_port="8080",proto="TCP",local_mark=""'

@@ -75,8 +75,8 @@ class Lab:
 
     async def start(self) -> None:
         await self.daemon.start()
-        app = create_control_app(self.daemon, None,
-                                 routes=view_routes(self.daemon, self.daemon.events))
+        app = create_control_app(self.daemon.steering, None,
+                                 routes=view_routes(self.daemon.status, self.daemon.events))
         self.server = await start_control(app, self.socket, None)
 
     def feed(self, server: DestKey, ok: bool) -> None:

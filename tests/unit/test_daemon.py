@@ -19,6 +19,7 @@ import pytest
 import structlog
 
 from lvsd import daemon as daemon_module
+from lvsd import statussource as statussource_module
 from lvsd.checks.manual import ManualRunner
 from lvsd.config import load
 from lvsd.daemon import Daemon, run_daemon, serve
@@ -178,8 +179,8 @@ async def test_a_broken_reload_keeps_the_old_config_and_says_why(
     config_file.write_text("[[services]]\naddress = 'nope'\nport = 80\n")
     assert not await daemon.reload()
     assert daemon.config is old
-    assert daemon.last_reload is not None and not daemon.last_reload.ok
-    assert "services[0] (tcp:nope:80).address: not an IP address" in (daemon.last_reload.error
+    assert daemon.reloads.last is not None and not daemon.reloads.last.ok
+    assert "services[0] (tcp:nope:80).address: not an IP address" in (daemon.reloads.last.error
                                                                      or "")
     assert backend.applied == []
 
@@ -282,19 +283,19 @@ async def test_an_overloaded_probe_engine_shows_in_the_snapshot(config_file: Pat
     runner = daemon.runner
     assert isinstance(runner, ManualRunner)
     key = daemon.health.checks_of((WEB, RS1))[0]
-    assert not daemon.snapshot().probing.overloaded
+    assert not daemon.status.snapshot().probing.overloaded
     # The check's timeout is 1 s: a probe 1.5 s late is late, its failure inconclusive.
     runner.report(key, True, lateness=1.5)
     runner.report(key, False, lateness=1.5, inconclusive=True)
     runner.report(key, True, lateness=0.01)
-    probing = daemon.sample_probe_load()
+    probing = daemon.status.sample_probe_load()
     assert probing.overloaded
     assert (probing.probes, probing.late, probing.inconclusive) == (3, 2, 1)
     assert probing.max_lateness == 1.5 and probing.window >= 0.0
-    assert daemon.snapshot().probing == probing
+    assert daemon.status.snapshot().probing == probing
     runner.report(key, True, lateness=0.01)
-    assert not daemon.sample_probe_load().overloaded  # each sample covers its own window
-    assert not daemon.snapshot().probing.overloaded
+    assert not daemon.status.sample_probe_load().overloaded  # each sample covers its own window
+    assert not daemon.status.snapshot().probing.overloaded
 
 
 async def test_the_daemon_samples_the_probe_load_without_a_reader(
@@ -305,21 +306,21 @@ async def test_the_daemon_samples_the_probe_load_without_a_reader(
     assert isinstance(runner, ManualRunner)
     runner.report(daemon.health.checks_of((WEB, RS1))[0], False, lateness=1.5,
                   inconclusive=True)
-    await wait_for(lambda: daemon.probing.overloaded)
-    assert daemon.snapshot().probing.inconclusive == 1
-    await wait_for(lambda: not daemon.probing.overloaded)  # the next window saw no probe
+    await wait_for(lambda: daemon.status.probing.overloaded)
+    assert daemon.status.snapshot().probing.inconclusive == 1
+    await wait_for(lambda: not daemon.status.probing.overloaded)  # the next window saw no probe
     await daemon.stop()
 
 
 def count_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     builds: list[int] = []
-    build = daemon_module.build_snapshot
+    build = statussource_module.build_snapshot
 
     def counted(**parts: Any) -> Snapshot:
         builds.append(1)
         return build(**parts)
 
-    monkeypatch.setattr(daemon_module, "build_snapshot", counted)
+    monkeypatch.setattr(statussource_module, "build_snapshot", counted)
     return builds
 
 
@@ -329,21 +330,21 @@ async def test_a_poll_loop_rebuilds_the_snapshot_only_when_something_changed(
     runner = daemon.runner
     assert isinstance(runner, ManualRunner)
     builds = count_builds(monkeypatch)
-    first = await daemon.fresh_snapshot(0.0)
+    first = await daemon.status.fresh_snapshot(0.0)
     dumps = backend.dumps
     for _ in range(3):  # each poll re-reads the kernel, finds it as it was: no rebuild
-        snapshot = await daemon.fresh_snapshot(0.0)
+        snapshot = await daemon.status.fresh_snapshot(0.0)
         assert snapshot.services == first.services and snapshot.taken_at >= first.taken_at
         assert snapshot.taken_at == daemon.view.dumped_at
     assert backend.dumps == dumps + 3 and len(builds) == 1
-    daemon.sample_probe_load()  # a new probing window is one field, not a rebuild
+    daemon.status.sample_probe_load()  # a new probing window is one field, not a rebuild
     assert len(builds) == 1
     runner.report(daemon.health.checks_of((WEB, RS1))[0], True)  # a probe: a new last probe
-    await daemon.fresh_snapshot(0.0)
+    await daemon.status.fresh_snapshot(0.0)
     assert len(builds) == 2
     entry = backend.table.entries[WEB]  # traffic: the counters moved
     entry.dests[RS2] = dataclasses.replace(entry.dests[RS2], stats=DestStats(active=7))
-    snapshot = await daemon.fresh_snapshot(0.0)
+    snapshot = await daemon.status.fresh_snapshot(0.0)
     assert len(builds) == 3
     assert [s.kernel.stats.active for s in snapshot.services[0].servers if s.kernel] == [0, 7]
 
@@ -385,10 +386,10 @@ async def test_a_reload_of_a_broken_file_keeps_the_loop_and_the_old_config(
     loop = asyncio.create_task(daemon.run())
     config_file.write_bytes(content)
     daemon.request_reload()
-    await wait_for(lambda: daemon.last_reload is not None)
+    await wait_for(lambda: daemon.reloads.last is not None)
     assert not loop.done(), "the daemon's loop survives"
     assert daemon.config is old and backend.applied == []
-    status = daemon.snapshot().last_reload
+    status = daemon.status.snapshot().last_reload
     assert status is not None and not status.ok and status.error
     daemon.request_stop()
     await loop
@@ -401,10 +402,10 @@ async def test_any_exception_while_loading_is_a_failed_reload(
     def broken(path: Path) -> Config:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr("lvsd.daemon.load", broken)
+    monkeypatch.setattr("lvsd.reloader.load", broken)
     assert not await daemon.reload()
-    assert daemon.last_reload is not None
-    assert daemon.last_reload.error == "RecursionError: maximum recursion depth exceeded"
+    assert daemon.reloads.last is not None
+    assert daemon.reloads.last.error == "RecursionError: maximum recursion depth exceeded"
 
 
 @pytest.mark.parametrize("error", [
@@ -422,7 +423,7 @@ async def test_a_failed_dump_leaves_the_loop_running_and_the_table_converges(
     daemon.view.stale = True
     daemon.wake.set()
     await wait_for(lambda: daemon.view.failures > 0)
-    status = daemon.snapshot().sync
+    status = daemon.status.snapshot().sync
     assert not status.in_sync and status.last_error and status.consecutive_failures == 1
     assert not loop.done()
     backend.dump_error = None
@@ -464,7 +465,7 @@ async def test_a_refused_op_is_retried_with_one_pending_retry_backing_off(
     # 0.02 + 0.04 + 0.08, then every 0.16 s: about 8 passes; multiplying retries make dozens.
     assert 5 <= passes <= 11
     assert daemon.view.failures == passes
-    assert not daemon.snapshot().sync.in_sync
+    assert not daemon.status.snapshot().sync.in_sync
     backend.fail = lambda op: None
     await wait_for(lambda: daemon.view.status().in_sync)
     assert kernel_weights(backend)["192.0.2.11:80"] == 0
@@ -536,7 +537,7 @@ async def test_a_fwmark_service_lvsd_did_not_create_is_never_touched(tmp_path: P
     daemon, backend = await make(path, Table((theirs,)))
     assert backend.table.to_table().by_key()[theirs.key] == theirs
     assert probe_marks(backend)[MARK_BASE + 1] == "192.0.2.11:80"
-    assert [vs.key for vs in daemon.snapshot().foreign] == [theirs.key]
+    assert [vs.key for vs in daemon.status.snapshot().foreign] == [theirs.key]
     path.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\nallow_empty = true\n')
     assert await daemon.reload()
     assert list(backend.table.entries) == [theirs.key]
@@ -549,7 +550,7 @@ async def test_a_reload_to_an_empty_config_is_refused(config_file: Path, tmp_pat
     daemon, backend = await make(config_file, healthy_table())
     config_file.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n# truncated\n')
     assert not await daemon.reload()
-    assert daemon.last_reload is not None and "allow_empty" in (daemon.last_reload.error or "")
+    assert daemon.reloads.last is not None and "allow_empty" in (daemon.reloads.last.error or "")
     assert WEB in backend.table.entries and backend.applied == []
 
 
@@ -557,9 +558,9 @@ async def test_an_empty_config_that_got_past_validation_is_refused_too(
         config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     daemon, backend = await make(config_file, healthy_table())
     empty = dataclasses.replace(daemon.config, services=())
-    monkeypatch.setattr("lvsd.daemon.load", lambda path: empty)
+    monkeypatch.setattr("lvsd.reloader.load", lambda path: empty)
     assert not await daemon.reload()
-    assert daemon.last_reload is not None and "allow_empty" in (daemon.last_reload.error or "")
+    assert daemon.reloads.last is not None and "allow_empty" in (daemon.reloads.last.error or "")
     assert WEB in backend.table.entries and backend.applied == []
 
 
@@ -653,7 +654,7 @@ async def test_a_maintenance_file_is_in_addition_to_the_health_check(tmp_path: P
     runner.report(maintenance, True)
     await daemon.reconcile(full=False)
     assert kernel_weights(backend)["192.0.2.11:80"] == 1
-    server = daemon.snapshot().services[0].servers[0]
+    server = daemon.status.snapshot().services[0].servers[0]
     assert server.check_type == "http, file" and server.health == "up"
 
 
@@ -691,7 +692,7 @@ async def test_the_daemon_runs_the_sync_daemons_its_config_asks_for_and_shows_th
         ("master", 9), ("backup", 9)]
     from lvsd.api import status_document
 
-    document = status_document(daemon.snapshot(), 0.0)
+    document = status_document(daemon.status.snapshot(), 0.0)
     assert [d["state"] for d in document["sync_daemons"]["daemons"]] == ["master", "backup"]
     assert document["role"]["addresses"] == ["192.0.2.100"]
     assert track.read_text() == "1\n"  # its one server is not up yet: below quorum

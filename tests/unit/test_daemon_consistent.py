@@ -58,7 +58,7 @@ async def report(daemon: Daemon, up: set[DestKey]) -> None:
 
 
 def fingerprint(daemon: Daemon) -> str | None:
-    (table,) = daemon.snapshot().mh_tables
+    (table,) = daemon.status.snapshot().mh_tables
     assert table.in_order
     return table.fingerprint
 
@@ -94,7 +94,7 @@ async def test_a_restart_over_the_kept_table_reads_the_last_weights_and_writes_n
 async def test_status_and_metrics_show_the_fingerprint(tmp_path: Path) -> None:
     daemon = await start(tmp_path, FakeIpvs())
     await report(daemon, {SERVERS[1]})
-    snapshot = daemon.snapshot()
+    snapshot = daemon.status.snapshot()
     (entry,) = status_document(snapshot, 0.0)["consistent_hash"]
     assert entry["name"] == "web" and entry["in_canonical_order"] is True
     assert entry["table_size"] == 4093

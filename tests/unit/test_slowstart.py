@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lvsd import daemon as daemon_module
 from lvsd.checks.manual import ManualRunner
 from lvsd.config import load, loads
 from lvsd.daemon import Daemon
@@ -175,9 +176,10 @@ weight = 100
 async def started(tmp_path: Path) -> tuple[Daemon, FakeIpvs, Clock]:
     backend = FakeIpvs()
     path = daemon_config(tmp_path)
-    daemon = Daemon(load(path), backend, config_path=path, runner=ManualRunner)
     clock = Clock()
-    daemon.ramps = Ramps(clock=clock)
+    with pytest.MonkeyPatch.context() as patch:  # the daemon's ramps, on the test's clock
+        patch.setattr(daemon_module, "Ramps", lambda: Ramps(clock=clock))
+        daemon = Daemon(load(path), backend, config_path=path, runner=ManualRunner)
     await daemon.start()
     return daemon, backend, clock
 
@@ -200,7 +202,7 @@ async def test_a_recovered_server_steps_up_from_weight_one_through_dirty_passes(
     await daemon.reconcile(full=False)
     assert weights(backend) == {RS1: 1, RS2: 1}
     seen = [weights(backend)[RS1]]
-    server = daemon.snapshot().services[0].servers[0]
+    server = daemon.status.snapshot().services[0].servers[0]
     assert server.slow_start_share == 0.0 and server.slow_start_until is not None
     while (step := daemon.ramps.next_step()) is not None:
         clock.now = step
@@ -210,7 +212,7 @@ async def test_a_recovered_server_steps_up_from_weight_one_through_dirty_passes(
         assert backend.dumps == dumps, "a step is a dirty pass against the view"
         seen.append(weights(backend)[RS1])
     assert seen == [1, *range(10, 101, 10)]
-    assert daemon.snapshot().services[0].servers[0].slow_start_until is None
+    assert daemon.status.snapshot().services[0].servers[0].slow_start_until is None
 
 
 async def test_a_server_going_down_then_up_ramps_again(tmp_path: Path) -> None:

@@ -136,7 +136,7 @@ async def reload_as_systemd(config: Path, tmp_path: Path) -> tuple[int, str, str
     control = tmp_path / "lvsd.sock"
     daemon = Daemon(load(config), FakeIpvs(), config_path=config, runner=ManualRunner)
     await daemon.start()
-    server = await start_control(create_control_app(daemon), control, None)
+    server = await start_control(create_control_app(daemon.steering), control, None)
     config.write_bytes(config.with_suffix(".next").read_bytes())
     try:
         (value,) = directives(text, "ExecReload")
