@@ -68,7 +68,7 @@ from lvsd.savefile import SaveFile
 from lvsd.signals import EarlySignals
 from lvsd.slowstart import Ramps
 from lvsd.spec import Config, ServiceIndex
-from lvsd.splitbrain.guard import VipGuard, configured_vips
+from lvsd.splitbrain.guard import VipGuard
 from lvsd.statefile import StateFile
 from lvsd.statekeeper import StateKeeper
 from lvsd.statussource import StatusSource
@@ -175,7 +175,7 @@ class Daemon:
         self._spawn(self.steering.expire_on_time())
         self.runner.start()
         if self.vip_guard is not None:
-            self._guard(self.config)
+            self.vip_guard.follow(self.config)
             self.vip_guard.start(self.status.vips_changed)
         freeze_long_lived(self.freeze_gc)
         log.info("started", services=len(self.config.services), checks=len(self.health),
@@ -345,7 +345,7 @@ class Daemon:
         self.config = new
         self.reloads.swapped()
         if self.vip_guard is not None:
-            self._guard(new)
+            self.vip_guard.follow(new)
         self.pair.configure(new)
         await self._watch(new, actual)
         self.reloads.succeeded()
@@ -374,10 +374,6 @@ class Daemon:
     def _probes_changed(self) -> None:
         self.notifier.status(status_line(self.config, self.health))
         self.wake.set()
-
-    def _guard(self, config: Config) -> None:
-        assert self.vip_guard is not None
-        self.vip_guard.configure(configured_vips(config), config.daemon.split_brain_probe)
 
 
 def status_line(config: Config, health: HealthBook) -> str:

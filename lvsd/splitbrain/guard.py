@@ -275,6 +275,10 @@ class VipGuard:
         """What to guard, from the config (start and reload); ``interval`` None: nothing."""
         self._vips, self._interval = vips, interval
 
+    def follow(self, config: Config) -> None:
+        """Guard ``config``'s VIPs at its ``split_brain_probe`` interval (start and reload)."""
+        self.configure(configured_vips(config), config.daemon.split_brain_probe)
+
     def start(self, report: Report) -> None:
         """Start the thread; ``report`` is called on the event loop with each new status."""
         self._loop = asyncio.get_running_loop()
