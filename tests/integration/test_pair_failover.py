@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -42,11 +41,10 @@ ROLE_BOUND = 0.1  # seconds from the kernel's address event to lvsd's role chang
 RESYNC = 2.0
 
 
-def config(mode: str, control_socket: Path) -> str:
-    """The director's config (after LvsdProcess's [daemon] header): two lvsd share the VM's
-    file system, so each has its own control socket."""
+def config(mode: str) -> str:
+    """The director's config, after LvsdProcess's [daemon] header (which gives each of the two
+    lvsd sharing the VM's file system its own control socket)."""
     text = f"""resync_interval = {RESYNC}
-control_socket = "{control_socket}"
 
 [sync]
 mode = "{mode}"
@@ -87,7 +85,7 @@ async def pair() -> AsyncIterator[Pair]:
     with pair_lab() as lab:
         processes = {d.label: LvsdProcess(d.ns, "") for d in lab.directors}
         for process in processes.values():
-            process.write_config(config("both", process.dir / "lvsd.sock"))
+            process.write_config(config("both"))
         try:
             # Two daemons starting at once in a loaded emulator: well past the usual 20-45 s.
             await asyncio.gather(*(p.start(timeout=240) for p in processes.values()))
@@ -139,7 +137,7 @@ async def wait_daemons(pair: Pair, states: list[str], timeout: float = 30.0) -> 
 
 async def reload_all(pair: Pair, mode: str) -> None:
     for process in pair.lvsd.values():
-        process.write_config(config(mode, process.dir / "lvsd.sock"))
+        process.write_config(config(mode))
         process.send(signal.SIGHUP)
 
 

@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,8 +39,9 @@ FLOWS = 40
 WEIGHTS = dict(zip(REAL_SERVERS, (1, 2, 3), strict=True))
 
 
-def lvsd_config(control_socket: Path, *, consistent: bool = True) -> str:
-    """Two lvsd share the VM's file system: each has its own control socket."""
+def lvsd_config(*, consistent: bool = True) -> str:
+    """The director's config; LvsdProcess's [daemon] header gives each of the two lvsd sharing
+    the VM's file system its own control socket."""
     mode = 'consistent_hash = true\nsched_flags = ["mh-port"]' if consistent \
         else 'scheduler = "rr"'
     servers = "\n".join(f'  {{ address = "{rs}", weight = {weight} }},'
@@ -49,7 +49,6 @@ def lvsd_config(control_socket: Path, *, consistent: bool = True) -> str:
     return f"""[daemon]
 reconcile_delay = 0
 resync_interval = "5s"
-control_socket = "{control_socket}"
 split_brain_probe = "1s"
 
 [[services]]
@@ -97,7 +96,7 @@ def fleet() -> Iterator[Fleet]:
         lab.start_keepalived(vip=VRRP_VIP)
         daemons = {d.label: LvsdProcess(d.ns, "") for d in lab.directors}
         for daemon in daemons.values():
-            daemon.write_config(lvsd_config(daemon.dir / "lvsd.sock"))
+            daemon.write_config(lvsd_config())
         try:
             asyncio.run(_start(*daemons.values()))
             yield Fleet(lab, daemons)
@@ -301,7 +300,7 @@ async def test_the_same_failover_with_rr_loses_a_large_share(fleet: Fleet) -> No
     """The control: with rr (no shared table) a moved flow lands on a random real server,
     which resets it."""
     for daemon in fleet.daemons:
-        daemon.write_config(lvsd_config(daemon.dir / "lvsd.sock", consistent=False))
+        daemon.write_config(lvsd_config(consistent=False))
         daemon.send(signal.SIGHUP)
     for daemon in fleet.daemons:
         await daemon.wait_for(
