@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -294,18 +293,3 @@ async def test_a_director_restarted_while_a_server_is_down_builds_the_same_mh_ta
     finally:
         start_httpd(lab, 2)
     await wait_weights(fleet, WEIGHTS)
-
-
-async def test_the_same_failover_with_rr_loses_a_large_share(fleet: Fleet) -> None:
-    """The control: with rr (no shared table) a moved flow lands on a random real server,
-    which resets it."""
-    for daemon in fleet.daemons:
-        daemon.write_config(lvsd_config(consistent=False))
-        daemon.send(signal.SIGHUP)
-    for daemon in fleet.daemons:
-        await daemon.wait_for(
-            lambda d=daemon: next(vs.service.scheduler for vs in kernel_table(d.director).services
-                                  if vs.key.port == ECHO_PORT) == "rr", 30, "rr", poll=0.5)
-    on_d1, _, report = await director_dies_and_returns(fleet.lab, returns=False)
-    print(f"rr: {on_d1} of {FLOWS} flows went through d1; {report}")
-    assert len(report.lost) >= 5, report
