@@ -20,38 +20,20 @@ import pytest
 
 from lvsd.cli_ctl import ControlClient
 from tests.integration.conftest import DrLab, dr_lab_context
-from tests.integration.daemon_support import LvsdProcess, kernel_table, weights
+from tests.integration.control_lab import (
+    ALL_SERVING,
+    ALT,
+    CONFIG,
+    RS1,
+    RS2,
+    VIP,
+    WEB,
+    adopt_serving,
+    table_weights,
+)
+from tests.integration.daemon_support import LvsdProcess
 
-VIP = "192.0.2.100"
-RS1, RS2 = "192.0.2.11", "192.0.2.12"
-WEB, ALT = f"tcp:{VIP}:80", f"tcp:{VIP}:8080"
 START_TIMEOUT = 180.0  # seconds: lvsd's imports alone take over a minute in a loaded emulator
-
-CONFIG = f"""
-[daemon]
-resync_interval = "5s"
-
-[[services]]
-name = "web"
-address = "{VIP}"
-port = 80
-scheduler = "rr"
-check = {{ type = "http", path = "/", interval = "1s", timeout = "1s", rise = 1, fall = 2 }}
-[[services.real_servers]]
-address = "{RS1}"
-[[services.real_servers]]
-address = "{RS2}"
-
-[[services]]
-name = "alt"
-address = "{VIP}"
-port = 8080
-scheduler = "rr"
-[[services.real_servers]]
-address = "{RS1}"
-[[services.real_servers]]
-address = "{RS2}"
-"""
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +45,7 @@ def lab() -> Iterator[DrLab]:
 @pytest.fixture(scope="module")
 def lvsd(lab: DrLab) -> Iterator[LvsdProcess]:
     # Adopted as serving: the servers need no first probe before they take traffic.
-    for port in (80, 8080):
-        lab.director.run("ipvsadm", "-A", "-t", f"{VIP}:{port}", "-s", "rr")
-        for address in (RS1, RS2):
-            lab.director.run("ipvsadm", "-a", "-t", f"{VIP}:{port}", "-r",
-                             f"{address}:{port}", "-g", "-w", "1")
+    adopt_serving(lab)
     for server in lab.real_servers:  # a download that lasts while the client reads slowly
         Path(server.directory, "big").write_bytes(server.label.encode() * (BIG // 3))
     process = LvsdProcess(lab.director, CONFIG)
@@ -87,12 +65,6 @@ async def every_server_enabled(lvsd: LvsdProcess) -> AsyncIterator[None]:
             await call(lvsd, {"action": action, "host": host})
 
 
-def table_weights(lab: DrLab) -> dict[str, int]:
-    return weights(kernel_table(lab.director))
-
-
-ALL_SERVING = {f"{WEB} -> {RS1}:80": 1, f"{WEB} -> {RS2}:80": 1,
-               f"{ALT} -> {RS1}:8080": 1, f"{ALT} -> {RS2}:8080": 1}
 
 
 def ctl_ok(lvsd: LvsdProcess, *args: str) -> str:
