@@ -12,23 +12,32 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from lvsd import limits
-
 EXIT_BAD_INPUT = 2
 
 
-def _number(check: Callable[[int], str | None]) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        error = check(value)
-        if error is not None:
-            raise argparse.ArgumentTypeError(error)
-        return value
+def _checked(text: str, check: Callable[[int], str | None]) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    error = check(value)
+    if error is not None:
+        raise argparse.ArgumentTypeError(error)
+    return value
 
-    return parse
+
+# lvsd.limits (and lvsd.model under it) load only when the option is given, not for every
+# ``lvsd`` command that builds the parser.
+def _route_table(text: str) -> int:
+    from lvsd.limits import route_table_error
+
+    return _checked(text, route_table_error)
+
+
+def _route_protocol(text: str) -> int:
+    from lvsd.limits import route_protocol_error
+
+    return _checked(text, route_protocol_error)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,9 +49,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     exabgp.add_argument("-c", "--config", type=Path, default=Path("/etc/lvsd/lvsd.toml"),
                         help="lvsd's config, for [announce] table and protocol "
                              "(default: %(default)s)")
-    exabgp.add_argument("--table", type=_number(limits.route_table_error),
+    exabgp.add_argument("--table", type=_route_table,
                         help="the kernel table lvsd keeps its routes in (default: the config's)")
-    exabgp.add_argument("--protocol", type=_number(limits.route_protocol_error),
+    exabgp.add_argument("--protocol", type=_route_protocol,
                         help="lvsd's route protocol number (default: the config's)")
     exabgp.add_argument("--next-hop", default="self",
                         help="the next hop of each route (default: %(default)s)")

@@ -13,11 +13,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlencode
 
 from lvsd.cli_ctl import EXIT_FAILED, EXIT_OK, ControlClient, Unreachable, refused, request
-from lvsd.statusview import StatusDocumentError, render_status, wants_colour
 
 COMMANDS = ("status", "events")
 WATCH_DEFAULT = 2.0
@@ -64,17 +64,26 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ctl_command == "events":
+        return _until_done(follow_events(args))
+    # The status table's modules (lvsd.model, the ipvsadm listing) load for status only.
+    from lvsd.statusview import StatusDocumentError
+
+    return _until_done(show_status(args), StatusDocumentError)
+
+
+def _until_done(command: Coroutine[Any, Any, int], *fatal: type[Exception]) -> int:
+    """Run ``command``; an Unreachable daemon or one of ``fatal`` is said, and exits 1."""
+    said: tuple[type[Exception], ...] = (Unreachable, *fatal)
     try:
-        if args.ctl_command == "events":
-            return asyncio.run(follow_events(args))
-        return asyncio.run(show_status(args))
+        return asyncio.run(command)
     except KeyboardInterrupt:
         return EXIT_OK  # how one stops following
     except BrokenPipeError:
         # The reader went away (``| head``): nothing more to say, and nobody to say it to.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except (Unreachable, StatusDocumentError) as exc:
+    except said as exc:
         print(f"lvsd ctl: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -84,6 +93,8 @@ def status_path(service: str | None) -> str:
 
 
 async def show_status(args: argparse.Namespace) -> int:
+    from lvsd.statusview import render_status, wants_colour
+
     colour = wants_colour(sys.stdout.isatty(), os.environ)
     path = status_path(args.service)
 

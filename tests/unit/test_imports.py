@@ -162,3 +162,50 @@ def test_the_daemon_loads_dnspython_only_for_a_dns_check() -> None:
     loaded = modules_loaded_by("lvsd.daemon")
     assert "lvsd.checks.dns" in loaded
     assert [name for name in loaded if name.split(".")[0] == "dns"] == []
+
+
+# --- what a command line loads --------------------------------------------------------------
+
+COMMAND_LOADS = """
+import json, sys
+from lvsd.cli import build_parser, main
+build_parser().parse_args({argv!r})
+parsed = set(sys.modules)
+code = main({argv!r})
+print(json.dumps({{"parsed": sorted(parsed), "ran": sorted(sys.modules), "code": code}}))
+"""
+DAEMON_ONLY = ("lvsd.daemon", "lvsd.config", "lvsd.checks", "aiohttp.web", "pydantic",
+               "prometheus_client", "structlog")
+
+
+def command_loads(argv: list[str]) -> dict[str, list[str]]:
+    """The modules loaded by importing lvsd.cli and parsing ``argv``, then by running it."""
+    result = subprocess.run([sys.executable, "-c", COMMAND_LOADS.format(argv=argv)],
+                            capture_output=True, text=True, timeout=60, check=True)
+    loaded: dict[str, list[str]] = json.loads(result.stdout)
+    return loaded
+
+
+def under(names: list[str], packages: tuple[str, ...]) -> list[str]:
+    return [name for name in names
+            if any(name == package or name.startswith(package + ".") for package in packages)]
+
+
+@pytest.mark.parametrize("command", [["status"], ["events"], ["drain", "web", "10.0.0.1"],
+                                     ["reload"]])
+def test_lvsd_ctl_loads_nothing_of_the_daemon(command: list[str], tmp_path: Path) -> None:
+    """Every ``lvsd ctl`` a test or an operator runs pays its imports: minutes in the VM."""
+    loaded = command_loads(["ctl", "--socket", str(tmp_path / "missing.sock"), *command])
+    assert loaded["code"] == 1  # no daemon: it ran as far as connecting
+    assert under(loaded["parsed"], DAEMON_ONLY) == []
+    assert under(loaded["ran"], DAEMON_ONLY) == []
+
+
+def test_the_parser_loads_only_the_cli_modules() -> None:
+    """``lvsd --version``, help and every subcommand's parsing need none of what they run."""
+    loaded = modules_loaded_by("lvsd.cli")
+    lvsd_modules = {name for name in loaded if name.split(".")[0] == "lvsd"}
+    cli_modules = {name for name in MODULES if name.startswith("lvsd.cli")}
+    assert lvsd_modules - cli_modules == {"lvsd", "lvsd.errors"}
+    assert [name for name in loaded if not is_standard_library(name)
+            and name.split(".")[0] != "lvsd"] == []
