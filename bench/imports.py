@@ -10,6 +10,10 @@ the figures are the best run's:
 - under ``python -X importtime``: how many modules it loads, their self time summed, lvsd's own
   modules' share, the packages that cost most and the slowest modules.
 
+It says first how many of lvsd's modules have no up-to-date bytecode (``__pycache__``), which
+every start then compiles anew: with ``PYTHONDONTWRITEBYTECODE=1`` nothing writes it for an
+editable checkout but ``python -m compileall lvsd`` (tests/vm/run-in-vm.sh runs that).
+
 ``lvsd run`` gets a config of one service with an HTTP check on a state directory of its own,
 and an API address the benchmark holds: it loads everything it needs to start, then exits 2
 at binding its API, before it touches the kernel (safe where IPVS is there, as in the VM).
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import re
 import socket
 import subprocess
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PYTHON = sys.executable
+PACKAGE = Path(__file__).resolve().parent.parent / "lvsd"
 LIMIT = 300.0  # seconds for one command
 IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|\s*(\S+)")
 CONFIG = """[daemon]
@@ -96,11 +102,24 @@ def report(name: str, wall: float, baseline: float, imports: Imports, top: int) 
                                     for module, seconds in slowest))
 
 
+def uncompiled(package: Path) -> tuple[int, int]:
+    """(modules whose .pyc is missing or older than their source, modules) under ``package``."""
+    sources = sorted(package.rglob("*.py"))
+    stale = 0
+    for source in sources:
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        if not cached.exists() or cached.stat().st_mtime < source.stat().st_mtime:
+            stale += 1
+    return stale, len(sources)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs of each command (best kept)")
     parser.add_argument("--top", type=int, default=15, help="packages and modules listed")
     args = parser.parse_args()
+    stale, modules = uncompiled(PACKAGE)
+    print(f"lvsd modules without up-to-date bytecode: {stale} of {modules}")
     with (tempfile.TemporaryDirectory(prefix="lvsd-imports-") as workdir,
           socket.socket() as taken):
         taken.bind(("127.0.0.1", 0))

@@ -43,9 +43,9 @@ open(sys.argv[2],"wb").write(lzma.LZMADecompressor().decompress(d[i:]))' \
 fi
 
 # Bytecode for the shared tree's Python, compiled here where CPU is ~10x cheaper than in the
-# guest: without it (PYTHONDONTWRITEBYTECODE=1, as in the Docker image and this machine's
-# environment) every lvsd, ctl and pytest process in the guest compiles lvsd from source anew,
-# seconds per start under TCG. compileall writes .pyc whatever that variable says.
+# guest: without it (PYTHONDONTWRITEBYTECODE=1, as this machine's environment sets it, writes
+# none for the editable checkout) every lvsd, ctl and pytest process in the guest compiles lvsd
+# from source anew, seconds per start under TCG. compileall writes .pyc whatever that variable says.
 PY=$REPO/.venv/bin/python; [[ -x $PY ]] || PY=python3
 for tree in lvsd tests bench; do
     [[ -d $WORKDIR/$tree ]] && { "$PY" -m compileall -q "$WORKDIR/$tree" >/dev/null || true; }
