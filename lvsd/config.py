@@ -148,7 +148,9 @@ WEIGHTLESS_SCHEDULERS = frozenset(("rr", "lc", "dh"))  # weight 0 or not is all 
 
 
 class _Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Built on first use: a section the config lacks ([sync], [role], [announce] …) costs
+    # nothing at start.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class DaemonSchema(_Schema):
