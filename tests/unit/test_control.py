@@ -414,6 +414,50 @@ async def test_the_client_says_when_no_daemon_listens(tmp_path: Path) -> None:
             await client.call("GET", "/version")
 
 
+async def answering(path: Path, reply: bytes, requests: list[bytes]) -> asyncio.Server:
+    """A server on ``path`` that records each request's head and writes ``reply`` in pieces
+    of 3 bytes (a line or a chunk split anywhere), then closes."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readuntil(b"\r\n\r\n"))
+        for at in range(0, len(reply), 3):
+            writer.write(reply[at:at + 3])
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_unix_server(handle, str(path))
+
+
+@pytest.mark.parametrize("reply", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 18\r\n\r\n{\"a\": 1}\n{\"b\": 2}\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\n{\"a\":\r\n9;x=1\r\n 1}\n{\"b\":\r\n4\r\n 2}\n\r\n0\r\nTrailer: t\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n{\"a\": 1}\n{\"b\": 2}\n",
+], ids=["content-length", "chunked", "until-close"])
+async def test_the_client_reads_every_framing_of_an_answer(reply: bytes, tmp_path: Path) -> None:
+    requests: list[bytes] = []
+    async with (await answering(tmp_path / "s.sock", reply, requests),
+                ControlClient(tmp_path / "s.sock") as client,
+                client.open("POST", "/a b?x=%2F", {"k": "v"}) as response):
+        lines = [json.loads(line) async for line in response.content]
+    assert response.status == 200
+    assert [list(line) for line in lines] == [["a"], ["b"]]
+    head = requests[0].decode()
+    assert head.startswith("POST /v1/a%20b?x=%2F HTTP/1.1\r\n")
+    assert "Content-Length: 10\r\n" in head and "Content-Type: application/json" in head
+
+
+@pytest.mark.parametrize("reply", [
+    b"", b"HTTP/1.1 200 OK\r\nContent-Le", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"garbage\r\n\r\n",
+], ids=["nothing", "cut-in-the-head", "cut-in-the-body", "bad-chunk", "not-http"])
+async def test_a_cut_or_broken_answer_is_unreachable_not_a_traceback(
+        reply: bytes, tmp_path: Path) -> None:
+    async with await answering(tmp_path / "s.sock", reply, []):
+        with pytest.raises(Unreachable, match="lvsd closed the connection on"):
+            async with ControlClient(tmp_path / "s.sock") as client:
+                await client.call("GET", "/version")
+
+
 async def test_check_runs_the_servers_probe_now_and_reports_it(setup: Setup) -> None:
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
