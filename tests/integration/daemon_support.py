@@ -117,13 +117,14 @@ class LvsdProcess:
             self.process.wait(10)
         return self.process.returncode
 
-    def http(self, path: str) -> str | None:
+    def http(self, path: str, *, timeout: float = 2.0) -> str | None:
         """The body of ``GET path`` on lvsd's API (whatever the status), or None if nothing
-        answered within 2 s. Asked from a thread in the director's namespace: no process
+        answered within ``timeout`` s. Asked from a thread in the director's namespace: no process
         spawned, which under emulation costs lvsd CPU while it starts."""
 
         def get() -> str | None:
-            connection = http.client.HTTPConnection("127.0.0.1", self.listen_port, timeout=2)
+            connection = http.client.HTTPConnection("127.0.0.1", self.listen_port,
+                                                    timeout=timeout)
             try:
                 connection.request("GET", path)
                 return connection.getresponse().read().decode(errors="replace").strip()

@@ -142,7 +142,8 @@ async def reload_all(pair: Pair, mode: str) -> None:
 
 
 def role_metric(process: LvsdProcess) -> float | None:
-    text = process.http("/metrics") or ""
+    # /metrics of a daemon that just started can take seconds under a loaded emulator.
+    text = process.http("/metrics", timeout=20) or ""
     match = re.search(r"^lvsd_role (\S+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else None
 

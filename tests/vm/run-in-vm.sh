@@ -7,7 +7,7 @@
 # is shared read-write.  The caller's env and cwd are kept; stdin=/dev/null; stdout+stderr
 # stream to our stdout.  No NIC.  The kernel's module autoloader works (modprobe in the guest
 # root), and VM_MODULES are loaded before CMD starts.
-# Knobs: VM_MEM (2G) VM_CPUS (2) VM_TIMEOUT (1800 s) VM_MODULES VM_CACHE, VM_CONSOLE (a file
+# Knobs: VM_MEM (2G) VM_CPUS (2) VM_CPU (the CPU model, max) VM_TIMEOUT (1800 s) VM_MODULES VM_CACHE, VM_CONSOLE (a file
 # to keep the guest kernel's console log in), VM_APPEND (more kernel arguments, e.g. loglevel=7).
 set -euo pipefail
 if [[ ${1:-} == --setup ]]; then
@@ -98,7 +98,7 @@ chmod +x "$IR/init"; (cd "$IR" && find . | cpio -o -H newc --quiet) > "$RUN/init
 # guest output: virtio-serial port -> FIFO -> cat -> our stdout
 # (a 'stdio' chardev never reports "connected" to a non-console port: guest writes hang)
 mkfifo "$RUN/out"; cat "$RUN/out" & CAT=$!; PIDS+=($CAT); : > "$RUN/rc"
-timeout -k 5 "${VM_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max \
+timeout -k 5 "${VM_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg,thread=multi -cpu "${VM_CPU:-max}" \
     -machine q35 -m "${VM_MEM:-2G}" -smp "$CPUS" \
     -nodefaults -no-user-config -display none -no-reboot -kernel "$KERNEL" -initrd "$RUN/initrd" \
     -append "console=ttyS0 loglevel=5 panic=-1 rdinit=/init clocksource=hpet tsc=reliable no_timer_check random.trust_cpu=on ${VM_APPEND:-}" \
