@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import errno
 import json
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    import http.client
+
+    from lvsd.cli_ctlhttp import Answer, UnixConnection
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -39,84 +43,10 @@ class Unreachable(Exception):
     """The daemon could not be asked: the message says why and what to do."""
 
 
-class Answer:
-    """One HTTP/1.1 response from the control socket: ``status``, then its body, read as it
-    comes: ``content`` (``readline()``, or ``async for line in content``), or ``text()``."""
-
-    def __init__(self, status: int, headers: dict[str, str], reader: asyncio.StreamReader,
-                 closed: Callable[[BaseException], Unreachable]) -> None:
-        self.status = status
-        self.headers = headers
-        self.content = self
-        self._reader = reader
-        self._closed = closed
-        self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        length = headers.get("content-length")
-        self._left: int | None = int(length) if length is not None and not self._chunked else None
-        self._buffer = b""
-        self._done = False
-
-    async def _more(self) -> bytes:
-        """The next piece of the body; b"" at its end."""
-        if self._done:
-            return b""
-        try:
-            if self._chunked:
-                size = int((await self._reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    while await self._reader.readuntil(b"\r\n") != b"\r\n":
-                        pass  # a trailer
-                    self._done = True
-                    return b""
-                piece = await self._reader.readexactly(size)
-                await self._reader.readexactly(2)
-                return piece
-            if self._left is not None:
-                piece = await self._reader.readexactly(self._left) if self._left else b""
-                self._done = True
-                return piece
-            piece = await self._reader.read(65536)
-            self._done = not piece
-            return piece
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
-                OSError) as exc:
-            raise self._closed(exc) from None
-
-    async def readline(self) -> bytes:
-        """The next line with its b"\\n", what is left at the end, or b"" after it."""
-        while b"\n" not in self._buffer:
-            piece = await self._more()
-            if not piece:
-                line, self._buffer = self._buffer, b""
-                return line
-            self._buffer += piece
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line + b"\n"
-
-    def __aiter__(self) -> Answer:
-        return self
-
-    async def __anext__(self) -> bytes:
-        line = await self.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line
-
-    async def read(self) -> bytes:
-        pieces = [self._buffer]
-        self._buffer = b""
-        while piece := await self._more():
-            pieces.append(piece)
-        return b"".join(pieces)
-
-    async def text(self) -> str:
-        return (await self.read()).decode("utf-8", errors="replace")
-
-
 class ControlClient:
-    """Requests to the daemon's control socket, one connection each. HTTP/1.1 by hand over
-    asyncio's streams: aiohttp's client costs ``lvsd ctl`` more to import (its connector
-    builds TLS contexts) than all the rest of it, seconds in a slow VM."""
+    """Requests to the daemon's control socket, one connection each: http.client in a
+    thread (``asyncio.to_thread``), as aiohttp's client costs ``lvsd ctl`` more to import (its
+    connector builds TLS contexts) than all the rest of it, seconds in a slow VM."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -132,38 +62,39 @@ class ControlClient:
                    data: bytes | None = None) -> AsyncIterator[Answer]:
         """The response to one request, to read as it comes (``events``, ``--watch``)."""
         payload = json.dumps(body).encode() if body is not None else data
-        head = [f"{method} {quote(f'/v1{path}', safe=URL_SAFE)} HTTP/1.1", "Host: lvsd",
-                "Connection: close", "Accept: */*"]
+        headers = {"Connection": "close", "Accept": "*/*"}
         if body is not None:
-            head.append("Content-Type: application/json")
-        if payload is not None or method not in ("GET", "HEAD"):
-            head.append(f"Content-Length: {len(payload or b'')}")
+            headers["Content-Type"] = "application/json"
+        if payload is None and method not in ("GET", "HEAD"):
+            payload = b""  # a Content-Length: 0, which http.client gives only POST, PUT, PATCH
+        from lvsd.cli_ctlhttp import Answer, UnixConnection  # http.client: only to ask
+
+        connection = UnixConnection(self.path, CONNECT_TIMEOUT)
+        response = None
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                reader, writer = await asyncio.open_unix_connection(str(self.path))
+            response = await asyncio.to_thread(
+                self._ask, connection, method, quote(f"/v1{path}", safe=URL_SAFE), payload,
+                headers)
+            yield Answer(response, self._closed)
+        finally:
+            connection.stop(response)
+
+    def _ask(self, connection: UnixConnection, method: str, url: str, payload: bytes | None,
+             headers: dict[str, str]) -> http.client.HTTPResponse:
+        """Connect, send, read the status and headers (in a thread)."""
+        from lvsd.cli_ctlhttp import ANSWER_ERRORS
+
+        try:
+            connection.connect()
         except TimeoutError:
             raise Unreachable(f"cannot connect to {self.path}: no answer within "
                               f"{CONNECT_TIMEOUT:g} s") from None
         except OSError as exc:
             raise Unreachable(self._why(exc)) from None
         try:
-            try:
-                writer.write("\r\n".join(head).encode() + b"\r\n\r\n" + (payload or b""))
-                await writer.drain()
-                status_line = await reader.readuntil(b"\r\n")
-                headers: dict[str, str] = {}
-                while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
-                    name, _, value = line.decode("latin-1").partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                status = int(status_line.split()[1])
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
-                    IndexError, OSError) as exc:
-                raise self._closed(exc) from None
-            yield Answer(status, headers, reader, self._closed)
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            return connection.ask(method, url, payload, headers)
+        except ANSWER_ERRORS as exc:
+            raise self._closed(exc) from None
 
     def _closed(self, error: BaseException) -> Unreachable:
         return Unreachable(f"lvsd closed the connection on {self.path}: {error}")

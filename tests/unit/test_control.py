@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from lvsd import cli_ctl
 from lvsd.checks.manual import ManualRunner
 from lvsd.cli_ctl import ControlClient, Unreachable
 from lvsd.config import load
@@ -450,12 +451,75 @@ async def test_the_client_reads_every_framing_of_an_answer(reply: bytes, tmp_pat
     b"", b"HTTP/1.1 200 OK\r\nContent-Le", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"garbage\r\n\r\n",
 ], ids=["nothing", "cut-in-the-head", "cut-in-the-body", "bad-chunk", "not-http"])
+@pytest.mark.parametrize("by_lines", [False, True], ids=["whole", "by-lines"])
 async def test_a_cut_or_broken_answer_is_unreachable_not_a_traceback(
-        reply: bytes, tmp_path: Path) -> None:
+        reply: bytes, by_lines: bool, tmp_path: Path) -> None:
     async with await answering(tmp_path / "s.sock", reply, []):
         with pytest.raises(Unreachable, match="lvsd closed the connection on"):
             async with ControlClient(tmp_path / "s.sock") as client:
-                await client.call("GET", "/version")
+                if not by_lines:
+                    await client.call("GET", "/version")
+                async with client.open("GET", "/events") as response:
+                    async for _ in response.content:
+                        pass
+
+
+async def test_a_connect_that_finds_no_room_gives_up_after_the_connect_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_ctl, "CONNECT_TIMEOUT", 0.3)
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(tmp_path / "s.sock"))
+    listening.listen(0)
+    waiting = []  # connections nobody accepts, until the backlog is full
+    for _ in range(8):
+        waiting.append(socket.socket(socket.AF_UNIX))
+        waiting[-1].setblocking(False)
+        try:
+            waiting[-1].connect(str(tmp_path / "s.sock"))
+        except BlockingIOError:
+            break
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(Unreachable, match=r"cannot connect to .*: no answer within 0.3 s"):
+        async with ControlClient(tmp_path / "s.sock") as client:
+            await client.call("GET", "/version")
+    assert asyncio.get_running_loop().time() - started >= 0.25  # it waited for room
+    for each in [listening, *waiting]:
+        each.close()
+
+
+async def test_cancelling_a_follower_closes_its_connection_and_frees_its_thread(
+        tmp_path: Path) -> None:
+    ended = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"12\r\n{\"type\": \"hello\"}\n\r\n")
+        await reader.read()  # an event stream that goes on until the client leaves
+        ended.set()
+        writer.close()
+
+    lines: list[bytes] = []
+
+    async def follow() -> None:
+        async with (ControlClient(tmp_path / "s.sock") as client,
+                    client.open("GET", "/events") as response):
+            async for line in response.content:
+                lines.append(line)
+
+    async with await asyncio.start_unix_server(handle, str(tmp_path / "s.sock")):
+        follower = asyncio.create_task(follow())
+        async with asyncio.timeout(10):
+            while not lines:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # its thread blocks reading the next line
+        follower.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await follower
+        await asyncio.wait_for(ended.wait(), 5)
+        # what asyncio.run does after a Ctrl-C: it would hang on a thread still reading
+        await asyncio.wait_for(asyncio.get_running_loop().shutdown_default_executor(), 5)
+    assert lines == [b'{"type": "hello"}\n']
 
 
 async def test_check_runs_the_servers_probe_now_and_reports_it(setup: Setup) -> None:
