@@ -94,6 +94,14 @@ def in_netns(name: str, work: Callable[[], T]) -> T:
     return outcome[0]
 
 
+def run_in_netns(name: str, cmd: Sequence[str], stdin: bytes | None = None,
+                 timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """``cmd`` run inside namespace ``name``, spawned from a thread that entered it: no
+    ``ip netns exec`` process in between (the child inherits the thread's network namespace)."""
+    return in_netns(name, lambda: subprocess.run(list(cmd), input=stdin, capture_output=True,
+                                                 timeout=timeout, check=False))
+
+
 class Namespace(str):
     """A network namespace's name that can run commands inside it."""
 

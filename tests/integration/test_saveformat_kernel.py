@@ -7,11 +7,13 @@ thresholds and timeouts included.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import random
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,6 +25,7 @@ from lvsd.ipvsadm.resolve import NumericResolver, SystemResolver
 from lvsd.ipvsadm.restore import parse
 from lvsd.ipvsadm.save import format_table
 from lvsd.model import (
+    KERNEL_DEFAULT_TIMEOUTS,
     AddDest,
     Dest,
     DestKey,
@@ -31,6 +34,12 @@ from lvsd.model import (
     ServiceKey,
     Table,
     parse_address,
+)
+from tests.integration.conftest import (
+    Namespace,
+    create_namespace,
+    delete_namespaces,
+    run_in_netns,
 )
 from tests.unit.ipvsadm_samples import ACCEPTED, MALFORMED, STRICTER
 
@@ -85,37 +94,34 @@ THRESHOLDS = {
 }
 MODULES = ("ip_vs_dh", "ip_vs_fo", "ip_vs_sed", "ip_vs_nq", "ip_vs_lblc", "ip_vs_lblcr",
            "ip_vs_ovf", "ip_vs_pe_sip")
-_loaded: set[str] = set()
+# Under emulation each process costs ~0.2-0.5 s: commands are spawned from a thread inside the
+# namespace (no ``ip netns exec`` in between), and the restore samples run on this many
+# namespaces at once.
+LANES = 3
 
 
 def _modprobe() -> None:
-    for module in MODULES:
-        if module not in _loaded:
-            subprocess.run(["modprobe", module], check=True, capture_output=True, timeout=60)
-            _loaded.add(module)
+    subprocess.run(["modprobe", "-a", *MODULES], check=True, capture_output=True, timeout=60)
 
 
 def ipvsadm(ns: str, *args: str, stdin: str | None = None, check: bool = True) -> str:
-    done = subprocess.run(["ip", "netns", "exec", ns, *args], input=stdin, text=True,
-                          capture_output=True, timeout=120, check=False)
+    done = run_in_netns(ns, args, None if stdin is None else stdin.encode())
     if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr}")
-    return done.stdout
+        raise AssertionError(f"{' '.join(args)} failed ({done.returncode}): "
+                             f"{done.stderr.decode(errors='replace')}")
+    return done.stdout.decode()
 
 
-def restore(ns: str, text: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["ip", "netns", "exec", ns, "ipvsadm-restore"], input=text,
-                          text=True, capture_output=True, timeout=120, check=False)
+def restore(ns: str, text: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    done = run_in_netns(ns, ["ipvsadm-restore"], text.encode())
     if check:
-        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        stderr = done.stderr.decode(errors="replace")
+        assert (done.returncode, stderr) == (0, ""), stderr
     return done
 
 
-def _add_namespace(prefix: str) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=30)
-    return name
+def _add_namespace(prefix: str) -> Namespace:
+    return create_namespace(f"{prefix}-{uuid.uuid4().hex[:6]}")
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +135,7 @@ def built() -> Iterator[str]:
         restore(name, FEATURES)
         yield name
     finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=30)
+        delete_namespaces([name])
 
 
 @asynccontextmanager
@@ -147,7 +153,7 @@ def second_netns() -> Iterator[str]:
     try:
         yield name
     finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=30)
+        delete_namespaces([name])
 
 
 def _with_thresholds_and_timeouts(save_n: str) -> str:
@@ -283,35 +289,65 @@ async def test_the_sort_of_many_services_across_the_address_space_matches_ipvsad
         ipvsadm(netns, "ipvsadm", "-Ln").splitlines(keepends=True)[1:])
 
 
-def _ipvsadm_restore_runs(ns: str, data: bytes) -> tuple[bool, str]:
+async def _ipvsadm_restore_runs(ns: str, ipvs: NetlinkIpvs, data: bytes) -> tuple[bool, str]:
     """Whether ipvsadm-restore runs the whole file without a word on stderr (it goes on past a
     rule the kernel refuses, printing why), on a table reset to empty and default timeouts."""
-    ipvsadm(ns, "ipvsadm", "--set", "900", "120", "300")
-    done = subprocess.run(["ip", "netns", "exec", ns, "ipvsadm-restore"], input=data,
-                          capture_output=True, timeout=120, check=False)
+    # ipvsadm-restore empties the table itself; the timeouts it leaves as they are.
+    if await ipvs.timeouts() != KERNEL_DEFAULT_TIMEOUTS:
+        await asyncio.to_thread(ipvsadm, ns, "ipvsadm", "--set", "900", "120", "300")
+    done = await asyncio.to_thread(run_in_netns, ns, ["ipvsadm-restore"], data)
     return done.returncode == 0 and not done.stderr, done.stderr.decode(errors="replace")
 
 
+async def _accepted_alike(name: str, text: str, ns: str, ipvs: NetlinkIpvs) -> str | None:
+    ours = parse(text, name, resolver=NumericResolver())
+    runs, stderr = await _ipvsadm_restore_runs(ns, ipvs, text.encode())
+    if not runs:
+        return f"{name}: ipvsadm-restore refuses it: {stderr}"
+    kernel = await ipvs.dump()
+    if Table(kernel.services) != Table(ours.services) or (
+            ours.timeouts is not None and kernel.timeouts != ours.timeouts):
+        return (f"{name}: ipvsadm-restore made\n{format_table(kernel)}lvsd read\n"
+                f"{format_table(ours)}")
+    return None
+
+
+async def _malformed_alike(name: str, data: str | bytes, ns: str,
+                           ipvs: NetlinkIpvs) -> str | None:
+    runs, stderr = await _ipvsadm_restore_runs(
+        ns, ipvs, data.encode() if isinstance(data, str) else data)
+    if runs != (name in STRICTER):
+        return (f"{name}: ipvsadm-restore {'runs' if runs else 'refuses'} it "
+                f"({stderr.strip()[:200]!r}), STRICTER says otherwise")
+    return None
+
+
 async def test_lvsd_restore_and_ipvsadm_restore_accept_the_same_files_alike(
-        netns: str, ipvs: NetlinkIpvs) -> None:
+        netns: Namespace, ipvs: NetlinkIpvs) -> None:
     """A file lvsd's parser accepts, ipvsadm-restore runs into the same table; a file lvsd
     refuses, ipvsadm-restore refuses too, unless STRICTER says why lvsd refuses more."""
-    problems: list[str] = []
-    for name, text, _ in ACCEPTED:
-        ours = parse(text, name, resolver=NumericResolver())
-        runs, stderr = _ipvsadm_restore_runs(netns, text.encode())
-        if not runs:
-            problems.append(f"{name}: ipvsadm-restore refuses it: {stderr}")
-            continue
-        kernel = await ipvs.dump()
-        if Table(kernel.services) != Table(ours.services) or (
-                ours.timeouts is not None and kernel.timeouts != ours.timeouts):
-            problems.append(f"{name}: ipvsadm-restore made\n{format_table(kernel)}lvsd read\n"
-                            f"{format_table(ours)}")
-    for name, data, _, _ in MALFORMED:
-        runs, stderr = _ipvsadm_restore_runs(
-            netns, data.encode() if isinstance(data, str) else data)
-        if runs != (name in STRICTER):
-            problems.append(f"{name}: ipvsadm-restore {'runs' if runs else 'refuses'} it "
-                            f"({stderr.strip()[:200]!r}), STRICTER says otherwise")
+    checks: list[Callable[[str, NetlinkIpvs], Awaitable[str | None]]] = [
+        *(functools.partial(_accepted_alike, name, text) for name, text, _ in ACCEPTED),
+        *(functools.partial(_malformed_alike, name, data) for name, data, _, _ in MALFORMED)]
+    verdicts: list[str | None] = [None] * len(checks)
+
+    async def lane(index: int, ns: str, backend: NetlinkIpvs) -> None:
+        for sample in range(index, len(checks), LANES):
+            verdicts[sample] = await checks[sample](ns, backend)
+
+    others: list[Namespace] = []
+    backends: list[NetlinkIpvs] = []
+    try:
+        for _ in range(LANES - 1):
+            others.append(_add_namespace("lvsd-lane"))
+            backends.append(NetlinkIpvs(others[-1]))
+        async with asyncio.TaskGroup() as lanes:
+            for index, (ns, backend) in enumerate(zip([netns, *others], [ipvs, *backends],
+                                                      strict=True)):
+                lanes.create_task(lane(index, ns, backend))
+    finally:
+        for backend in backends:
+            await backend.close()
+        delete_namespaces(others)
+    problems = [verdict for verdict in verdicts if verdict is not None]
     assert problems == [], "\n".join(problems)
