@@ -17,12 +17,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 if TYPE_CHECKING:
-    import http.client
-
-    from lvsd.cli_ctlhttp import Answer, UnixConnection
+    import aiohttp
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -30,7 +27,6 @@ EXIT_BAD_INPUT = 2
 
 DEFAULT_SOCKET = Path("/run/lvsd/lvsd.sock")
 CONNECT_TIMEOUT = 5.0
-URL_SAFE = "/?=&%:+,;@!$'()*~"  # a path given already quoted (urlencode) stays as it is
 ADMIN_ACTIONS = {
     "drain": "weight 0: no new connections, established ones finish, probes go on",
     "undrain": "end a drain",
@@ -44,60 +40,39 @@ class Unreachable(Exception):
 
 
 class ControlClient:
-    """Requests to the daemon's control socket, one connection each: http.client in a
-    thread (``asyncio.to_thread``), as aiohttp's client costs ``lvsd ctl`` more to import (its
-    connector builds TLS contexts) than all the rest of it, seconds in a slow VM."""
+    """Requests to the daemon's control socket; one aiohttp session per ``with``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ControlClient:
+        import aiohttp
+
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(self.path)),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        pass
+        if self._session is not None:
+            await self._session.close()
 
     @asynccontextmanager
     async def open(self, method: str, path: str, body: dict[str, Any] | None = None, *,
-                   data: bytes | None = None) -> AsyncIterator[Answer]:
+                   data: bytes | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """The response to one request, to read as it comes (``events``, ``--watch``)."""
-        payload = json.dumps(body).encode() if body is not None else data
-        headers = {"Connection": "close", "Accept": "*/*"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        if payload is None and method not in ("GET", "HEAD"):
-            payload = b""  # a Content-Length: 0, which http.client gives only POST, PUT, PATCH
-        from lvsd.cli_ctlhttp import Answer, UnixConnection  # http.client: only to ask
+        import aiohttp
 
-        connection = UnixConnection(self.path, CONNECT_TIMEOUT)
-        response = None
+        assert self._session is not None, "use ControlClient in an async with"
         try:
-            response = await asyncio.to_thread(
-                self._ask, connection, method, quote(f"/v1{path}", safe=URL_SAFE), payload,
-                headers)
-            yield Answer(response, self._closed)
-        finally:
-            connection.stop(response)
-
-    def _ask(self, connection: UnixConnection, method: str, url: str, payload: bytes | None,
-             headers: dict[str, str]) -> http.client.HTTPResponse:
-        """Connect, send, read the status and headers (in a thread)."""
-        from lvsd.cli_ctlhttp import ANSWER_ERRORS
-
-        try:
-            connection.connect()
-        except TimeoutError:
-            raise Unreachable(f"cannot connect to {self.path}: no answer within "
-                              f"{CONNECT_TIMEOUT:g} s") from None
-        except OSError as exc:
-            raise Unreachable(self._why(exc)) from None
-        try:
-            return connection.ask(method, url, payload, headers)
-        except ANSWER_ERRORS as exc:
-            raise self._closed(exc) from None
-
-    def _closed(self, error: BaseException) -> Unreachable:
-        return Unreachable(f"lvsd closed the connection on {self.path}: {error}")
+            async with self._session.request(method, f"http://lvsd/v1{path}", json=body,
+                                             data=data) as response:
+                yield response
+        except aiohttp.ClientConnectorError as exc:
+            raise Unreachable(self._why(exc.os_error)) from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise Unreachable(f"lvsd closed the connection on {self.path}: {exc}") from None
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
                    data: bytes | None = None) -> tuple[int, dict[str, Any]]:

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from lvsd import cli_ctl
 from lvsd.checks.manual import ManualRunner
 from lvsd.cli_ctl import ControlClient, Unreachable
 from lvsd.config import load
@@ -413,113 +412,6 @@ async def test_the_client_says_when_no_daemon_listens(tmp_path: Path) -> None:
     with pytest.raises(Unreachable, match="lvsd is not running: nobody answers"):
         async with ControlClient(tmp_path / "stale.sock") as client:
             await client.call("GET", "/version")
-
-
-async def answering(path: Path, reply: bytes, requests: list[bytes]) -> asyncio.Server:
-    """A server on ``path`` that records each request's head and writes ``reply`` in pieces
-    of 3 bytes (a line or a chunk split anywhere), then closes."""
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        requests.append(await reader.readuntil(b"\r\n\r\n"))
-        for at in range(0, len(reply), 3):
-            writer.write(reply[at:at + 3])
-            await writer.drain()
-        writer.close()
-
-    return await asyncio.start_unix_server(handle, str(path))
-
-
-@pytest.mark.parametrize("reply", [
-    b"HTTP/1.1 200 OK\r\nContent-Length: 18\r\n\r\n{\"a\": 1}\n{\"b\": 2}\n",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-    b"5\r\n{\"a\":\r\n9;x=1\r\n 1}\n{\"b\":\r\n4\r\n 2}\n\r\n0\r\nTrailer: t\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n{\"a\": 1}\n{\"b\": 2}\n",
-], ids=["content-length", "chunked", "until-close"])
-async def test_the_client_reads_every_framing_of_an_answer(reply: bytes, tmp_path: Path) -> None:
-    requests: list[bytes] = []
-    async with (await answering(tmp_path / "s.sock", reply, requests),
-                ControlClient(tmp_path / "s.sock") as client,
-                client.open("POST", "/a b?x=%2F", {"k": "v"}) as response):
-        lines = [json.loads(line) async for line in response.content]
-    assert response.status == 200
-    assert [list(line) for line in lines] == [["a"], ["b"]]
-    head = requests[0].decode()
-    assert head.startswith("POST /v1/a%20b?x=%2F HTTP/1.1\r\n")
-    assert "Content-Length: 10\r\n" in head and "Content-Type: application/json" in head
-
-
-@pytest.mark.parametrize("reply", [
-    b"", b"HTTP/1.1 200 OK\r\nContent-Le", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}",
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"garbage\r\n\r\n",
-], ids=["nothing", "cut-in-the-head", "cut-in-the-body", "bad-chunk", "not-http"])
-@pytest.mark.parametrize("by_lines", [False, True], ids=["whole", "by-lines"])
-async def test_a_cut_or_broken_answer_is_unreachable_not_a_traceback(
-        reply: bytes, by_lines: bool, tmp_path: Path) -> None:
-    async with await answering(tmp_path / "s.sock", reply, []):
-        with pytest.raises(Unreachable, match="lvsd closed the connection on"):
-            async with ControlClient(tmp_path / "s.sock") as client:
-                if not by_lines:
-                    await client.call("GET", "/version")
-                async with client.open("GET", "/events") as response:
-                    async for _ in response.content:
-                        pass
-
-
-async def test_a_connect_that_finds_no_room_gives_up_after_the_connect_timeout(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_ctl, "CONNECT_TIMEOUT", 0.3)
-    listening = socket.socket(socket.AF_UNIX)
-    listening.bind(str(tmp_path / "s.sock"))
-    listening.listen(0)
-    waiting = []  # connections nobody accepts, until the backlog is full
-    for _ in range(8):
-        waiting.append(socket.socket(socket.AF_UNIX))
-        waiting[-1].setblocking(False)
-        try:
-            waiting[-1].connect(str(tmp_path / "s.sock"))
-        except BlockingIOError:
-            break
-    started = asyncio.get_running_loop().time()
-    with pytest.raises(Unreachable, match=r"cannot connect to .*: no answer within 0.3 s"):
-        async with ControlClient(tmp_path / "s.sock") as client:
-            await client.call("GET", "/version")
-    assert asyncio.get_running_loop().time() - started >= 0.25  # it waited for room
-    for each in [listening, *waiting]:
-        each.close()
-
-
-async def test_cancelling_a_follower_closes_its_connection_and_frees_its_thread(
-        tmp_path: Path) -> None:
-    ended = asyncio.Event()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     b"12\r\n{\"type\": \"hello\"}\n\r\n")
-        await reader.read()  # an event stream that goes on until the client leaves
-        ended.set()
-        writer.close()
-
-    lines: list[bytes] = []
-
-    async def follow() -> None:
-        async with (ControlClient(tmp_path / "s.sock") as client,
-                    client.open("GET", "/events") as response):
-            async for line in response.content:
-                lines.append(line)
-
-    async with await asyncio.start_unix_server(handle, str(tmp_path / "s.sock")):
-        follower = asyncio.create_task(follow())
-        async with asyncio.timeout(10):
-            while not lines:
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)  # its thread blocks reading the next line
-        follower.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await follower
-        await asyncio.wait_for(ended.wait(), 5)
-        # what asyncio.run does after a Ctrl-C: it would hang on a thread still reading
-        await asyncio.wait_for(asyncio.get_running_loop().shutdown_default_executor(), 5)
-    assert lines == [b'{"type": "hello"}\n']
 
 
 async def test_check_runs_the_servers_probe_now_and_reports_it(setup: Setup) -> None:

@@ -174,7 +174,7 @@ parsed = set(sys.modules)
 code = main({argv!r})
 print(json.dumps({{"parsed": sorted(parsed), "ran": sorted(sys.modules), "code": code}}))
 """
-DAEMON_ONLY = ("lvsd.daemon", "lvsd.config", "lvsd.checks", "aiohttp", "pydantic",
+DAEMON_ONLY = ("lvsd.daemon", "lvsd.config", "lvsd.checks", "aiohttp.web", "pydantic",
                "prometheus_client", "structlog")
 
 
