@@ -43,6 +43,27 @@ class LvsdProcess:
         self.control_socket = self.dir / "lvsd.sock"  # its own: daemons of other tests may run
         self.write_config(config_text)
         self.process: subprocess.Popen[bytes] | None = None
+        self.log_offset = 0  # events() reads the log from here: see mark_log()
+
+    def mark_log(self) -> None:
+        """From now on ``events()`` (and ``write_time``) see only lines logged after this call:
+        a daemon shared by several tests shows each test its own events."""
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    async def reload(self, config_text: str, *, timeout: float = 60.0) -> None:
+        """Write ``config_text`` as the config, SIGHUP, and wait for the ``reloaded`` line of a
+        reload that read it (its service count matches; a reload already under way when the
+        file was written reads the old one). Events before it are no longer seen."""
+        self.mark_log()
+        self.write_config(config_text)
+        expected = config_text.count("[[services]]")
+        self.send(signal.SIGHUP)
+        await self.wait_for(
+            lambda: self.exited() or any(e.get("services") == expected
+                                         for e in self.events("reloaded")),
+            timeout, f"reload with {expected} services")
+        if self.exited():
+            raise RuntimeError(f"lvsd exited on reload:\n{self.log_tail()}")
 
     def write_config(self, config_text: str, *, encoding: str = "utf-8") -> None:
         """Write the config after a ``[daemon]`` header with this process's state dir and
@@ -151,7 +172,10 @@ class LvsdProcess:
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         events = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_offset)
+            text = log.read().decode(errors="replace")
+        for line in text.splitlines():
             start = line.find("{")
             if start < 0:
                 continue

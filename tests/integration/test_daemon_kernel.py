@@ -1,7 +1,9 @@
 """``lvsd run`` over the seeds' DR lab on the real kernel: health drives the kernel weights.
 
-One lab (client, director, three real servers serving real HTTP) for the whole module; each
-test starts the real daemon in the director's namespace from an empty table (``lab.reset``).
+One lab (client, director, three real servers serving real HTTP) for the whole module, and one
+real daemon in the director's namespace (``running``) that each test reloads into its config
+from the empty one, on an emptied table (``lab.reset``): a start costs 20-35 s in the emulated
+VM. Tests of restarts and of settings only a start reads start daemons of their own (``lvsd``).
 Checks use interval 1 s, timeout 0.5 s, retry interval 0.5 s, rise 2, fall 2: the issue's
 bound for taking a failed server out is (fall - 1) * interval + timeout + 1 s = 2.5 s, measured
 from the failure to lvsd's write into the kernel. (lvsd's own worst cases with these settings:
@@ -16,7 +18,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,6 +72,14 @@ def lab() -> Iterator[DrLab]:
         yield lab
 
 
+def restore_servers(lab: DrLab) -> None:
+    """Undo what tests do to the real servers: a VIP removed, a black-hole route."""
+    for server in lab.real_servers:
+        server.ns.run("ip", "addr", "replace", f"{VIP}/32", "dev", "lo", check=False)
+        server.ns.run("ip", "route", "del", "blackhole", f"{lab.director_address}/32",
+                      check=False)
+
+
 @pytest.fixture
 async def lvsd(lab: DrLab) -> AsyncIterator[list[LvsdProcess]]:
     """Started daemons are stopped and the lab reset after the test, pass or fail."""
@@ -77,10 +88,7 @@ async def lvsd(lab: DrLab) -> AsyncIterator[list[LvsdProcess]]:
     yield started
     for process in started:
         process.cleanup()
-    for server in lab.real_servers:
-        server.ns.run("ip", "addr", "replace", f"{VIP}/32", "dev", "lo", check=False)
-        server.ns.run("ip", "route", "del", "blackhole", f"{lab.director_address}/32",
-                      check=False)
+    restore_servers(lab)
     lab.reset()
 
 
@@ -89,6 +97,90 @@ async def start(lab: DrLab, started: list[LvsdProcess], config: str) -> LvsdProc
     started.append(process)
     await process.start()
     return process
+
+
+# Between tests the shared daemon reloads this first: every service of the last test is deleted
+# with its checks' health, weights and drains, so the next test's config starts from nothing.
+EMPTY = "[daemon]\nallow_empty = true\n"
+
+
+class SharedDaemon:
+    """One ``lvsd run`` for the tests that need only "lvsd running config X": each reload costs
+    a second or two in the emulated VM, a start 20-35 s. Between tests it runs the empty
+    config, so the tests with daemons of their own have the kernel to themselves."""
+
+    def __init__(self, director: str) -> None:
+        self.director = director
+        self.process: LvsdProcess | None = None
+        self.empty = False
+
+    def unhealthy(self) -> str | None:
+        """Why the daemon cannot take the next test, if it cannot."""
+        if self.process is None:
+            return None
+        if self.process.exited():
+            return f"exited with {self.process.process and self.process.process.returncode}"
+        if self.process.http("/healthz", timeout=10) != "ok":
+            return "/healthz does not answer ok"
+        return None
+
+    async def empty_or_fresh(self) -> str | None:
+        """The daemon running the empty config; a new one if it was dead or unhealthy (then
+        why, with its log)."""
+        replaced = None
+        if self.process is not None and (why := self.unhealthy()):
+            replaced = (f"shared lvsd {why}; started a fresh one. Its log:\n"
+                        f"{self.process.log_tail()}")
+            self.close()
+        if self.process is None:
+            # Its own API port: the tests with daemons of their own use the default one.
+            self.process = LvsdProcess(self.director, EMPTY, listen_port=9164)
+            await self.process.start()
+        elif not self.empty:
+            await self.process.reload(EMPTY)
+        self.empty = True
+        return replaced
+
+    async def run(self, config: str) -> LvsdProcess:
+        assert self.process is not None
+        self.empty = False
+        await self.process.reload(config)
+        return self.process
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.cleanup()
+            self.process = None
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(lab: DrLab) -> Iterator[SharedDaemon]:
+    shared = SharedDaemon(lab.director)
+    yield shared
+    shared.close()
+
+
+RunConfig = Callable[[str], Awaitable[LvsdProcess]]
+
+
+@pytest.fixture
+async def running(lab: DrLab, shared_daemon: SharedDaemon) -> AsyncIterator[RunConfig]:
+    """``await running(config)``: the shared daemon reloaded into ``config``, its events from
+    that reload on. Around the test it runs the empty config (a fresh one if the last test left
+    it dead) and the lab is reset; a test that leaves it dead or unhealthy fails."""
+    replaced = await shared_daemon.empty_or_fresh()
+    if replaced:
+        warnings.warn(replaced, stacklevel=1)
+    lab.reset()
+    yield shared_daemon.run
+    restore_servers(lab)
+    if why := shared_daemon.unhealthy():
+        assert shared_daemon.process is not None
+        log = shared_daemon.process.log_tail()
+        shared_daemon.close()
+        raise AssertionError(f"the shared lvsd {why} after this test; its log:\n{log}")
+    await shared_daemon.empty_or_fresh()
+    lab.reset()
 
 
 async def taken_out_within_bound(process: LvsdProcess, address: str, failed_at: float,
@@ -111,8 +203,8 @@ async def weight_becomes(process: LvsdProcess, address: str, weight: int | None,
 
 
 async def test_converges_saves_like_ipvsadm_and_takes_a_killed_server_out_and_back(
-        lab: DrLab, lvsd: list[LvsdProcess]) -> None:
-    process = await start(lab, lvsd, service([RS1, RS2]))
+        lab: DrLab, running: RunConfig) -> None:
+    process = await running(service([RS1, RS2]))
     await weight_becomes(process, RS1, 1, 10)
     await weight_becomes(process, RS2, 1, 10)
 
@@ -139,14 +231,14 @@ async def test_converges_saves_like_ipvsadm_and_takes_a_killed_server_out_and_ba
 
 
 async def test_black_hole_503_and_wrong_body_are_each_taken_out_and_back(
-        lab: DrLab, lvsd: list[LvsdProcess]) -> None:
+        lab: DrLab, running: RunConfig) -> None:
     rs1 = lab.server("rs1")
     lab.stop_server("rs1")
     origin = subprocess.Popen(["ip", "netns", "exec", rs1.ns, sys.executable, ORIGIN,
                                "--dir", rs1.directory], stdin=subprocess.DEVNULL)
     try:
         check = 'type = "http", path = "/", expect_status = [200], expect_body = "^rs[0-9]$"'
-        process = await start(lab, lvsd, service([RS1, RS2], check=check))
+        process = await running(service([RS1, RS2], check=check))
         await weight_becomes(process, RS1, 1, 20)
         await weight_becomes(process, RS2, 1, 10)
         status_file = Path(rs1.directory, "status")
@@ -209,7 +301,7 @@ async def wait_serving_tls(lab: DrLab, label: str, timeout: float = 60.0) -> Non
 
 
 async def test_https_server_whose_certificate_does_not_match_stays_out(
-        lab: DrLab, lvsd: list[LvsdProcess], tmp_path: Path) -> None:
+        lab: DrLab, running: RunConfig, tmp_path: Path) -> None:
     make_certificates(tmp_path)
     origins = []
     for label, name in (("rs1", "www.lab.example"), ("rs2", "other.example")):
@@ -223,8 +315,7 @@ async def test_https_server_whose_certificate_does_not_match_stays_out(
             await wait_serving_tls(lab, label)
         check = (f'type = "https", path = "/", server_name = "www.lab.example", '
                  f'ca_file = "{tmp_path / "ca.pem"}"')
-        process = await start(lab, lvsd, service([RS1, RS2], check=check, port=443,
-                                                 timeout=2.0))
+        process = await running(service([RS1, RS2], check=check, port=443, timeout=2.0))
         await weight_becomes(process, RS1, 1, 20, port=443)
         await asyncio.sleep(3 * INTERVAL)
         assert w(weights(process.table()), RS2, 443) == 0
@@ -240,13 +331,13 @@ async def test_https_server_whose_certificate_does_not_match_stays_out(
 
 
 async def test_dr_path_check_keeps_a_server_without_the_vip_out(
-        lab: DrLab, lvsd: list[LvsdProcess]) -> None:
+        lab: DrLab, running: RunConfig) -> None:
     # Replies to DR-path probes come from the VIP, which the director holds itself.
     lab.director.sysctl("net.ipv4.conf.all.accept_local=1", "net.ipv4.conf.eth0.accept_local=1")
     rs2 = lab.server("rs2")
     rs2.ns.run("ip", "addr", "del", f"{VIP}/32", "dev", "lo")
     check = 'type = "http", path = "/", dr_path = true'
-    process = await start(lab, lvsd, service([RS1, RS2], check=check))
+    process = await running(service([RS1, RS2], check=check))
     await weight_becomes(process, RS1, 1, 20)
     await asyncio.sleep(3 * INTERVAL)
     assert w(weights(process.table()), RS2, 80) == 0
@@ -261,8 +352,8 @@ async def test_dr_path_check_keeps_a_server_without_the_vip_out(
 
 
 async def test_all_down_fail_open_keeps_servers_and_sorry_server_takes_over(
-        lab: DrLab, lvsd: list[LvsdProcess]) -> None:
-    process = await start(lab, lvsd, service([RS1, RS2], extra="fail_open = true"))
+        lab: DrLab, running: RunConfig) -> None:
+    process = await running(service([RS1, RS2], extra="fail_open = true"))
     await weight_becomes(process, RS1, 1, 20)
     await weight_becomes(process, RS2, 1, 10)
     lab.stop_server("rs1")
@@ -321,8 +412,8 @@ async def test_restart_and_kill_9_change_no_weight_at_any_moment(
 
 
 async def test_reload_edits_once_keeps_health_and_survives_broken_files(
-        lab: DrLab, lvsd: list[LvsdProcess]) -> None:
-    process = await start(lab, lvsd, service([RS1, RS2]))
+        lab: DrLab, running: RunConfig) -> None:
+    process = await running(service([RS1, RS2]))
     await weight_becomes(process, RS1, 1, 20)
     await weight_becomes(process, RS2, 1, 10)
     lab.stop_server("rs1")
@@ -389,9 +480,9 @@ async def test_ipvsadm_clear_is_repaired_and_a_foreign_service_survives(
 
 
 async def test_a_removed_server_is_drained_before_it_is_deleted(
-        lab: DrLab, lvsd: list[LvsdProcess]) -> None:
+        lab: DrLab, running: RunConfig) -> None:
     config = "[timeouts]\ntcp = 900\ntcpfin = 2\nudp = 300\n" + service([RS1, RS2])
-    process = await start(lab, lvsd, config)
+    process = await running(config)
     await weight_becomes(process, RS1, 1, 20)
     await weight_becomes(process, RS2, 1, 10)
 
