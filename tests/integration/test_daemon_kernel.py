@@ -135,7 +135,8 @@ class SharedDaemon:
         if self.process is None:
             # Its own API port: the tests with daemons of their own use the default one.
             self.process = LvsdProcess(self.director, EMPTY, listen_port=9164)
-            await self.process.start()
+            # One start for the module: on a loaded emulator it has taken over 90 s.
+            await self.process.start(timeout=300)
         elif not self.empty:
             await self.process.reload(EMPTY)
         self.empty = True
