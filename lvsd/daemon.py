@@ -200,6 +200,9 @@ class Daemon:
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 await self.reload()
+                # A reload that shortens resync_interval brings the next full pass forward.
+                next_resync = min(next_resync,
+                                  time.monotonic() + self.config.daemon.resync_interval)
                 continue
             if self.config.daemon.reconcile_delay:
                 await asyncio.sleep(self.config.daemon.reconcile_delay)  # coalesce a burst

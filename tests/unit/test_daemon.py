@@ -395,6 +395,23 @@ async def test_a_reload_of_a_broken_file_keeps_the_loop_and_the_old_config(
     await loop
 
 
+async def test_a_reload_that_shortens_the_resync_interval_brings_the_next_resync_forward(
+        config_file: Path) -> None:
+    daemon, backend = await make(config_file, healthy_table())
+    assert daemon.config.daemon.resync_interval == 30
+    loop = asyncio.create_task(daemon.run())
+    config_file.write_text(config_file.read_text().replace(
+        "reconcile_delay = 0", "reconcile_delay = 0\nresync_interval = 0.2"))
+    daemon.request_reload()
+    await wait_for(lambda: daemon.reloads.last is not None)
+    assert daemon.config.daemon.resync_interval == 0.2
+    backend.table = MemoryTable.from_table(Table(()))  # flushed: only a full pass sees it
+    await wait_for(lambda: kernel_weights(backend) == {"192.0.2.11:80": 1,
+                                                       "192.0.2.12:80": 1}, limit=2.0)
+    daemon.request_stop()
+    await loop
+
+
 async def test_any_exception_while_loading_is_a_failed_reload(
         config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     daemon, _ = await make(config_file, healthy_table())
