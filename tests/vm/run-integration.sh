@@ -40,5 +40,14 @@ if not cases:
 if unrun:
     sys.exit(f"run-integration: {len(unrun)} test(s) skipped for want of an IPVS kernel")
 print(f"run-integration: {len(cases)} integration tests ran in the VM")
+# Where the time went, per module (test time only; module-scoped set-up counts in its first
+# test): the suite has a time budget, and --durations shows only the slowest tests.
+modules: dict[str, list[float]] = {}
+for case in cases:
+    parts = (case.get("classname") or "?").split(".")
+    module = next((part for part in parts if part.startswith("test_")), parts[-1])
+    modules.setdefault(module, []).append(float(case.get("time") or 0))
+for module, times in sorted(modules.items(), key=lambda item: -sum(item[1])):
+    print(f"run-integration: {sum(times):7.1f} s  {len(times):3d} tests  {module}")
 PYEOF
 exit "$RC"
