@@ -189,16 +189,18 @@ async def reload_with(process: LvsdProcess, config: str, encoding: str | None
     return outcome
 
 
-class TestReloadKillers:
-    @pytest.fixture(scope="class")
-    def steady(self, lab: DrLab) -> Iterator[SteadyDaemon]:
-        lab.reset()
-        daemon = SteadyDaemon(lab)
-        yield daemon
-        if daemon.process is not None:
-            daemon.process.cleanup()
-        lab.reset()
+@pytest.fixture(scope="class")
+def steady(lab: DrLab) -> Iterator[SteadyDaemon]:
+    """One daemon for TestReloadKillers: every bad reload goes to the same process."""
+    lab.reset()
+    daemon = SteadyDaemon(lab)
+    yield daemon
+    if daemon.process is not None:
+        daemon.process.cleanup()
+    lab.reset()
 
+
+class TestReloadKillers:
     @pytest.mark.parametrize("killer", RELOAD_KILLERS)
     async def test_a_bad_reload_keeps_the_daemon_its_table_and_its_probes(
             self, lab: DrLab, steady: SteadyDaemon, killer: str) -> None:
