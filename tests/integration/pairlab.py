@@ -34,7 +34,10 @@ on it notices.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import itertools
 import os
+import random
 import selectors
 import shutil
 import signal
@@ -75,6 +78,9 @@ PRIORITIES = {"d1": 150, "d2": 100}
 SYNC_THRESHOLD = "3 10"
 SYNC_REFRESH_PERIOD = 1
 FLOW_INTERVAL = 0.2
+# The flows' client ports, below the ephemeral range: no port is used twice in one lab, so an
+# IPVS connection entry left behind by an earlier test never matches a later test's flow.
+FIRST_CLIENT_PORT, LAST_CLIENT_PORT = 20000, 32767
 
 Mode = Literal["vrrp", "ecmp"]
 
@@ -162,6 +168,16 @@ class PairLab:
     echo: EchoServers | None = None
     dir: Path = field(init=False)
     _namespaces: list[Namespace] = field(default_factory=list)
+    _client_ports: Iterator[int] = field(
+        default_factory=lambda: itertools.count(FIRST_CLIENT_PORT))
+
+    def client_port(self) -> int:
+        """A client port no flow of this lab used before."""
+        port = next(self._client_ports)
+        if port > LAST_CLIENT_PORT:
+            raise RuntimeError(f"the lab's client ports {FIRST_CLIENT_PORT}-{LAST_CLIENT_PORT} "
+                               "are used up")
+        return port
 
     @property
     def directors(self) -> tuple[Director, Director]:
@@ -373,6 +389,10 @@ vrrp_instance VI_1 {{
         self.router.ip_batch([f"route replace {self.vip}/32 nexthop via {D1} dev br0 "
                               f"nexthop via {D2} dev br0"])
 
+    def connections(self, director: Director, port: int = ECHO_PORT) -> dict[int, Connection]:
+        """``director``'s IPVS connection entries to VIP:``port`` by client port."""
+        return in_netns(director.ns, lambda: read_connections(self.vip, port))
+
     def close(self) -> None:
         self.stop_keepalived()
         if self.echo is not None:
@@ -386,6 +406,28 @@ vrrp_instance VI_1 {{
                     server.process.kill()
         delete_namespaces(list(reversed(self._namespaces)))
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One IPVS connection entry: its TCP state and the real server it goes to."""
+
+    state: str
+    real_server: str
+
+
+def read_connections(vip: str, port: int) -> dict[int, Connection]:
+    """The calling thread's namespace's IPVS connections to ``vip``:``port`` by client port,
+    from /proc/net/ip_vs_conn (hex fields: proto caddr cport vaddr vport daddr dport state
+    expires); no process spawned, so it is cheap enough to read while flows run."""
+    vip_hex, port_hex = f"{int(ipaddress.IPv4Address(vip)):08X}", f"{port:04X}"
+    found: dict[int, Connection] = {}
+    for line in Path("/proc/thread-self/net/ip_vs_conn").read_text().splitlines()[1:]:
+        words = line.split()
+        if len(words) >= 8 and words[0] == "TCP" and (words[3], words[4]) == (vip_hex, port_hex):
+            found[int(words[2], 16)] = Connection(
+                words[7], str(ipaddress.IPv4Address(int(words[5], 16))))
+    return found
 
 
 @contextmanager
@@ -423,6 +465,7 @@ class FlowReport:
 @dataclass
 class _Flow:
     index: int
+    port: int  # the client's
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     sent: int = 0
@@ -449,19 +492,21 @@ class FlowHarness:
         """Connect every flow (through whichever director holds the VIP) and start them."""
         loop = asyncio.get_running_loop()
 
-        async def connect(index: int) -> _Flow:
+        async def connect(index: int, port: int) -> _Flow:
             sock = self.lab.client.socket()
             sock.setblocking(False)
             try:
+                sock.bind((CLIENT, port))
                 await loop.sock_connect(sock, (self.lab.vip, self.port))
             except BaseException:
                 sock.close()
                 raise
             reader, writer = await asyncio.open_connection(sock=sock)
-            return _Flow(index, reader, writer)
+            return _Flow(index, port, reader, writer)
 
         async with asyncio.timeout(timeout):
-            self._flows = list(await asyncio.gather(*(connect(i) for i in range(self.count))))
+            self._flows = list(await asyncio.gather(
+                *(connect(i, self.lab.client_port()) for i in range(self.count))))
         self._sending.set()
         self._tasks = [asyncio.create_task(self._send_all())]
         self._tasks += [asyncio.create_task(self._read(flow)) for flow in self._flows]
@@ -472,7 +517,11 @@ class FlowHarness:
         next_at = time.monotonic()
         while self._sending.is_set():
             now = time.monotonic()
-            for flow in self._flows:
+            # A new order every round, as independent clients would send: in lock-step order
+            # the flows reach a director taking them over in the order they first reached the
+            # one that died, and two rr schedulers whose rotations happen to line up then pick
+            # the same real server for every moved flow.
+            for flow in random.sample(self._flows, len(self._flows)):
                 if flow.broken:
                     continue
                 flow.sent += 1
@@ -511,14 +560,23 @@ class FlowHarness:
         """The flows broken until now (reset, closed or out of order), while still running."""
         return [flow.index for flow in self._flows if flow.broken]
 
-    async def wait_echoed(self, messages: int, timeout: float) -> None:
-        """Wait until every unbroken flow has had ``messages`` more echoes than now."""
+    @property
+    def ports(self) -> list[int]:
+        """Each flow's client port, by flow number."""
+        return [flow.port for flow in self._flows]
+
+    async def wait_echoed(self, messages: int, timeout: float) -> list[int]:
+        """Wait until every unbroken flow has had ``messages`` more echoes than now; return
+        the flows that did not (stalled: neither broken nor echoing) within ``timeout``."""
         targets = {flow.index: flow.echoed + messages for flow in self._flows}
+
+        def stalled() -> list[int]:
+            return [f.index for f in self._flows if not f.broken and f.echoed < targets[f.index]]
+
         deadline = time.monotonic() + timeout
-        while any(not f.broken and f.echoed < targets[f.index] for f in self._flows):
-            if time.monotonic() > deadline:
-                return
+        while stalled() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        return stalled()
 
     async def finish(self, run_for: float = 0.0, grace: float = 8.0) -> FlowReport:
         """Keep sending for ``run_for`` s, stop, wait up to ``grace`` s for the last echoes,
@@ -539,3 +597,74 @@ class FlowHarness:
             self.count, lost, [f.index for f in self._flows if f.reset],
             [f.sent for f in self._flows], [f.echoed for f in self._flows],
             max((f.longest_stall for f in self._flows), default=0.0))
+
+
+# --- a director of an ECMP pair dies --------------------------------------------------------
+
+
+@dataclass
+class DirectorDeath:
+    """What became of flows spread over an ECMP pair while one director was dead (and after
+    it came back). Flow numbers, sorted; who carried a flow comes from the directors' IPVS
+    connection tables, not from the flows."""
+
+    flows: int
+    through_dead: list[int]  # the flows the dying director carried
+    misplaced: list[int]  # flows on neither director's table, or on both, before the death
+    same_server: list[int]  # of through_dead: the survivor sent them to the same real server
+    lost_on_death: list[int]  # reset, closed or out of order while it was dead
+    stalled_on_death: list[int]  # neither broken nor echoing while it was dead
+    stalled_on_return: list[int]  # the same once it was back (empty if it did not return)
+    report: FlowReport  # at the end: after the return, or still during the death
+
+    @property
+    def moved_server(self) -> list[int]:
+        """The dead director's flows that the survivor sent to another real server."""
+        return sorted(set(self.through_dead) - set(self.same_server))
+
+    def __str__(self) -> str:
+        return (f"{len(self.through_dead)} of {self.flows} flows through the dying director, "
+                f"{len(self.same_server)} of them kept their real server on the survivor; "
+                f"during the death {len(self.lost_on_death)} lost {self.lost_on_death}, "
+                f"{len(self.stalled_on_death)} stalled {self.stalled_on_death}; stalled after "
+                f"the return {self.stalled_on_return}; misplaced {self.misplaced}; "
+                f"at the end {self.report}")
+
+
+async def ecmp_director_death(lab: PairLab, count: int, *, returns: bool, echoes: int = 10,
+                              timeout: float = 15.0) -> DirectorDeath:
+    """``count`` flows spread by the router's multipath route over both directors; d1 dies
+    silently (the router's next hop via it withdrawn, its frames dropped) until every unbroken
+    flow has had ``echoes`` more echoes (at most ``timeout`` s); with ``returns`` it comes back
+    for ``echoes`` more, otherwise the flows are finished while it is still dead. d1 is alive
+    and both next hops are back when this returns."""
+    dead, survivor = lab.d1, lab.d2
+    flows = FlowHarness(lab, count)
+    await flows.open()
+    try:
+        ports = flows.ports
+        on_dead, on_survivor = lab.connections(dead), lab.connections(survivor)
+        lab.withdraw_nexthop(dead)
+        lab.die_silently(dead)
+        try:
+            stalled_on_death = await flows.wait_echoed(echoes, timeout)
+            lost_on_death = flows.lost_so_far()
+            taken_over = lab.connections(survivor)
+            if not returns:
+                report = await flows.finish()
+        finally:
+            lab.revive(dead)
+            lab.restore_nexthops()
+        stalled_on_return = await flows.wait_echoed(echoes, timeout) if returns else []
+        if returns:
+            report = await flows.finish()
+    except BaseException:
+        await flows.finish(grace=0.0)
+        raise
+    through_dead = [i for i, port in enumerate(ports) if port in on_dead]
+    misplaced = [i for i, port in enumerate(ports) if (port in on_dead) == (port in on_survivor)]
+    same_server = [i for i in through_dead
+                   if (entry := taken_over.get(ports[i])) is not None
+                   and entry.real_server == on_dead[ports[i]].real_server]
+    return DirectorDeath(count, through_dead, misplaced, same_server, lost_on_death,
+                         stalled_on_death, stalled_on_return, report)
