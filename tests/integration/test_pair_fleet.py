@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,8 +29,9 @@ from tests.integration.pairlab import (
     ECHO_PORT,
     REAL_SERVERS,
     VIP,
-    FlowHarness,
+    DirectorDeath,
     PairLab,
+    ecmp_director_death,
     pair_lab,
 )
 
@@ -201,37 +203,20 @@ def dest_writes(daemon: LvsdProcess) -> int:
                if event.get("op") in ("add_dest", "delete_dest"))
 
 
-def established(director_ns: str) -> int:
-    out = subprocess.run(["ip", "netns", "exec", director_ns, "ipvsadm", "-Lnc"],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
-    return sum(1 for line in out.splitlines()
-               if f"{VIP}:{ECHO_PORT}" in line and "ESTABLISHED" in line)
-
-
 async def wait_weights(fleet: Fleet, want: dict[str, int]) -> None:
     for daemon in fleet.daemons:
         await daemon.wait_for(lambda d=daemon: weights_of(d) == want, 30,
                               f"kernel weights {want}", poll=0.5)
 
 
-async def director_dies_and_returns(lab: PairLab, *, returns: bool) -> tuple[int, list[int], Any]:
-    """40 flows spread over both directors; d1 dies silently (its next hop withdrawn, its
-    frames dropped) for 2 s of echoes, then (``returns``) comes back for 2 s more."""
-    flows = FlowHarness(lab, FLOWS)
-    await flows.open()
-    on_d1 = established(lab.d1.ns)
-    lab.withdraw_nexthop(lab.d1)
-    lab.die_silently(lab.d1)
-    try:
-        await flows.wait_echoed(10, 15)
-        lost_on_death = flows.lost_so_far()
-    finally:
-        lab.revive(lab.d1)
-        lab.restore_nexthops()
-    if not returns:
-        return on_d1, lost_on_death, await flows.finish()
-    await flows.wait_echoed(10, 15)
-    return on_d1, lost_on_death, await flows.finish()
+def assert_every_flow_kept(death: DirectorDeath) -> None:
+    """The consistent-hashing proof, from the kernel and the flows: the survivor sent each of
+    the dead director's flows to the real server it had, and every flow echoed throughout."""
+    assert death.misplaced == [], death
+    assert 0 < len(death.through_dead) < FLOWS, f"ECMP should spread the flows: {death}"
+    assert death.same_server == death.through_dead, death
+    assert death.lost_on_death == [] and death.stalled_on_death == [], death
+    assert death.stalled_on_return == [] and death.report.lost == [], death
 
 
 async def test_consistent_hash_keeps_every_flow_when_a_director_dies_and_returns(
@@ -242,12 +227,10 @@ async def test_consistent_hash_keeps_every_flow_when_a_director_dies_and_returns
     assert all(table["in_canonical_order"] for table in tables), tables
     assert tables[0]["fingerprint"] == tables[1]["fingerprint"] is not None, tables
     writes = [dest_writes(d) for d in (d1, d2)]
-    on_d1, lost_on_death, report = await director_dies_and_returns(fleet.lab, returns=True)
-    print(f"{on_d1} of {FLOWS} flows went through d1; {report}")
+    death = await ecmp_director_death(fleet.lab, FLOWS, returns=True)
+    print(f"mh: {death}")
     assert [dest_writes(d) for d in (d1, d2)] == writes, "resyncs re-ordered destinations"
-    assert 0 < on_d1 < FLOWS, "the router's ECMP should spread the flows"
-    assert lost_on_death == [], report
-    assert report.lost == [], report
+    assert_every_flow_kept(death)
 
 
 def kill_httpd(lab: PairLab, index: int) -> None:
@@ -287,9 +270,43 @@ async def test_a_director_restarted_while_a_server_is_down_builds_the_same_mh_ta
         first, second = fingerprint(d1), fingerprint(d2)
         print(f"fingerprints: d1 {first}, d2 {second}")
         assert first == second and first is not None
-        _, lost_on_death, report = await director_dies_and_returns(lab, returns=False)
-        print(report)
-        assert lost_on_death == [] and report.lost == [], report
+        death = await ecmp_director_death(lab, FLOWS, returns=False)
+        print(f"mh, rs3 down: {death}")
+        assert_every_flow_kept(death)
     finally:
         start_httpd(lab, 2)
     await wait_weights(fleet, WEIGHTS)
+
+
+async def test_the_same_death_with_rr_loses_the_flows_sent_to_another_server(
+        fleet: Fleet) -> None:
+    """The control: with rr the survivor schedules each flow it takes over anew, so about
+    two in three land on another real server, which resets them: the harness sees what mh
+    keeps. (At least a quarter and 4: with ~20 flows moved, fewer fails once in ~5000 runs.)"""
+    await set_scheduler(fleet, consistent=False)
+    try:
+        death = await ecmp_director_death(fleet.lab, FLOWS, returns=False)
+    finally:
+        await set_scheduler(fleet, consistent=True)
+    print(f"rr: {death}")
+    assert death.misplaced == [], death
+    moved = death.moved_server
+    assert len(moved) >= max(4, len(death.through_dead) // 4), death
+    assert death.lost_on_death == moved, death
+    assert set(moved) <= set(death.report.reset), death
+    assert death.stalled_on_death == [], death  # the rest went on through the survivor
+
+
+async def set_scheduler(fleet: Fleet, *, consistent: bool) -> None:
+    want = "mh" if consistent else "rr"
+    for daemon in fleet.daemons:
+        daemon.write_config(lvsd_config(consistent=consistent))
+        daemon.send(signal.SIGHUP)
+    for daemon in fleet.daemons:
+        await daemon.wait_for(lambda d=daemon: scheduler_of(d) == want, 30, want, poll=0.5)
+
+
+def scheduler_of(daemon: LvsdProcess) -> str:
+    table = kernel_table(daemon.director)
+    (fleet_vs,) = [vs for vs in table.services if vs.key.port == ECHO_PORT]
+    return fleet_vs.service.scheduler
