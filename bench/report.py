@@ -9,7 +9,8 @@ Parts on this host: ``probes`` (bench/probes.py: P1, P3), ``metrics`` (bench/met
 cost against table size), ``daemon`` (bench/daemon.py as root: P2 at scale, P7, reload).
 Parts in one VM boot (tests/vm/run-in-vm.sh), side by side with the peers: ``peers``
 (bench/peers.py: P9, P8, P2 against keepalived; P6 against node_exporter) and ``table``
-(bench/table.py: P4, P5 and dumps against ipvsadm); ``LVSD_BENCH_PEERS`` adds options to
+(bench/table.py: P4, P5 and dumps against ipvsadm) and ``pairs`` (bench/pairs.py: issue 12's
+flows lost per failover, withdraw time, flows kept); ``LVSD_BENCH_PEERS`` adds options to
 peers.py's (e.g. ``--servers 100``). Each part's output, figures, load average
 and duration are saved as JSON under ``--results`` (default .lab/bench, or .lab/bench-smoke);
 the report is written from every part saved there, so a part rerun alone replaces only its
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -35,7 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 HOST_PARTS = ("probes", "metrics", "daemon")
-VM_PARTS = ("peers", "table")
+VM_PARTS = ("peers", "table", "pairs")
 PARTS = HOST_PARTS + VM_PARTS
 PROBES_ASKED_INTERVAL = 2.0
 VM_DETECT_BOUND = 1.0 + 1.0 + 1.0 + 0.1  # (fall-1)*retry + interval + timeout + 100 ms
@@ -74,6 +76,12 @@ def commands(part: str, smoke: bool, results: Path) -> list[str]:
                     "--json", str(results / "table.raw")]
         case "table", False:
             return [PYTHON, str(bench / "table.py"), "--json", str(results / "table.raw")]
+        case "pairs", True:
+            return [PYTHON, str(bench / "pairs.py"), "--smoke", "--json",
+                    str(results / "pairs.raw")]
+        case "pairs", False:
+            return [PYTHON, str(bench / "pairs.py"), "--rounds", "5", "--json",
+                    str(results / "pairs.raw")]
     raise ValueError(f"no part {part!r}")
 
 
@@ -244,7 +252,7 @@ def parse_daemon(output: str, results: Path) -> dict[str, Any]:
 
 PARSERS: dict[str, Callable[[str, Path], Any]] = {
     "probes": parse_probes, "metrics": parse_raw("metrics"), "daemon": parse_daemon,
-    "peers": parse_raw("peers"), "table": parse_raw("table"),
+    "peers": parse_raw("peers"), "table": parse_raw("table"), "pairs": parse_raw("pairs"),
 }
 
 
@@ -393,6 +401,7 @@ def goal_rows(envelopes: dict[str, dict[str, Any]]) -> list[Row]:
                 rows.append(Row("P5", f"VM, no-op full reconcile {name}", fmt(noop, "s", 3),
                                 f"ipvsadm-save -n {fmt(save, 's', 3)}", ratio_text(noop / save),
                                 judged(noop / save, 1.0)))
+    rows += pair_rows(figures_of(envelopes, "pairs") or {})
     metrics = figures_of(envelopes, "metrics") or {}
     for shape in metrics.get("shapes", []):
         what = f"{shape['dests']:,} destinations ({shape['services']} x {shape['per_service']})"
@@ -436,6 +445,42 @@ def goal_rows(envelopes: dict[str, dict[str, Any]]) -> list[Row]:
                         judged(daemon["reload_stall_ms"], 50)))
     rows.append(Row("P8", "host: start to ready at 10,000 servers", "-", "≤ 2 s", "-",
                     "not measured by bench/ yet"))
+    return rows
+
+
+def pair_rows(pairs: dict[str, Any]) -> list[Row]:
+    """Issue 12's figures from bench/pairs.py (VM): failover with and without sync, mh against
+    rr when a director of an ECMP pair dies, and the announcement's withdraw time."""
+    rows: list[Row] = []
+    failover = pairs.get("failover")
+    if failover:
+        flows, lost = failover["flows"], failover["lost"]
+        both, off = lost.get("both", []), lost.get("off", [])
+        if both:
+            rows.append(Row("#12", f"VM, VRRP failover, {flows} flows, sync both: flows lost "
+                            f"per failover ({len(both)} failovers)", f"max {max(both)}",
+                            f"sync off: mean {statistics.fmean(off):.1f}" if off else "-",
+                            "-", judged(max(both), 0)))
+    for scheduler, bound_text in (("mh", "0 lost, 100% kept"), ("rr", "control")):
+        entry = pairs.get("hashing", {}).get(scheduler)
+        if entry:
+            through, kept = sum(entry["through_d1"]), sum(entry["kept_server"])
+            share = kept / through if through else float("nan")
+            rows.append(Row("#12", f"VM, ECMP pair, {scheduler}, a director dies and returns: "
+                            f"flows lost per death; moved flows that kept their real server",
+                            f"max {max(entry['lost'])} of {pairs['hashing']['flows']}; "
+                            f"{kept}/{through} ({share:.0%})", bound_text, "-",
+                            ("met" if max(entry["lost"]) == 0 and kept == through
+                             else "**missed**") if scheduler == "mh"
+                            else "(the control: loses what mh keeps)"))
+    withdraw = pairs.get("withdraw")
+    if withdraw:
+        rows.append(Row("#12", f"VM, quorum lost -> next hop leaves the BIRD router's route, "
+                        f"p50/max over {withdraw['rounds']}",
+                        f"{fmt(withdraw['router_p50'], 's', 3)} / "
+                        f"{fmt(withdraw['router_max'], 's', 3)}", "≤ 1 s (the issue's)",
+                        ratio_text(withdraw["router_max"] / 1.0),
+                        judged(withdraw["router_max"], 1.0)))
     return rows
 
 

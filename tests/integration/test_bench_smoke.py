@@ -1,6 +1,7 @@
 """The VM-side table benchmark keeps running: bench/table.py (beside ipvsadm) at smoke size exits
-0 and prints its figures. (bench/peers.py, beside keepalived and node_exporter, takes minutes
-even at smoke size; it is run by hand: `bench/report.py --smoke --only peers`.)
+0 and prints its figures. (bench/peers.py, beside keepalived and node_exporter, and
+bench/pairs.py, three director-pair labs with lvsd on each director, take minutes even at smoke
+size; they are run by hand: `bench/report.py --smoke --only peers pairs`.)
 
 A benchmark is a program, not a timed test: nothing here judges a figure, only that each part
 ran to the end and measured something (CI would otherwise let the benchmark code rot).
