@@ -5,6 +5,11 @@ L4-hashed multipath route (fib_multipath_hash_policy=1); both directors hold the
 dummy, have sloppy_tcp=1 and no sync daemon, and run one lvsd each for the whole module with a
 ``consistent_hash`` service on VIP:ECHO_PORT (weights 1, 2, 3, mh-port). keepalived -P moves a
 second VIP, ``VRRP_VIP``, on the directors' eth0: the split-brain test cuts VRRP between them.
+
+A director's death is judged from the kernel (pairlab.ecmp_director_death): which flows d1
+carried and which real server d2 picked for each come from their connection tables, and every
+flow must echo during the death, not only after d1 returns. The rr control switches both
+directors to rr and back.
 """
 
 from __future__ import annotations
