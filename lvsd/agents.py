@@ -14,6 +14,7 @@ from collections.abc import KeysView
 from dataclasses import dataclass
 
 from lvsd.checks.agent import describe, merged, parse_answer
+from lvsd.pacing import Steps, finish
 from lvsd.probe import CheckKey, ProbeReport, check_key
 from lvsd.snapshot import AgentStatus
 from lvsd.spec import Config, ServerRef
@@ -47,6 +48,14 @@ class _Heard:
     error: str = ""  # why the last probe failed
 
 
+@dataclass(frozen=True, slots=True)
+class StagedAgents:
+    """The agent probes of a new config, not in use yet (``Agents.commit``)."""
+
+    key_of: dict[ServerRef, CheckKey]
+    servers_of: dict[CheckKey, tuple[ServerRef, ...]]
+
+
 class Agents:
     def __init__(self) -> None:
         self._key_of: dict[ServerRef, CheckKey] = {}
@@ -56,9 +65,15 @@ class Agents:
 
     def rebuild(self, config: Config) -> None:
         """The agent probes of ``config``; one whose key is unchanged keeps what it heard."""
+        self.commit(finish(self.stage_steps(config)))
+
+    def stage_steps(self, config: Config) -> Steps[StagedAgents]:
+        """The agent probes of ``config``, built to the side a step per service
+        (``lvsd.pacing``); ``commit`` puts them in use."""
         key_of: dict[ServerRef, CheckKey] = {}
         servers_of: dict[CheckKey, list[ServerRef]] = {}
         for spec in config.services:
+            yield None
             svc = spec.key
             for server in spec.servers:
                 if server.agent is None:
@@ -68,9 +83,12 @@ class Agents:
                 key = check_key(target, server.agent)
                 key_of[(svc, server.key)] = key
                 servers_of.setdefault(key, []).append((svc, server.key))
-        self._key_of = key_of
-        self._servers_of = {key: tuple(refs) for key, refs in servers_of.items()}
-        self._heard = {key: self._heard.get(key, _Heard()) for key in servers_of}
+        return StagedAgents(key_of, {key: tuple(refs) for key, refs in servers_of.items()})
+
+    def commit(self, staged: StagedAgents) -> None:
+        self._key_of = staged.key_of
+        self._servers_of = staged.servers_of
+        self._heard = {key: self._heard.get(key, _Heard()) for key in staged.servers_of}
 
     def __len__(self) -> int:
         return len(self._servers_of)

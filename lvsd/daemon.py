@@ -33,18 +33,17 @@ from typing import Any
 from lvsd import logs
 from lvsd.agents import Agents
 from lvsd.announcing import Announcement
-from lvsd.checks.drpath import director_problems
 from lvsd.checks.workers import make_runner
 from lvsd.config import load
 from lvsd.drains import Drains
 from lvsd.errors import ConfigError, IpvsError, IpvsUnavailable, ListenError, LvsdError
 from lvsd.events import EventLog, op_fields
-from lvsd.healthbook import HealthBook, serving_in
+from lvsd.healthbook import HealthBook
 from lvsd.intake import ProbeIntake
 from lvsd.ipvs.backend import IpvsBackend, SyncBackend
 from lvsd.kernelconfig import MhTableSize, mh_table_size
 from lvsd.kernelview import KernelView
-from lvsd.marks import ProbeMarks, marks_in_use
+from lvsd.marks import ProbeMarks
 from lvsd.metrics import DaemonMetrics
 from lvsd.model import DeleteService, Op, ServiceKey, Table
 from lvsd.overrides import Overrides
@@ -57,7 +56,6 @@ from lvsd.reconcile import (
     below_quorum,
     desired_steps,
     dirty_plan,
-    dr_checked,
     full_plan_steps,
     service_of,
 )
@@ -69,6 +67,7 @@ from lvsd.signals import EarlySignals
 from lvsd.slowstart import Ramps
 from lvsd.spec import Config, ServiceIndex
 from lvsd.splitbrain.guard import VipGuard
+from lvsd.staging import Stager
 from lvsd.statefile import StateFile
 from lvsd.statekeeper import StateKeeper
 from lvsd.statussource import StatusSource
@@ -147,6 +146,8 @@ class Daemon:
             self.overrides, keeper=self.keeper, health=self.health, view=self.view,
             events=self.events, replan=self.replan, reload=self.reload, reloads=self.reloads,
             config=lambda: self.config, ready=lambda: self.status.ready, lock=self._control_lock)
+        self.stager = Stager(self.marks, self.drains, self.intake, self.keeper,
+                             runner=self.runner, steering=self.steering)
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -161,10 +162,10 @@ class Daemon:
         present = {vs.key for vs in actual.services}
         if refusal := refuses_emptying(self.config, state.owned & present):
             raise LvsdError(refusal)
-        self.drains.start_unconfigured(self.config, actual, state.owned,  # changed while down
-                                       self.config.daemon.drain_timeout,
-                                       now=time.monotonic(), wall=time.time())
-        await self._watch(self.config, actual)
+        # Drains: the servers the config dropped while lvsd was down.
+        staged = await self.stager.stage(self.config, actual, state.owned)
+        self.stager.commit(self.config, staged)
+        await self.stager.stored(staged)
         await self.pair.start()
         await self.reconcile(full=True, dumped=actual)
         await self.announcement.configure(self.config.announce)
@@ -302,7 +303,8 @@ class Daemon:
         self.dirty.update(key for e in errors if e.op and (key := service_of(e.op)) is not None)
         if done.ops:
             self.save_requested.set()
-        self.keeper.after_pass(done, {e.op for e in errors if e.op is not None}, self.config)
+        await self.keeper.after_pass(done, {e.op for e in errors if e.op is not None},
+                                     self.config)
 
     def _pass_failed(self, error: str, *, unknown: bool) -> None:
         delay = self.view.failed(error, unknown=unknown)
@@ -310,49 +312,42 @@ class Daemon:
         log.error("reconcile_failed", error=error, consecutive=self.view.failures,
                   retry_in=delay)
 
-    # --- health ----------------------------------------------------------------------------
-
-    async def _watch(self, config: Config, actual: Table) -> None:
-        """Marks, then probes, for ``config``; probes and marks that did not change keep their
-        state. Probes run between the steps (each takes tens of ms at 10,000 servers)."""
-        marks = self.marks.assign(dr_checked(config), base=config.daemon.dr_check_mark_base,
-                                  taken=marks_in_use(config, actual, self.keeper.state.owned))
-        await asyncio.sleep(0)
-        self.runner.update(await self.intake.rebuild(config, marks, serving_in(actual)))
-        self.steering.keep_configured(config)
-        self.keeper.store()
-        await warn_about_dr_path(config)
-
     # --- reload ----------------------------------------------------------------------------
 
     async def reload(self) -> bool:
-        """Build, validate, swap, migrate. Any failure before the swap keeps the old config."""
+        """Build, validate, swap, migrate. Any failure before the swap keeps the old config.
+        A reload asked for during one waits for it (``SIGHUP``: the next turn of ``run``)."""
         async with self._control_lock:
             with collections_paused(self.freeze_gc):  # until the new config is frozen
                 return await self._reload()
 
     async def _reload(self) -> bool:
+        """Everything for the new config is built to the side in slices, the loop probing and
+        answering between them, and put in use in one step: until then /status, the planner
+        and the probes see the old config whole, and a failure leaves it running."""
         self.notifier.reloading("reloading configuration")
         try:
             new, held = await self.reloads.prepare(self.config, self.keeper.state.owned)
-            actual = await self.view.refresh(self.backend)
+            pacer = Pacer()
+            actual = await self.view.refresh(self.backend, pacer)
+            staged = await self.stager.stage(new, actual,
+                                             {spec.key for spec in self.config.services}, pacer)
         except Exception as exc:  # any failure is a failed reload, never the daemon's end
             self.reloads.failed(exc)
             self.status.invalidate()
             return False
         log_warnings(new, held)
-        self.drains.start_unconfigured(new, actual, {spec.key for spec in self.config.services},
-                                       new.daemon.drain_timeout,
-                                       now=time.monotonic(), wall=time.time())
-        await asyncio.sleep(0)  # each step takes tens of ms at 10,000 servers
+        # The swap: no await from here to the invalidation.
         self.config = new
         self.reloads.swapped()
         if self.vip_guard is not None:
             self.vip_guard.follow(new)
         self.pair.configure(new)
-        await self._watch(new, actual)
+        self.stager.commit(new, staged)
         self.reloads.succeeded()
-        await asyncio.sleep(0)
+        self.status.invalidate()
+        await asyncio.sleep(0)  # the swap took a slice
+        await self.stager.stored(staged)
         await self.reconcile(full=True, dumped=actual)
         await self.pair.resync()
         await self.announcement.configure(new.announce)
@@ -391,19 +386,6 @@ def log_warnings(config: Config, held: Sequence[str] = ()) -> None:
     if held:
         log.warning("reload_needs_restart", settings=list(held),
                     detail="these daemon settings take effect at the next start")
-
-
-async def warn_about_dr_path(config: Config) -> None:
-    """DR-path replies come back from the VIP: say so if this director would drop them."""
-    pairs = {
-        (server.key.address, spec.key.address)
-        for spec in config.services
-        for server in spec.servers
-        if any(check.dr_path for check in server.checks)
-    }
-    for address, vip in sorted(pairs, key=str):
-        for problem in await director_problems(address, vip):
-            log.warning("dr_path_director_problem", server=str(address), problem=problem)
 
 
 def freeze_long_lived(enabled: bool) -> None:

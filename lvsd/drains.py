@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from lvsd import logs
 from lvsd.model import Dest, DestKey, Protocol, ServiceKey, Table
+from lvsd.pacing import Steps, finish
 from lvsd.spec import Config
 
 log = logs.get_logger(__name__)
@@ -54,17 +55,13 @@ class Drains:
                            timeout: float, *, now: float, wall: float) -> None:
         """Drain the servers in the kernel that ``config`` no longer names, in services that
         were ``managed`` before and still are."""
-        kernel = actual.by_key()
-        for spec in config.services:
-            vs = kernel.get(spec.key)
-            if spec.key not in managed or vs is None:
-                continue
-            keep = {s.key for s in spec.servers}
-            if spec.sorry_server is not None:
-                keep.add(spec.sorry_server.key)
-            for dest in vs.dests:
-                if dest.key not in keep:
-                    self.start(spec.key, dest, timeout, now=now, wall=wall)
+        self.start_all(finish(unconfigured_steps(config, actual, managed)), timeout,
+                       now=now, wall=wall)
+
+    def start_all(self, dests: Sequence[tuple[ServiceKey, Dest]], timeout: float, *,
+                  now: float, wall: float) -> None:
+        for service, dest in dests:
+            self.start(service, dest, timeout, now=now, wall=wall)
 
     def expire(self, actual: Table, config: Config, *, now: float) -> None:
         """End the drains that are over: idle, timed out, UDP, gone, or back in the config."""
@@ -100,3 +97,21 @@ def _over(service: ServiceKey, key: DestKey, dest: Dest | None, configured: Coll
     if now >= drain.deadline:
         return "drain_timeout"
     return None
+
+
+def unconfigured_steps(config: Config, actual: Table,
+                       managed: Collection[ServiceKey]) -> Steps[list[tuple[ServiceKey, Dest]]]:
+    """The servers in the kernel that ``config`` no longer names, in services that were
+    ``managed`` before and still are (to drain), a step per service (``lvsd.pacing``)."""
+    kernel = actual.by_key()
+    found: list[tuple[ServiceKey, Dest]] = []
+    for spec in config.services:
+        yield None
+        vs = kernel.get(spec.key)
+        if spec.key not in managed or vs is None:
+            continue
+        keep = {s.key for s in spec.servers}
+        if spec.sorry_server is not None:
+            keep.add(spec.sorry_server.key)
+        found.extend((spec.key, dest) for dest in vs.dests if dest.key not in keep)
+    return found

@@ -28,6 +28,21 @@ if TYPE_CHECKING:
     from lvsd.checks.base import CheckSpec
 
 
+CARRY_SLICE = 1024  # probes whose state a stage carries over between two yields
+
+
+@dataclass(slots=True)
+class StagedBook:
+    """A health book built for a new config, not in use yet (``HealthBook.commit``)."""
+
+    states: dict[CheckKey, HealthState]
+    servers_of: dict[CheckKey, tuple[ServerRef, ...]]
+    checks_of: dict[ServerRef, tuple[CheckKey, ...]]
+    made: dict[tuple[ServerRef, int], tuple[CheckSpec, int, CheckKey]]
+    last: dict[CheckKey, LastProbe]
+    not_up: int
+
+
 @dataclass(frozen=True, slots=True)
 class ServerChange:
     """A server whose combined status moved with one report."""
@@ -82,6 +97,7 @@ class HealthBook:
         self._last: dict[CheckKey, LastProbe] = {}
         self._made: dict[tuple[ServerRef, int], tuple[CheckSpec, int, CheckKey]] = {}
         self._not_up = 0
+        self._moved: set[CheckKey] | None = None  # probes that reported since a stage began
         self.observed = 0  # reports taken in: a snapshot built at another count is out of date
 
     # --- building -------------------------------------------------------------------------
@@ -94,13 +110,20 @@ class HealthBook:
 
     def rebuild_steps(self, config: Config, marks: Mapping[ServerRef, int],
                       serving: Callable[[ServerRef], bool], *, now: float) -> Steps[None]:
-        """``rebuild`` as steps (``lvsd.pacing``): it yields after each service while it
-        builds the keys, and swaps the book in at the end in one step, so reports taken in
-        between count (against the old probes, whose states the new book carries over).
+        """``rebuild`` as steps (``lvsd.pacing``): ``stage_steps``, then ``commit``."""
+        self.commit((yield from self.stage_steps(config, marks, serving, now=now)))
+
+    def stage_steps(self, config: Config, marks: Mapping[ServerRef, int],
+                    serving: Callable[[ServerRef], bool], *, now: float) -> Steps[StagedBook]:
+        """The book for ``config``, built to the side in steps (``lvsd.pacing``): it yields
+        after each service while it builds the keys, and every ``CARRY_SLICE`` probes while
+        it carries their states over. The book in use stays as it is: reports taken in
+        meanwhile count against the old probes, and ``commit`` carries them over too.
 
         A server whose check and mark are unchanged keeps its ``CheckKey`` object: building
         10,000 keys again on a reload, and matching them by equality, held the event loop
         for about half a second."""
+        self._moved = set()
         servers_of: dict[CheckKey, list[ServerRef]] = {}
         checks_of: dict[ServerRef, tuple[CheckKey, ...]] = {}
         made: dict[tuple[ServerRef, int], tuple[CheckSpec, int, CheckKey]] = {}
@@ -138,17 +161,39 @@ class HealthBook:
                 checks_of[ref] = tuple(keys)
             yield
         states: dict[CheckKey, HealthState] = {}
-        for key, refs in servers_of.items():
+        frozen: dict[CheckKey, tuple[ServerRef, ...]] = {}
+        last: dict[CheckKey, LastProbe] = {}
+        not_up = 0
+        for count, (key, refs) in enumerate(servers_of.items(), 1):
             state = self._states.get(key)
             if state is None:
                 state = initial(assume_up=any(serving(ref) for ref in refs), now=now)
             states[key] = state
-        self._states = states
-        self._servers_of = {key: tuple(refs) for key, refs in servers_of.items()}
-        self._checks_of = checks_of
-        self._made = made
-        self._last = {k: v for k, v in self._last.items() if k in states}
-        self._not_up = sum(1 for state in states.values() if state.status is not Status.UP)
+            frozen[key] = tuple(refs)
+            if (probe := self._last.get(key)) is not None:
+                last[key] = probe
+            not_up += state.status is not Status.UP
+            if count % CARRY_SLICE == 0:
+                yield
+        return StagedBook(states, frozen, checks_of, made, last, not_up)
+
+    def commit(self, staged: StagedBook) -> None:
+        """Put a staged book in use, with what the probes reported since it was staged."""
+        for key in self._moved or ():
+            if key in staged.states:
+                before = staged.states[key]
+                state = staged.states[key] = self._states[key]
+                staged.not_up += ((state.status is not Status.UP)
+                                  - (before.status is not Status.UP))
+                if (probe := self._last.get(key)) is not None:
+                    staged.last[key] = probe
+        self._moved = None
+        self._states = staged.states
+        self._servers_of = staged.servers_of
+        self._checks_of = staged.checks_of
+        self._made = staged.made
+        self._last = staged.last
+        self._not_up = staged.not_up
 
     # --- reading --------------------------------------------------------------------------
 
@@ -203,6 +248,8 @@ class HealthBook:
         before = [self.status(ref) for ref in refs]
         state = observe(previous, result, spec.rise, spec.fall, now=now)
         self._states[key] = state
+        if self._moved is not None:
+            self._moved.add(key)
         if not state.changed:
             return Observed(key, previous, state, ())
         self._not_up += (previous.status is Status.UP) - (state.status is Status.UP)

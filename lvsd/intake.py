@@ -7,26 +7,36 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lvsd import logs
-from lvsd.agents import Agents
+from lvsd.agents import Agents, StagedAgents
 from lvsd.checks.agent import describe
 from lvsd.events import EventLog, health_fields
 from lvsd.health import Status
-from lvsd.healthbook import HealthBook, Observed, ServerChange
+from lvsd.healthbook import HealthBook, Observed, ServerChange, StagedBook
 from lvsd.hooks import run_hook
 from lvsd.metrics import DaemonMetrics
 from lvsd.model import ServiceKey
 from lvsd.overrides import Overrides
-from lvsd.pacing import paced
+from lvsd.pacing import Pacer, paced
 from lvsd.probe import CheckKey, ProbeReport
-from lvsd.slowstart import Ramps
+from lvsd.slowstart import Ramps, StagedRamps
 from lvsd.spec import Config, ServerRef, ServerSpec, ServiceSpec
 from lvsd.weight import NO_ADMIN, NO_STANDING, Standing
 
 # Its lines keep the daemon's logger name, as before the move: log filters rely on it.
 log = logs.get_logger("lvsd.daemon")
+
+
+@dataclass(frozen=True, slots=True)
+class StagedProbes:
+    """The probe owners' state for a new config, not in use yet (``ProbeIntake.commit``)."""
+
+    book: StagedBook
+    agents: StagedAgents
+    ramps: StagedRamps
 
 
 class ProbeIntake:
@@ -52,11 +62,27 @@ class ProbeIntake:
 
     async def rebuild(self, config: Config, marks: Mapping[ServerRef, int],
                       serving: Callable[[ServerRef], bool]) -> Iterable[CheckKey]:
-        """The health book (in slices, ``lvsd.pacing``), the agents and the ramps for
-        ``config`` (what did not change keeps its state); the checks to probe."""
-        await paced(self._health.rebuild_steps(config, marks, serving, now=time.time()))
-        self._agents.rebuild(config)
-        self._ramps.rebuild(config, serving)
+        """The health book, the agents and the ramps for ``config`` (what did not change
+        keeps its state), built in slices (``lvsd.pacing``); the checks to probe."""
+        return self.commit(await self.stage(config, marks, serving))
+
+    async def stage(self, config: Config, marks: Mapping[ServerRef, int],
+                    serving: Callable[[ServerRef], bool],
+                    pacer: Pacer | None = None) -> StagedProbes:
+        """The health book, agents and ramps for ``config``, built to the side in slices;
+        those in use change only at ``commit``, and reports taken in meanwhile carry over."""
+        pacer = pacer or Pacer()
+        return StagedProbes(
+            await paced(self._health.stage_steps(config, marks, serving, now=time.time()),
+                        pacer),
+            await paced(self._agents.stage_steps(config), pacer),
+            await paced(self._ramps.stage_steps(config, serving), pacer))
+
+    def commit(self, staged: StagedProbes) -> Iterable[CheckKey]:
+        """Put ``staged`` in use, at once; the checks to probe."""
+        self._health.commit(staged.book)
+        self._agents.commit(staged.agents)
+        self._ramps.commit(staged.ramps)
         return (self._health.keys() | self._agents.keys() if self._agents
                 else self._health.keys())
 

@@ -15,7 +15,7 @@ from lvsd.errors import IpvsError
 from lvsd.ipvs.backend import IpvsBackend
 from lvsd.ipvs.memory import MemoryTable
 from lvsd.model import Op, ServiceKey, Table, VirtualService
-from lvsd.pacing import Steps, finish
+from lvsd.pacing import Pacer, Steps, finish, paced
 from lvsd.snapshot import SyncStatus
 
 BACKOFF_FIRST = 1.0
@@ -33,10 +33,11 @@ class KernelView:
         self.last_error: str | None = None
         self._in_sync = False
 
-    async def refresh(self, backend: IpvsBackend) -> Table:
-        """Dump the kernel; the view becomes the dump. Raises what the backend raises."""
+    async def refresh(self, backend: IpvsBackend, pacer: Pacer | None = None) -> Table:
+        """Dump the kernel; the view becomes the dump (built in slices, ``lvsd.pacing``).
+        Raises what the backend raises."""
         actual = await backend.dump()
-        self.table = MemoryTable.from_table(actual)
+        self.table = await paced(MemoryTable.from_table_steps(actual), pacer)
         self.stale = False
         self.dumped_at = self._clock()
         return actual

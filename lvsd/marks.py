@@ -50,7 +50,12 @@ class ProbeMarks:
         """Marks for exactly ``wanted`` (in order): each keeps its mark unless it lies outside
         the range or in ``taken`` (marks that belong to services lvsd did not create); new
         ones take the lowest free mark. Servers no longer wanted free theirs."""
-        self._base = base
+        self.adopt(self.choose(wanted, base=base, taken=taken), base=base)
+        return self.marks
+
+    def choose(self, wanted: Iterable[ServerRef], *, base: int,
+               taken: Collection[int] = ()) -> dict[ServerRef, int]:
+        """The marks ``assign`` would give, without taking them (``adopt`` does)."""
         refs = list(dict.fromkeys(wanted))
         span = probe_mark_range(base)
         used = set(taken)
@@ -77,5 +82,9 @@ class ProbeMarks:
         if short:
             log.error("dr_probe_marks_exhausted", servers=short, base=base, size=len(span),
                       detail="these servers' DR-path checks get no probe service")
-        self._marks = marks
-        return self.marks
+        return marks
+
+    def adopt(self, marks: Mapping[ServerRef, int], *, base: int) -> None:
+        """Take ``marks`` (from ``choose``) as the marks in use."""
+        self._base = base
+        self._marks = dict(marks)

@@ -133,12 +133,17 @@ def dr_checked(config: Config) -> list[ServerRef]:
     Each gets a one-server fwmark service (its mark from ``lvsd.marks.ProbeMarks``) so that a
     probe socket marked with it is forwarded by IPVS to exactly that server, addressed to the
     VIP."""
-    return [
-        (spec.key, server.key)
-        for spec in config.services
-        for server in spec.servers
-        if any(check.dr_path for check in server.checks)
-    ]
+    return finish(dr_checked_steps(config))
+
+
+def dr_checked_steps(config: Config) -> Steps[list[ServerRef]]:
+    """``dr_checked``, a step per service (``lvsd.pacing``)."""
+    refs: list[ServerRef] = []
+    for spec in config.services:
+        yield None
+        refs.extend((spec.key, server.key) for server in spec.servers
+                    if any(check.dr_path for check in server.checks))
+    return refs
 
 
 def probe_service(ref: ServerRef, mark: int) -> VirtualService:

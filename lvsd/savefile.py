@@ -6,6 +6,8 @@ text at all is logged, and the next change tries again.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 from lvsd import logs
@@ -21,6 +23,7 @@ class SaveFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._written: bytes | None = None
+        self._replacing = threading.Lock()  # a cancelled write's thread may still run
 
     async def write(self, backend: IpvsBackend, *, force: bool = False) -> bool:
         """Rewrite the file from a fresh dump when its content changes (``force``: compare
@@ -35,11 +38,10 @@ class SaveFile:
             data = text.encode("utf-8")
             if data == self._written and not force:
                 return True
-            if self._on_disk() == data:
+            # Reading, writing and syncing a 10,000-server file: off the event loop.
+            if not await asyncio.to_thread(self._replace, text, data):
                 self._written = data
                 return True
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, text)
         except Exception as exc:
             log.error("save_failed", path=str(self.path), error=f"{type(exc).__name__}: {exc}")
             return False
@@ -47,6 +49,16 @@ class SaveFile:
         log.info("saved", path=str(self.path), services=len(table.services),
                  destinations=table.dest_count)
         return True
+
+    def _replace(self, text: str, data: bytes) -> bool:
+        """Write ``text`` (``data`` encoded) unless the file holds it already; whether it
+        wrote."""
+        with self._replacing:
+            if self._on_disk() == data:
+                return False
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, text)
+            return True
 
     def _on_disk(self) -> bytes | None:
         try:

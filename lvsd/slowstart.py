@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lvsd.model import ServiceKey
+from lvsd.pacing import Steps, finish
 from lvsd.spec import Config, ServerRef
 from lvsd.weight import ramp_share, ramp_step
 
@@ -33,6 +34,15 @@ class Ramp:
     started: float  # the clock's time
     period: float
     until: float  # wall time the ramp ends, for /status
+
+
+@dataclass(frozen=True, slots=True)
+class StagedRamps:
+    """The slow-start periods of a new config, not in use yet (``Ramps.commit``)."""
+
+    periods: dict[ServerRef, float]
+    known: set[ServerRef]
+    added: list[ServerRef]
 
 
 class Ramps:
@@ -50,10 +60,17 @@ class Ramps:
         left) ends; a server without checks that this reload added ramps unless the kernel
         already ``serving`` it (at start nothing is added: the kernel's servers keep their
         weight, the others ramp when their first probe passes)."""
+        self.commit(finish(self.stage_steps(config, serving)))
+
+    def stage_steps(self, config: Config,
+                    serving: Callable[[ServerRef], bool]) -> Steps[StagedRamps]:
+        """``rebuild``'s reading of ``config``, a step per service (``lvsd.pacing``); the
+        ramps in use change only at ``commit``."""
         periods: dict[ServerRef, float] = {}
         known: set[ServerRef] = set()
         added: list[ServerRef] = []
         for spec in config.services:
+            yield None
             for server in spec.servers:
                 ref = (spec.key, server.key)
                 known.add(ref)
@@ -62,10 +79,14 @@ class Ramps:
                     if (self._known is not None and ref not in self._known
                             and not server.checks and not serving(ref)):
                         added.append(ref)
-        self._periods, self._known = periods, known
+        return StagedRamps(periods, known, added)
+
+    def commit(self, staged: StagedRamps) -> None:
+        periods = staged.periods
+        self._periods, self._known = periods, staged.known
         self._ramps = {ref: ramp for ref, ramp in self._ramps.items()
                        if periods.get(ref) == ramp.period}
-        for ref in added:
+        for ref in staged.added:
             self.begin(ref)
 
     def begin(self, ref: ServerRef) -> None:

@@ -15,7 +15,9 @@ nothing it did not create in this run, so it deletes nothing it cannot prove is 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +47,10 @@ class StateFile:
         self.path = path
         self._clock = clock
         self._written: str | None = None
+        self._latest: DaemonState | None = None  # as last asked to store, or read
+        self._writing = threading.Lock()  # a write in a thread against one on the loop
+        self._asked = 0  # stores asked for, in order
+        self._done = 0  # the latest of them that is on disk (or failed)
 
     def load(self) -> DaemonState:
         try:
@@ -60,21 +66,43 @@ class StateFile:
             self._set_aside(f"not a state file lvsd understands: {exc}")
             return DaemonState()
         self._written = text
+        self._latest = state
         return state
 
     def store(self, state: DaemonState) -> bool:
         """Write ``state`` when it changed; False (logged) when the write failed."""
-        text = json.dumps(encode(state), indent=1) + "\n"
-        if text == self._written:
+        if state == self._latest:
             return True
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, text)
-        except OSError as exc:
-            log.error("state_file_write_failed", path=str(self.path), error=str(exc))
-            return False
-        self._written = text
-        return True
+        self._latest = state
+        self._asked += 1
+        return self._write(state, self._asked)
+
+    async def store_in_thread(self, state: DaemonState) -> bool:
+        """``store``, encoding and writing (with its fsyncs) in a worker thread: at 10,000
+        servers that held the event loop for 15-50 ms. Stores finish in the order asked."""
+        if state == self._latest:
+            return True
+        self._latest = state
+        self._asked += 1
+        return await asyncio.to_thread(self._write, state, self._asked)
+
+    def _write(self, state: DaemonState, order: int) -> bool:
+        with self._writing:
+            if order < self._done:
+                return True  # a later state is on disk already
+            self._done = order
+            text = json.dumps(encode(state), indent=1) + "\n"
+            if text == self._written:
+                return True
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(self.path, text)
+            except OSError as exc:
+                log.error("state_file_write_failed", path=str(self.path), error=str(exc))
+                self._latest = None  # the next store tries again
+                return False
+            self._written = text
+            return True
 
     def _set_aside(self, problem: str) -> None:
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self._clock())}")

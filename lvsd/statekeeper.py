@@ -33,11 +33,20 @@ class StateKeeper:
               last_weights: dict[ServerRef, int] | None = None) -> bool:
         """Store the marks and overrides as they are now, with ``owned`` and ``last_weights``
         if given; False if the file could not be written."""
+        return self.file.store(self._remember(owned, last_weights))
+
+    async def store_in_thread(self, *, owned: frozenset[ServiceKey] | None = None,
+                              last_weights: dict[ServerRef, int] | None = None) -> bool:
+        """``store``, the file written by a worker thread (``StateFile.store_in_thread``)."""
+        return await self.file.store_in_thread(self._remember(owned, last_weights))
+
+    def _remember(self, owned: frozenset[ServiceKey] | None,
+                  last_weights: dict[ServerRef, int] | None) -> DaemonState:
         owned = self.state.owned if owned is None else owned
         last = self.state.last_weights if last_weights is None else last_weights
         self.state = DaemonState(owned, dict(self._marks.marks), encode_overrides(self._overrides),
                                  last)
-        return self.file.store(self.state)
+        return self.state
 
     def hashing(self, config: Config) -> Hashing:
         """The consistent-hash services' configured weights (rebuilt with the config) and the
@@ -46,7 +55,7 @@ class StateKeeper:
             self._hashed = (config, hashing_of(config, {}))
         return Hashing(self._hashed[1].weights, self.state.last_weights)
 
-    def after_pass(self, done: Plan, failed: Collection[Op], config: Config) -> None:
+    async def after_pass(self, done: Plan, failed: Collection[Op], config: Config) -> None:
         """Remember what a pass made lvsd own and the weights it left; ``failed``: its
         refused ops."""
         owned = owned_after(self.state.owned, done, failed)
@@ -55,4 +64,4 @@ class StateKeeper:
                                   hashing.weights,
                                   hashing.refs if done.wanted is not None else None)
         if owned != self.state.owned or last != self.state.last_weights:
-            self.store(owned=frozenset(owned), last_weights=last)
+            await self.store_in_thread(owned=frozenset(owned), last_weights=last)

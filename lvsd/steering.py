@@ -66,6 +66,8 @@ class Steering:
 
     def keep_configured(self, config: Config) -> None:
         """Drop the overrides of servers ``config`` no longer has."""
+        if not self._overrides:
+            return  # the usual case: no set of every configured server to build
         configured = {(spec.key, server.key) for spec in config.services
                       for server in spec.servers}
         for service_key, dest_key in self._overrides.keep_only(configured):

@@ -38,6 +38,9 @@ from lvsd.model import (
     Timeouts,
     VirtualService,
 )
+from lvsd.pacing import Steps, finish
+
+FROM_TABLE_SLICE = 50  # services (of up to hundreds of servers each) between two yields
 
 
 @dataclass
@@ -61,9 +64,16 @@ class MemoryTable:
 
     @classmethod
     def from_table(cls, table: Table) -> MemoryTable:
+        return finish(cls.from_table_steps(table))
+
+    @classmethod
+    def from_table_steps(cls, table: Table) -> Steps[MemoryTable]:
+        """``from_table``, a step per ``FROM_TABLE_SLICE`` services (``lvsd.pacing``)."""
         fake = cls()
-        for vs in table.services:
+        for index, vs in enumerate(table.services, 1):
             fake.entries[vs.key] = _Entry(vs.service, {d.key: d for d in reversed(vs.dests)})
+            if index % FROM_TABLE_SLICE == 0:
+                yield None
         if table.timeouts is not None:
             fake.timeouts = table.timeouts
         return fake

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from lvsd.model import Address, DestKey, Family, ServiceKey, Table, VirtualService
+from lvsd.model import Address, Dest, DestKey, Family, ServiceKey, Table, VirtualService
 
 T = TypeVar("T")
 
@@ -120,9 +120,18 @@ def _ipvsadm_sorted(items: Sequence[T], sort_key: Callable[[T], tuple[int, ...]]
 
 def ipvsadm_order(table: Table) -> Table:
     """The table in the order ``ipvsadm -S``/``-L`` prints it, given it is in kernel dump order."""
-    services = _ipvsadm_sorted(table.services, lambda vs: _service_sort_key(vs.key),
-                               _compare_services, (0, 3, 4, 5, 6), None)
-    return Table(tuple(
-        VirtualService(vs.service, tuple(_ipvsadm_sorted(
-            vs.dests, lambda d: _dest_sort_key(d.key), _compare_dests, (1, 2, 3, 4), 0)))
-        for vs in services), table.timeouts)
+    return Table(tuple(VirtualService(vs.service, dests_in_ipvsadm_order(vs.dests))
+                       for vs in services_in_ipvsadm_order(table.services)), table.timeouts)
+
+
+def services_in_ipvsadm_order(services: Sequence[VirtualService]) -> list[VirtualService]:
+    """The services in ipvsadm's order (their real servers as they are)."""
+    return _ipvsadm_sorted(services, lambda vs: _service_sort_key(vs.key), _compare_services,
+                           (0, 3, 4, 5, 6), None)
+
+
+def dests_in_ipvsadm_order(dests: Sequence[Dest]) -> tuple[Dest, ...]:
+    """One service's real servers in ipvsadm's order: ``ipvsadm_order`` a service at a time,
+    for work done in slices (``lvsd.pacing``)."""
+    return tuple(_ipvsadm_sorted(dests, lambda d: _dest_sort_key(d.key), _compare_dests,
+                                 (1, 2, 3, 4), 0))

@@ -30,7 +30,7 @@ from lvsd.ipvsadm.names import (
     sched_flag_names,
     tunnel_csum_option,
 )
-from lvsd.ipvsadm.order import int32, ipvsadm_order
+from lvsd.ipvsadm.order import dests_in_ipvsadm_order, int32, services_in_ipvsadm_order
 from lvsd.ipvsadm.resolve import NameResolver, SystemResolver
 from lvsd.model import (
     HOST_NETMASK_V4,
@@ -168,16 +168,16 @@ def format_table_steps(table: Table, *, resolve: bool = False, compat: bool = Fa
                        sort: bool = True, resolver: NameResolver | None = None) -> Steps[str]:
     """``format_table``, a step per service (``lvsd.pacing``)."""
     style = _Style((resolver or SystemResolver()) if resolve else None, compat)
-    ordered = ipvsadm_order(table) if sort else table
+    services = services_in_ipvsadm_order(table.services) if sort else table.services
     lines: list[str] = []
     if not compat and table.timeouts is not None and table.timeouts != KERNEL_DEFAULT_TIMEOUTS:
         lines.append(f"--set {_timeouts_args(table.timeouts)}")
-    for vs in ordered.services:
+    for vs in services:
         yield None
         ref = _service_ref(vs.key, style)
         lines.append(f"-A {ref} {_service_options(vs.service, style)}")
         lines.extend(f"-a {ref} {_dest_ref(vs.key, d.key, style)} {_dest_options(d, style)}"
-                     for d in vs.dests)
+                     for d in (dests_in_ipvsadm_order(vs.dests) if sort else vs.dests))
     return "".join(line + "\n" for line in lines)
 
 

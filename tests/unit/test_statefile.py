@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -65,3 +66,29 @@ def test_a_corrupt_file_is_moved_aside_and_taken_as_empty(tmp_path: Path,
 def test_an_unwritable_directory_is_reported_not_raised(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     assert not StateFile(tmp_path / "file" / "state.json").store(DaemonState(frozenset({WEB})))
+
+
+async def test_a_store_in_a_thread_never_lands_over_a_later_store(tmp_path: Path) -> None:
+    """The reload and the pass write the state file from a worker thread; an operator's
+    change writes it at once. Whichever finishes last, the file holds the last asked."""
+    path = tmp_path / "state.json"
+    earlier = DaemonState(owned=frozenset({WEB}))
+    later = DaemonState(owned=frozenset())
+    for _ in range(20):  # either order of the thread and the loop
+        file = StateFile(path)
+        writing = asyncio.create_task(file.store_in_thread(earlier))
+        await asyncio.sleep(0)  # the thread is started
+        assert file.store(later)
+        assert await writing
+        assert StateFile(path).load() == later
+
+
+async def test_a_failed_store_in_a_thread_is_tried_again(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    file = StateFile(blocked / "state.json")
+    state = DaemonState(owned=frozenset({WEB}))
+    assert not await file.store_in_thread(state)
+    blocked.unlink()
+    assert await file.store_in_thread(state), "the same state is written once it can be"
+    assert StateFile(blocked / "state.json").load() == state
