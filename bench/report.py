@@ -452,8 +452,12 @@ def pair_rows(pairs: dict[str, Any]) -> list[Row]:
     """Issue 12's figures from bench/pairs.py (VM): failover with and without sync, mh against
     rr when a director of an ECMP pair dies, and the announcement's withdraw time."""
     rows: list[Row] = []
+    for part, entry in pairs.items():
+        if "error" in entry:
+            rows.append(Row("#12", f"VM, bench/pairs.py {part}", "-", "-", "-",
+                            f"not measured ({entry['error'][:80]})"))
     failover = pairs.get("failover")
-    if failover:
+    if failover and "error" not in failover:
         flows, lost = failover["flows"], failover["lost"]
         both, off = lost.get("both", []), lost.get("off", [])
         if both:
@@ -462,7 +466,8 @@ def pair_rows(pairs: dict[str, Any]) -> list[Row]:
                             f"sync off: mean {statistics.fmean(off):.1f}" if off else "-",
                             "-", judged(max(both), 0)))
     for scheduler, bound_text in (("mh", "0 lost, 100% kept"), ("rr", "control")):
-        entry = pairs.get("hashing", {}).get(scheduler)
+        entry = pairs.get("hashing", {}).get(scheduler) if "error" not in pairs.get(
+            "hashing", {}) else None
         if entry:
             through, kept = sum(entry["through_d1"]), sum(entry["kept_server"])
             share = kept / through if through else float("nan")
@@ -474,7 +479,7 @@ def pair_rows(pairs: dict[str, Any]) -> list[Row]:
                              else "**missed**") if scheduler == "mh"
                             else "(the control: loses what mh keeps)"))
     withdraw = pairs.get("withdraw")
-    if withdraw:
+    if withdraw and "error" not in withdraw:
         rows.append(Row("#12", f"VM, quorum lost -> next hop leaves the BIRD router's route, "
                         f"p50/max over {withdraw['rounds']}",
                         f"{fmt(withdraw['router_p50'], 's', 3)} / "
