@@ -285,21 +285,25 @@ async def test_a_director_restarted_while_a_server_is_down_builds_the_same_mh_ta
 
 async def test_the_same_death_with_rr_loses_the_flows_sent_to_another_server(
         fleet: Fleet) -> None:
-    """The control: with rr the survivor schedules each flow it takes over anew, so about
-    two in three land on another real server, which resets them: the harness sees what mh
-    keeps. (At least a quarter and 4: with ~20 flows moved, fewer fails once in ~5000 runs.)"""
+    """The control: with rr the survivor schedules each flow it takes over anew, and the ones
+    it sends to another real server are reset by that server. How many depends on where the
+    survivor's rotation stands against the order the flows reach it (in the VM about half of
+    d1's flows kept their server: 41 of 90 over 5 deaths), so d1 dies twice and at least a
+    fifth of its flows must be lost (fewer: about once in 10,000 runs)."""
     await set_scheduler(fleet, consistent=False)
     try:
-        death = await ecmp_director_death(fleet.lab, FLOWS, returns=False)
+        deaths = [await ecmp_director_death(fleet.lab, FLOWS, returns=False) for _ in range(2)]
     finally:
         await set_scheduler(fleet, consistent=True)
-    print(f"rr: {death}")
-    assert death.misplaced == [], death
-    moved = death.moved_server
-    assert len(moved) >= max(4, len(death.through_dead) // 4), death
-    assert death.lost_on_death == moved, death
-    assert set(moved) <= set(death.report.reset), death
-    assert death.stalled_on_death == [], death  # the rest went on through the survivor
+    for death in deaths:
+        print(f"rr: {death}")
+        assert death.misplaced == [], death
+        assert death.lost_on_death == death.moved_server, death
+        assert set(death.moved_server) <= set(death.report.reset), death
+        assert death.stalled_on_death == [], death  # the rest went on through the survivor
+    carried = sum(len(death.through_dead) for death in deaths)
+    lost = sum(len(death.moved_server) for death in deaths)
+    assert lost >= max(6, carried // 5), [str(death) for death in deaths]
 
 
 async def set_scheduler(fleet: Fleet, *, consistent: bool) -> None:
