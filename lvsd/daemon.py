@@ -517,7 +517,8 @@ async def serve(config_path: Path, config: Config, early: EarlySignals | None = 
             log.info("stopped", detail="asked to stop during start-up; the kernel was not touched")
             return 0
         try:
-            await daemon.start()
+            with collections_paused(True):  # until start freezes what it built
+                await daemon.start()
         except IpvsUnavailable as exc:
             log.error("start_failed", error=str(exc))
             return 3
@@ -538,7 +539,8 @@ async def serve(config_path: Path, config: Config, early: EarlySignals | None = 
 
 def run_daemon(config_path: Path, early: EarlySignals | None = None) -> int:
     try:
-        config = load(config_path)
+        with collections_paused(True):  # the config lives as long as the process
+            config = load(config_path)
     except ConfigError as exc:
         logs.configure()
         log.error(
