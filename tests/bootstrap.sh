@@ -21,7 +21,7 @@ if (( ${#missing[@]} )); then
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if [[ ! -x .venv/bin/lvsd ]] \
-        || ! .venv/bin/python -c 'import lvsd, pytest, hypothesis, matplotlib' 2>/dev/null; then
+        || ! .venv/bin/python -c 'import lvsd, pytest, xdist, hypothesis, matplotlib' 2>/dev/null; then
     echo "bootstrap: preparing .venv"
     [[ -x .venv/bin/python ]] || python3 -m venv .venv
     .venv/bin/pip install -q -e '.[test,fast,bench]'

@@ -49,6 +49,31 @@ CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
 
+# run-integration.sh runs the modules on two pytest-xdist workers: on one, the guest idled a
+# third of the time. Each module stays whole on one worker, so its shared lab is built once,
+# and the modules that need every scheduler module loaded run on the same worker as the fault
+# test that unloads one (test_faults_kernel's scheduler_the_kernel_lacks). A scheduler of our
+# own: pytest 9.2 ignores the node ids that xdist's --dist loadgroup rewrites.
+NEEDS_EVERY_SCHEDULER = frozenset({"test_faults_kernel", "test_saveformat_kernel",
+                                   "test_config_kernel", "test_plan_kernel", "test_netlink"})
+
+
+def work_unit_of(nodeid: str) -> str:
+    """The unit one worker runs whole: the test's module, or the scheduler group."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+    return "every-scheduler" if module in NEEDS_EVERY_SCHEDULER else module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit_of(nodeid)
+
+    return ByModule(config, log)  # type: ignore[arg-type]
+
+
 def _require_kernel() -> None:
     if os.environ.get("RUN_IN_VM") != "1" and not os.path.exists("/proc/net/ip_vs"):
         pytest.skip(NO_KERNEL_REASON)

@@ -9,29 +9,54 @@ cd "$REPO"
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 [[ -x $PYTHON ]] || PYTHON=python3
 mkdir -p .lab
-REPORT=$(mktemp "$REPO/.lab/integration.XXXXXX.xml")
-trap 'rm -f "$REPORT"' EXIT
+REPORTS=$(mktemp -d "$REPO/.lab/integration.XXXXXX")
+trap 'rm -rf "$REPORTS"' EXIT
+PYTEST=("$PYTHON" -m pytest -p no:cacheprovider -p no:hypothesispytest --durations=25)
 
-# Without a test path among the arguments, run the whole suite.
-TARGET=(tests/integration)
-for arg in "$@"; do [[ $arg == tests/* ]] && TARGET=(); done
+# The whole suite (no test path among the arguments) runs in two phases in one boot. First
+# every module but the timed ones, on two pytest-xdist workers: on one, the guest idled a third
+# of the time; each module stays whole on one worker (the scheduler in conftest.py). Then the
+# modules whose assertions are the issues' own time bounds (a next hop gone within 1 s, a role
+# within 100 ms, BFD at 300 ms), one at a time, so the other worker's load cannot bend them.
+# TEST_WORKERS=0: everything in one process.
+TIMED=(tests/integration/test_announce_kernel.py tests/integration/test_pair_failover.py
+       tests/integration/test_pair_fleet.py)
+WORKERS=${TEST_WORKERS:-2}
+explicit=0
+for arg in "$@"; do [[ $arg == tests/* ]] && explicit=1; done
+GUEST=$REPORTS/guest.sh
+{
+    echo 'rc=0'
+    if (( explicit )); then
+        printf '%q ' "${PYTEST[@]}" --junitxml="$REPORTS/1.xml" "$@"; echo '|| rc=$?'
+    elif (( WORKERS > 0 )); then
+        printf '%q ' "${PYTEST[@]}" --junitxml="$REPORTS/1.xml" -n "$WORKERS" "$@" \
+            $(printf -- '--ignore=%s ' "${TIMED[@]}") tests/integration; echo '|| rc=$?'
+        printf '%q ' "${PYTEST[@]}" --junitxml="$REPORTS/2.xml" "$@" "${TIMED[@]}"
+        echo '|| rc=$?'
+    else
+        printf '%q ' "${PYTEST[@]}" --junitxml="$REPORTS/1.xml" "$@" tests/integration
+        echo '|| rc=$?'
+    fi
+    echo 'exit $rc'
+} > "$GUEST"
 
 set +e
-VM_TIMEOUT=${VM_TIMEOUT:-3600} "$REPO/tests/vm/run-in-vm.sh" \
-    "$PYTHON" -m pytest -p no:cacheprovider -p no:hypothesispytest --durations=25 --junitxml="$REPORT" \
-    "$@" "${TARGET[@]}"
+VM_MEM=${VM_MEM:-3G} VM_TIMEOUT=${VM_TIMEOUT:-3600} "$REPO/tests/vm/run-in-vm.sh" bash "$GUEST"
 RC=$?
 set -e
 
-"$PYTHON" - "$REPORT" <<'PYEOF'
+"$PYTHON" - "$REPORTS" <<'PYEOF'
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
-try:
-    root = ET.parse(sys.argv[1]).getroot()
-except (OSError, ET.ParseError) as exc:
-    sys.exit(f"run-integration: no test report from the VM ({exc})")
-cases = root.findall(".//testcase")
+cases = []
+for report in sorted(Path(sys.argv[1]).glob("*.xml")):
+    try:
+        cases += ET.parse(report).getroot().findall(".//testcase")
+    except (OSError, ET.ParseError) as exc:
+        sys.exit(f"run-integration: no test report from the VM ({report.name}: {exc})")
 unrun = [c for c in cases
          if any("needs a kernel with IPVS" in (s.get("message") or "")
                 for s in c.findall("skipped"))]
