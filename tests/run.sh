@@ -11,7 +11,7 @@ failed=()
 step() { local name=$1; shift; echo; echo "=== $name"; "$@" || failed+=("$name"); }
 step "ruff" .venv/bin/ruff check lvsd tests bench
 step "mypy --strict" .venv/bin/mypy lvsd
-step "unit tests (host)" .venv/bin/pytest -q -p no:cacheprovider tests/unit
+step "unit tests (host)" .venv/bin/pytest -q -p no:cacheprovider -n 2 tests/unit
 # The benchmarks' host parts at tiny sizes, so their code cannot rot (the VM parts run as
 # tests/integration/test_bench_smoke.py in the integration step's boot). Figures not judged.
 step "benchmark smoke (host parts)" .venv/bin/python bench/report.py --smoke \
