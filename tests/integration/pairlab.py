@@ -81,6 +81,7 @@ FLOW_INTERVAL = 0.2
 # The flows' client ports, below the ephemeral range: no port is used twice in one lab, so an
 # IPVS connection entry left behind by an earlier test never matches a later test's flow.
 FIRST_CLIENT_PORT, LAST_CLIENT_PORT = 20000, 32767
+CONNECT_ATTEMPTS = 3
 
 Mode = Literal["vrrp", "ecmp"]
 
@@ -495,7 +496,8 @@ class FlowHarness:
         async def connect(index: int, port: int) -> _Flow:
             # A refused connect happens before any death and says nothing about one (seen once
             # in the rr control, cause not found): the flow tries again on a fresh port.
-            for attempt in range(3):
+            attempt = 1
+            while True:
                 sock = self.lab.client.socket()
                 sock.setblocking(False)
                 try:
@@ -503,17 +505,17 @@ class FlowHarness:
                     await loop.sock_connect(sock, (self.lab.vip, self.port))
                 except ConnectionRefusedError:
                     sock.close()
-                    if attempt == 2:
+                    if attempt == CONNECT_ATTEMPTS:
                         raise
-                    port = self.lab.client_port()
-                    await asyncio.sleep(0.2)
-                    continue
                 except BaseException:
                     sock.close()
                     raise
-                reader, writer = await asyncio.open_connection(sock=sock)
-                return _Flow(index, port, reader, writer)
-            raise AssertionError("unreachable")
+                else:
+                    reader, writer = await asyncio.open_connection(sock=sock)
+                    return _Flow(index, port, reader, writer)
+                attempt += 1
+                port = self.lab.client_port()
+                await asyncio.sleep(0.2)
 
         async with asyncio.timeout(timeout):
             self._flows = list(await asyncio.gather(

@@ -17,7 +17,8 @@ PYTEST=("$PYTHON" -m pytest -p no:cacheprovider -p no:hypothesispytest --duratio
 # every module but the timed ones, on two pytest-xdist workers: on one, the guest idled a third
 # of the time; each module stays whole on one worker (the scheduler in conftest.py). Then the
 # modules whose assertions are the issues' own time bounds (a next hop gone within 1 s, a role
-# within 100 ms, BFD at 300 ms, detection within its bound), one at a time, so the other worker's load cannot bend them.
+# within 100 ms, BFD at 300 ms, detection within its bound), one at a time, so the other
+# worker's load cannot bend them.
 # TEST_WORKERS=0: everything in one process.
 TIMED=(tests/integration/test_announce_kernel.py tests/integration/test_pair_failover.py
        tests/integration/test_pair_fleet.py tests/integration/test_daemon_kernel.py)
