@@ -49,11 +49,11 @@ CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
 
-# run-integration.sh runs the modules on two pytest-xdist workers: on one, the guest idled a
-# third of the time. Each module stays whole on one worker, so its shared lab is built once,
-# and the modules that need every scheduler module loaded run on the same worker as the fault
-# test that unloads one (test_faults_kernel's scheduler_the_kernel_lacks). A scheduler of our
-# own: pytest 9.2 ignores the node ids that xdist's --dist loadgroup rewrites.
+# With TEST_WORKERS=2, run-integration.sh runs the modules on two pytest-xdist workers (on one,
+# the guest idled a third of the time). Each module stays whole on one worker, so its shared
+# lab is built once, and the modules that need every scheduler module loaded run on the same
+# worker as the fault test that unloads one (test_faults_kernel's scheduler_the_kernel_lacks).
+# A scheduler of our own: pytest 9.2 ignores the node ids that xdist's --dist loadgroup rewrites.
 NEEDS_EVERY_SCHEDULER = frozenset({"test_faults_kernel", "test_saveformat_kernel",
                                    "test_config_kernel", "test_plan_kernel", "test_netlink"})
 

@@ -13,16 +13,15 @@ REPORTS=$(mktemp -d "$REPO/.lab/integration.XXXXXX")
 trap 'rm -rf "$REPORTS"' EXIT
 PYTEST=("$PYTHON" -m pytest -p no:cacheprovider -p no:hypothesispytest --durations=25)
 
-# The whole suite (no test path among the arguments) runs in two phases in one boot. First
-# every module but the timed ones, on two pytest-xdist workers: on one, the guest idled a third
-# of the time; each module stays whole on one worker (the scheduler in conftest.py). Then the
-# modules whose assertions are the issues' own time bounds (a next hop gone within 1 s, a role
-# within 100 ms, BFD at 300 ms, detection within its bound), one at a time, so the other
-# worker's load cannot bend them.
-# TEST_WORKERS=0: everything in one process.
+# One pytest process by default. TEST_WORKERS=2 runs the whole suite (no test path among the
+# arguments) in two phases in one boot: every module but the timed ones on two pytest-xdist
+# workers, each module whole on one worker (the scheduler in conftest.py), then the modules
+# whose assertions are time bounds one at a time. Not the default: in two of three quiet
+# clean-clone runs, tests of the parallel phase missed their bounds (lvsd not ready in 90 s,
+# the 10k table not back in 120 s) with both workers busy in the emulated guest.
 TIMED=(tests/integration/test_announce_kernel.py tests/integration/test_pair_failover.py
        tests/integration/test_pair_fleet.py tests/integration/test_daemon_kernel.py)
-WORKERS=${TEST_WORKERS:-2}
+WORKERS=${TEST_WORKERS:-0}
 explicit=0
 for arg in "$@"; do [[ $arg == tests/* ]] && explicit=1; done
 GUEST=$REPORTS/guest.sh
