@@ -175,6 +175,7 @@ class Daemon:
         self._spawn(load_loop(self.status.sample_probe_load))
         self._spawn(self.steering.expire_on_time())
         self.runner.start()
+        self.pair.watch()
         if self.vip_guard is not None:
             self.vip_guard.follow(self.config)
             self.vip_guard.start(self.status.vips_changed)

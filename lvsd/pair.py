@@ -38,8 +38,16 @@ class DirectorPair:
         self.role.subscribe(callback)
 
     async def start(self) -> None:
-        await self.role.start()
+        """Before the first pass. Only ``follow-role`` needs the role for it (which sync daemon
+        to run): the other modes start watching after the first pass (``watch``), so the
+        seconds pyroute2's import takes on a slow machine never delay readiness."""
+        if self.sync.settings.mode == "follow-role":
+            await self.role.start()
         await self.resync()
+
+    def watch(self) -> None:
+        """After the first pass: follow the role from now on (if ``start`` did not already)."""
+        self.role.watch()
 
     def stop(self) -> None:
         """The sync daemons keep running, like the table: lvsd's end is no failover."""

@@ -132,11 +132,17 @@ class RoleWatcher:
     async def start(self, first_dump_timeout: float = 30.0) -> None:
         """Start watching; wait (bounded: pyroute2's import takes seconds under emulation)
         for the first address dump, so the first reconcile knows the role."""
+        self.watch()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_dump.wait(), first_dump_timeout)
+
+    def watch(self) -> None:
+        """Start watching without waiting for the first dump (once; later calls do nothing)."""
+        if self._loop is not None:
+            return
         self._loop = asyncio.get_running_loop()
         threading.Thread(target=self._rtnetlink_thread, name="lvsd-role", daemon=True).start()
         self.follow_fifo()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first_dump.wait(), first_dump_timeout)
 
     def stop(self) -> None:
         thread_loop, follow = self._thread_loop, self._follow_task

@@ -179,8 +179,9 @@ async def test_lvsd_runs_both_sync_daemons_ipvsadm_shows_them_and_a_stopped_one_
         pair: Pair) -> None:
     await wait_daemons(pair, ["master", "backup"])
     d1, d2 = pair.of(pair.lab.d1), pair.of(pair.lab.d2)
-    assert d1.status()["role"]["role"] == "master"
-    assert d2.status()["role"]["role"] == "backup"
+    for process, role in ((d1, "master"), (d2, "backup")):  # known once the dump answers
+        await process.wait_for(lambda p=process, r=role: p.status()["role"]["role"] == r, 30,
+                               f"role {role}", poll=0.3)
     assert role_metric(d1) == 1 and role_metric(d2) == 0
     assert all(d["owner"] == "lvsd" for d in lvsd_daemons(d2))
 
