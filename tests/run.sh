@@ -7,8 +7,15 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$REPO"
 bash tests/bootstrap.sh || exit 1
+echo "=== bootstrap: $SECONDS s"
 failed=()
-step() { local name=$1; shift; echo; echo "=== $name"; "$@" || failed+=("$name"); }
+# Each step says how long it took: the whole suite has a time budget (30 min on CI).
+step() {
+    local name=$1 began=$SECONDS; shift
+    echo; echo "=== $name"
+    "$@" || failed+=("$name")
+    echo "=== $name: $((SECONDS - began)) s"
+}
 step "ruff" .venv/bin/ruff check lvsd tests bench
 step "mypy --strict" .venv/bin/mypy lvsd
 step "unit tests (host)" .venv/bin/pytest -q -p no:cacheprovider -n 2 tests/unit
@@ -19,7 +26,7 @@ step "benchmark smoke (host parts)" .venv/bin/python bench/report.py --smoke \
 step "integration tests (real IPVS kernel in a VM)" bash tests/vm/run-integration.sh
 echo
 if (( ${#failed[@]} )); then
-    echo "FAILED: ${failed[*]}"
+    echo "FAILED: ${failed[*]} (after $SECONDS s)"
     exit 1
 fi
-echo "all test steps passed"
+echo "all test steps passed in $SECONDS s"
