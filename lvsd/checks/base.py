@@ -162,7 +162,7 @@ class CheckSpec(BaseModel):
     of the real server's own address (direct-routing services only; see ``drpath``).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     # Whether the probe opens a connection to ``connect_ip``/``connect_port`` or the server.
     connects: ClassVar[bool] = True
