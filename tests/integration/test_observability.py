@@ -2,12 +2,14 @@
 
 One lab for the module: ``lvsd run`` in the director's namespace with an HTTP check on both real
 servers, Debian's Prometheus scraping it there every second, and the tests reading everything
-through that namespace's loopback (curl, ipvsadm, chromium run inside it).
+through that namespace's loopback (HTTP from a thread in it; ipvsadm and chromium run inside
+it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import re
 import shutil
@@ -16,13 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import DrLab, dr_lab_context
+from conftest import DrLab, dr_lab_context, in_netns
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,23 +62,38 @@ class Observed:
     lvsd: subprocess.Popen[bytes]
     prometheus: subprocess.Popen[bytes]
 
-    def curl(self, url: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.lab.director.run("curl", "-s", "-m", "10", *args, url, check=False)
+    def fetch(self, port: int, path: str) -> tuple[int | None, str]:
+        """(HTTP status or None if nothing answered, body) of ``GET path`` on 127.0.0.1:port
+        in the director's namespace, from a thread there (a curl process per request costs
+        half a second under emulation, and the tests poll)."""
+
+        def get() -> tuple[int | None, str]:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                connection.request("GET", path)
+                response = connection.getresponse()
+                return response.status, response.read().decode(errors="replace")
+            except (OSError, http.client.HTTPException) as exc:
+                return None, str(exc)
+            finally:
+                connection.close()
+
+        return in_netns(self.lab.director, get)
 
     def get(self, path: str) -> str:
-        result = self.curl(f"http://127.0.0.1:{LVSD_PORT}{path}", "-f")
-        assert result.returncode == 0, (path, result.returncode, result.stderr)
-        return result.stdout
+        code, body = self.fetch(LVSD_PORT, path)
+        assert code == 200, (path, code, body[:500])
+        return body
 
     def status(self) -> dict[str, Any]:
         document: dict[str, Any] = json.loads(self.get("/status"))
         return document
 
     def query(self, promql: str) -> list[dict[str, Any]]:
-        result = self.curl(f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query", "-G",
-                           "--data-urlencode", f"query={promql}")
-        assert result.returncode == 0, (promql, result.stderr)
-        answer = json.loads(result.stdout)
+        code, body = self.fetch(PROMETHEUS_PORT,
+                                f"/api/v1/query?{urllib.parse.urlencode({'query': promql})}")
+        assert code == 200, (promql, code, body[:500])
+        answer = json.loads(body)
         assert answer["status"] == "success", (promql, answer)
         vector: list[dict[str, Any]] = answer["data"]["result"]
         return vector
@@ -144,7 +162,7 @@ def tail(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def observed() -> Iterator[Observed]:
-    for tool in ("prometheus", "ipvsadm", "curl"):
+    for tool in ("prometheus", "ipvsadm"):
         assert shutil.which(tool), f"{tool} missing: bash tests/bootstrap.sh installs it"
     with dr_lab_context(2) as lab:
         workdir = Path(tempfile.mkdtemp(prefix="lvsd-observability-"))
@@ -166,8 +184,8 @@ def observed() -> Iterator[Observed]:
         observed = Observed(lab, workdir, lvsd, prometheus)
         try:
             try:
-                wait_for("lvsd ready", lambda: observed.curl(
-                    f"http://127.0.0.1:{LVSD_PORT}/readyz", "-f").returncode == 0, 180)
+                wait_for("lvsd ready",
+                         lambda: observed.fetch(LVSD_PORT, "/readyz")[0] == 200, 180)
                 wait_for("Prometheus to scrape lvsd", lambda: [
                     s for s in observed.query('up{job="lvsd"}') if s["value"][1] == "1"], 180)
             except AssertionError as exc:
