@@ -25,6 +25,7 @@ import asyncio
 import collections
 import ctypes
 import functools
+import http.client
 import os
 import shutil
 import socket
@@ -117,6 +118,26 @@ def in_netns(name: str, work: Callable[[], T]) -> T:
     if failure:
         raise failure[0]
     return outcome[0]
+
+
+def http_get_in_netns(name: str, port: int, path: str, *, timeout: float
+                      ) -> tuple[int | None, str]:
+    """(status, body) of ``GET path`` on 127.0.0.1:``port`` in namespace ``name``, asked from
+    a thread there (no process: under emulation each costs about half a second), or (None,
+    why) if nothing answered within ``timeout`` s."""
+
+    def get() -> tuple[int | None, str]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, response.read().decode(errors="replace")
+        except (OSError, http.client.HTTPException) as exc:
+            return None, str(exc)
+        finally:
+            connection.close()
+
+    return in_netns(name, get)
 
 
 def run_in_netns(name: str, cmd: Sequence[str], stdin: bytes | None = None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import http.client
 import ipaddress
 import json
 import os
@@ -27,7 +26,7 @@ from typing import Any
 
 from lvsd.ipvsadm.restore import parse
 from lvsd.model import Address, DestKey, Family, Protocol, ServiceKey, Table
-from tests.integration.conftest import in_netns
+from tests.integration.conftest import http_get_in_netns, in_netns
 
 LVSD = str(Path(sys.executable).with_name("lvsd"))
 
@@ -142,19 +141,8 @@ class LvsdProcess:
         """The body of ``GET path`` on lvsd's API (whatever the status), or None if nothing
         answered within ``timeout`` s. Asked from a thread in the director's namespace: no process
         spawned, which under emulation costs lvsd CPU while it starts."""
-
-        def get() -> str | None:
-            connection = http.client.HTTPConnection("127.0.0.1", self.listen_port,
-                                                    timeout=timeout)
-            try:
-                connection.request("GET", path)
-                return connection.getresponse().read().decode(errors="replace").strip()
-            except (OSError, http.client.HTTPException):
-                return None
-            finally:
-                connection.close()
-
-        return in_netns(self.director, get)
+        status, body = http_get_in_netns(self.director, self.listen_port, path, timeout=timeout)
+        return None if status is None else body.strip()
 
     def ctl(self, *args: str, user: int | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,6 @@ it).
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import re
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import DrLab, dr_lab_context, in_netns
+from conftest import DrLab, dr_lab_context, http_get_in_netns
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,22 +62,8 @@ class Observed:
     prometheus: subprocess.Popen[bytes]
 
     def fetch(self, port: int, path: str) -> tuple[int | None, str]:
-        """(HTTP status or None if nothing answered, body) of ``GET path`` on 127.0.0.1:port
-        in the director's namespace, from a thread there (a curl process per request costs
-        half a second under emulation, and the tests poll)."""
-
-        def get() -> tuple[int | None, str]:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            try:
-                connection.request("GET", path)
-                response = connection.getresponse()
-                return response.status, response.read().decode(errors="replace")
-            except (OSError, http.client.HTTPException) as exc:
-                return None, str(exc)
-            finally:
-                connection.close()
-
-        return in_netns(self.lab.director, get)
+        """(status, body) of ``GET path`` on 127.0.0.1:port in the director's namespace."""
+        return http_get_in_netns(self.lab.director, port, path, timeout=10)
 
     def get(self, path: str) -> str:
         code, body = self.fetch(LVSD_PORT, path)
