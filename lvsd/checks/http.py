@@ -41,6 +41,7 @@ StatusRange = tuple[int, int]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FORBIDDEN_IN_HEADER = re.compile(r"[\r\n\x00]")
+_MAX_CACHED_REQUESTS = 100_000
 
 
 def _status_code(value: object) -> int:
@@ -367,6 +368,7 @@ class HttpProber(Prober):
         self.request_tail = (f"User-Agent: lvsd-health-check\r\nAccept: */*\r\n{extra}"
                              "Connection: close\r\n\r\n")
         self.fixed_request = (self._format(spec.host) if spec.host is not None else None)
+        self._requests: dict[tuple[str, int], bytes] = {}  # per address probed: its Host
 
     def _format(self, host: str) -> bytes:
         return f"{self.request_head}Host: {host}\r\n{self.request_tail}".encode()
@@ -374,7 +376,14 @@ class HttpProber(Prober):
     def request(self, target: ProbeTarget) -> bytes:
         if self.fixed_request is not None:
             return self.fixed_request
-        return self._format(_host_header(target, self.default_port))
+        endpoint = (target.host, target.port)
+        request = self._requests.get(endpoint)
+        if request is None:
+            if len(self._requests) >= _MAX_CACHED_REQUESTS:
+                self._requests.clear()
+            request = self._requests[endpoint] = self._format(
+                _host_header(target, self.default_port))
+        return request
 
     def _exchange(self, target: ProbeTarget) -> _HttpExchange:
         return _HttpExchange(self.request(target), self.judge, self.max_bytes, self.want_body)
