@@ -3,7 +3,10 @@
 - One probe per ``CheckKey`` however many services share it (the caller passes keys).
 - Start-up and every batch of new checks: checks with the same interval take evenly spaced
   slots of it, ordered by a stable hash of their key, each at a random point of its slot, so
-  10 ms bins stay near the mean and a restart keeps the same order.
+  10 ms bins stay near the mean and a restart keeps the same order. The slots count from
+  the runner's first wake-up after ``update()``, not from the call: building 10,000 entries
+  keeps the loop for a few hundred ms, and slots counted from before that would all be due
+  at once.
 - Then each check keeps an anchor that advances by ``period`` per probe (the interval, or
   ``retry_interval`` while the last probe failed), never to before the last probe finished;
   each probe starts at its anchor ± ``jitter * period`` at random. Jitter does not
@@ -197,6 +200,8 @@ class ProbeRunner:
         self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = 0
         self._waiting: deque[tuple[_Entry, float]] = deque()
+        self._fresh: list[tuple[_Entry, float]] = []  # new checks and their start-up offsets
+        self._fresh_since = 0.0  # when the oldest of them was added
         self._deadlines: dict[float, _Deadlines] = {}
         self._in_flight = 0
         self._running = False
@@ -252,15 +257,20 @@ class ProbeRunner:
         if not added:
             return
         now = self._clock.time()
+        if not self._fresh:
+            self._fresh_since = now
         by_identity: dict[int, _SharedProber] = {}  # spares hashing equal specs again
         for key, offset in startup_offsets(added, self._rng).items():
             shared = by_identity.get(id(key.spec))
             if shared is None:
                 shared = by_identity[id(key.spec)] = self._prober_for(key.spec)
-            entry = _Entry(key, shared, now + offset)
+            entry = _Entry(key, shared, now + offset)  # placed again at the first wake-up
             entry.report = functools.partial(self._finished, entry)
             self._entries[key] = entry
-            self._push(entry, entry.anchor)
+            self._fresh.append((entry, offset))
+        if self._timer is not None and self._timer_when > self._fresh_since:
+            self._timer.cancel()
+            self._timer = None
         self._arm()
 
     def start(self) -> None:
@@ -329,6 +339,8 @@ class ProbeRunner:
         while heap and (not heap[0][2].alive or heap[0][1] != heap[0][2].seq):
             heapq.heappop(heap)
         wake = heap[0][0] if heap else float("inf")
+        if self._fresh:
+            wake = min(wake, self._fresh_since)
         for timeout, deadlines in self._deadlines.items():
             while deadlines and _stale(deadlines[0]):
                 deadlines.popleft()
@@ -349,6 +361,8 @@ class ProbeRunner:
         self._window.lag(lag)
         self._last_wake = now
         limit = now + TIMER_TICK
+        if self._fresh:
+            self._place_fresh(now)
         self._expire(now)
         heap = self._heap
         while heap and heap[0][0] <= limit:
@@ -370,6 +384,13 @@ class ProbeRunner:
             self._log_carry = EngineLoad()
             self._window = _LoadCounter()
             self._window_start = now
+
+    def _place_fresh(self, now: float) -> None:
+        fresh, self._fresh = self._fresh, []
+        for entry, offset in fresh:
+            if entry.alive:
+                entry.anchor = now + offset
+                self._push(entry, entry.anchor)
 
     def _launch(self, entry: _Entry, scheduled: float) -> None:
         self._in_flight += 1

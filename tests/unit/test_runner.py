@@ -171,6 +171,27 @@ async def test_start_up_spreads_10k_checks_evenly_and_runs_each_within_the_inter
     await runner.stop()
 
 
+async def test_start_up_counts_the_slots_from_the_first_wake_up_not_from_update(
+        world: World) -> None:
+    """update() of 10,000 checks keeps the loop for a few hundred ms: slots counted from the
+    call would all be due by the first wake-up, and start at once."""
+    reports: list[ProbeReport] = []
+    runner = make_runner(world, reports, max_in_flight=10_000)
+    runner.update(keys(10_000))
+    runner.start()
+    world.clock.now += 0.4  # the loop was busy: no timer ran meanwhile
+    await world.clock.advance(2.5)
+    first: dict[int, float] = {}
+    for t, target in world.starts:
+        first.setdefault(target.port, t)
+    assert len(first) == 10_000
+    woke = START + 0.4
+    assert min(first.values()) >= woke
+    assert max(first.values()) <= woke + 2.0 + 0.01
+    assert peak_over_mean(list(first.values()), woke, woke + 2.0) <= 2.0
+    await runner.stop()
+
+
 async def test_steady_state_stays_spread(world: World) -> None:
     reports: list[ProbeReport] = []
     runner = make_runner(world, reports, max_in_flight=10_000)
@@ -313,8 +334,12 @@ async def test_update_keeps_the_schedule_of_unchanged_checks(world: World) -> No
     runner.update(kept + added)
     assert {key: runner.due(key) for key in kept} == before
     assert all(key not in runner for key in removed) and len(runner) == 200
-    await world.clock.advance(0.0)
-    assert Counter(t.port for _, t in world.starts) == probes_before  # nothing restarted
+    await world.clock.advance(0.0)  # the runner wakes at once to place the new checks
+    started_now = Counter(t.port for _, t in world.starts) - probes_before
+    due_by_port = {key.target.port: due for key, due in before.items()}
+    assert all(due_by_port[port] is not None
+               and due_by_port[port] <= world.clock.now + runner_module.TIMER_TICK
+               for port in started_now)  # nothing restarted: only what was due anyway
     await world.clock.advance(2.0)
     late_removed = [t for t, target in world.starts
                     if 1000 <= target.port < 1100 and t > START + 1.3]
