@@ -66,6 +66,19 @@ class ProbeReport:
         return self.started - self.scheduled
 
 
+# Failures lvsd itself may cause: a timeout (a late or starved engine reads the answer
+# late) or a local shortage (file descriptors, ports, buffers, memory), or its own bug.
+_LVSD_MAY_CAUSE = ("timeout", "too many open files", "cannot assign requested address",
+                   "no buffer space available", "cannot allocate memory", "check error",
+                   "check setup failed")
+
+
+def answered_by_the_server(result: ProbeResult) -> bool:
+    """A failure the server gave (refused, reset, a wrong status or body), however late the
+    probe started; not a timeout or a shortage on the director."""
+    return not result.reason.startswith(_LVSD_MAY_CAUSE)
+
+
 def late_bound(spec: CheckSpec) -> float:
     """A probe that started later than this after its schedule proves nothing by failing."""
     return min(spec.timeout, spec.interval / 2)

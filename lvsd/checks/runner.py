@@ -9,9 +9,11 @@
   at once.
 - Then each check keeps an anchor that advances by ``period`` per probe (the interval, or
   ``retry_interval`` while the last probe failed), never to before the last probe finished;
-  each probe starts at its anchor ± ``jitter * period`` at random. Jitter does not
-  accumulate, so the start-up spacing survives in steady state, and a runner that fell
-  behind moves on instead of bursting to catch up.
+  each probe starts up to ``jitter * period`` before its anchor, at random: never after it,
+  so the period bounds the time from one probe to the next and detection stays within
+  interval + timeout + (fall - 1) * retry. Jitter does not accumulate, so the start-up
+  spacing survives in steady state, and a runner that fell behind moves on instead of
+  bursting to catch up.
 - The scheduler wakes at most once per ``batch`` (5 ms) and starts everything then due:
   probes that start together share the event loop's wake-ups (at 500 probes/s, one
   wake-up per probe would cost more CPU than the probes), for at most ``batch`` lateness.
@@ -26,10 +28,12 @@
 
 An overloaded lvsd must not take healthy servers out. A failed probe is reported
 ``inconclusive`` (the health book ignores it) when lvsd, not the server, may be the cause:
-it started later than ``late_bound(spec)`` (its timeout, or half its interval if shorter),
-or it timed out while the event loop stalled (a wake-up ``lag_bound`` or more behind its
-timer, the reply may have sat unread). ``load()`` says how late lvsd runs; a warning is
-logged, at most every ``LOG_EVERY`` seconds, while it is.
+it started later than ``late_bound(spec)`` (its timeout, or half its interval if shorter)
+and then timed out or met a shortage on the director (a failure the server answered,
+refused or a wrong status, counts however late: else a mass failure that fills every probe
+slot would never be seen), or it timed out while the event loop stalled (a wake-up
+``lag_bound`` or more behind its timer, the reply may have sat unread). ``load()`` says how
+late lvsd runs; a warning is logged, at most every ``LOG_EVERY`` seconds, while it is.
 
 Time comes from an injectable ``Clock`` (the event loop by default; a fake one in tests).
 """
@@ -55,6 +59,7 @@ from lvsd.probe import (
     ProbeReport,
     ProbeResult,
     ResultsCallback,
+    answered_by_the_server,
     late_bound,
 )
 
@@ -113,9 +118,9 @@ def startup_offsets(keys: Sequence[CheckKey], rng: random.Random) -> dict[CheckK
 def next_schedule(anchor: float, finished: float, period: float, jitter: float,
                   draw: float) -> tuple[float, float]:
     """(next anchor, next start) of a check whose probe anchored at ``anchor`` finished at
-    ``finished``; ``draw`` is uniform in [0, 1) and places the start within ± jitter."""
+    ``finished``; ``draw`` is uniform in [0, 1) and places the start up to ``jitter`` early."""
     anchor = max(anchor + period, finished)
-    return anchor, max(anchor + period * jitter * (2.0 * draw - 1.0), finished)
+    return anchor, max(anchor - period * jitter * draw, finished)
 
 
 def probe_period(spec: CheckSpec, last_ok: bool) -> float:
@@ -454,7 +459,8 @@ class ProbeRunner:
         spec = entry.key.spec
         lateness = entry.started - entry.scheduled
         late = lateness > late_bound(spec)
-        inconclusive = not result.ok and (late or stalled)
+        inconclusive = not result.ok and (
+            stalled or (late and not answered_by_the_server(result)))
         self._window.probe(lateness, late, inconclusive)
         entry.anchor, due = next_schedule(entry.anchor, finished, probe_period(spec, result.ok),
                                           self._jitter, self._rng.random())

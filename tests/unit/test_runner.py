@@ -103,6 +103,7 @@ class FakeCheck(CheckSpec):
     type: Literal["fake"] = "fake"
     duration: float = 0.0
     broken: bool = False
+    fail_reason: str = "refused"
 
     def prober(self) -> Prober:
         if self.broken:
@@ -125,7 +126,7 @@ class FakeProber(Prober):
                 set_stage("response")
                 await world.clock.sleep(self.spec.duration)
             if target.port in world.failing:
-                return ProbeResult(False, "refused")
+                return ProbeResult(False, self.spec.fail_reason)
             return ProbeResult(True, "ok")
         finally:
             world.concurrent -= 1
@@ -225,13 +226,16 @@ def test_checks_with_different_intervals_spread_over_their_own() -> None:
     assert max(offsets[k] for k in batch[50:]) > 5.0
 
 
-def test_next_schedule_jitters_around_an_anchor_that_does_not_drift() -> None:
+def test_next_schedule_jitters_early_of_an_anchor_that_does_not_drift() -> None:
+    """Never after the anchor: the interval bounds the time between two probes, so a
+    failure is seen within interval + timeout (detection's bound has no jitter in it)."""
     anchor = 100.0
     for draw in (0.0, 0.5, 0.999):
         new_anchor, due = next_schedule(anchor, 100.01, 2.0, 0.05, draw)
         assert new_anchor == 102.0
-        assert 101.9 <= due < 102.1
-    assert next_schedule(anchor, 100.01, 2.0, 0.05, 0.5)[1] == 102.0
+        assert 101.9 < due <= 102.0
+    assert next_schedule(anchor, 100.01, 2.0, 0.05, 0.0)[1] == 102.0
+    assert next_schedule(anchor, 100.01, 2.0, 0.05, 0.5)[1] == 101.95
     # a probe that ran past the next slot: start again once it finished, not in a burst
     assert next_schedule(anchor, 105.0, 2.0, 0.05, 0.0) == (105.0, 105.0)
 
@@ -395,11 +399,12 @@ async def test_results_come_in_batches_not_one_call_per_probe(world: World) -> N
     await runner.stop()
 
 
-async def test_a_failure_that_started_late_is_inconclusive(world: World) -> None:
+async def test_a_timeout_that_started_late_is_inconclusive(world: World) -> None:
     reports: list[ProbeReport] = []
     # one slot, probes of 0.6 s: the later ones wait beyond their late bound (1 s)
     runner = make_runner(world, reports, max_in_flight=1)
-    runner.update(keys(5, FakeCheck(interval=2.0, timeout=1.0, duration=0.6)))
+    runner.update(keys(5, FakeCheck(interval=2.0, timeout=1.0, duration=0.6,
+                                    fail_reason="timeout (connect)")))
     world.failing.update(range(1, 6))
     runner.start()
     await world.clock.advance(4.0)
@@ -412,6 +417,40 @@ async def test_a_failure_that_started_late_is_inconclusive(world: World) -> None
     assert load.overloaded and load.late == load.inconclusive > 0
     assert load.max_lateness > 1.0 and load.probes == len(reports)
     assert runner.load().probes == 0  # each call covers the time since the previous one
+    await runner.stop()
+
+
+@pytest.mark.parametrize("reason", ["refused", "reset", "status 503", "body mismatch"])
+async def test_a_failure_the_server_answered_counts_however_late(
+        world: World, reason: str) -> None:
+    """Half the servers hung and filling every probe slot must not hide the other half's
+    refusals: a late start cannot make a server refuse."""
+    reports: list[ProbeReport] = []
+    runner = make_runner(world, reports, max_in_flight=1)
+    runner.update(keys(5, FakeCheck(interval=2.0, timeout=1.0, duration=0.6,
+                                    fail_reason=reason)))
+    world.failing.update(range(1, 6))
+    runner.start()
+    await world.clock.advance(4.0)
+    assert max(r.lateness for r in reports) > 1.0
+    assert not any(r.inconclusive for r in reports)
+    assert runner.load().late > 0  # still said: lvsd runs late
+    await runner.stop()
+
+
+@pytest.mark.parametrize("reason", ["too many open files", "cannot assign requested address",
+                                    "check error: RuntimeError: bug"])
+async def test_a_late_failure_lvsd_may_have_caused_is_inconclusive(
+        world: World, reason: str) -> None:
+    reports: list[ProbeReport] = []
+    runner = make_runner(world, reports, max_in_flight=1)
+    runner.update(keys(5, FakeCheck(interval=2.0, timeout=1.0, duration=0.6,
+                                    fail_reason=reason)))
+    world.failing.update(range(1, 6))
+    runner.start()
+    await world.clock.advance(4.0)
+    assert all(r.inconclusive == (r.lateness > 1.0) for r in reports)
+    assert any(r.inconclusive for r in reports)
     await runner.stop()
 
 
