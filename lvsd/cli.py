@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import sys
 from collections.abc import Sequence
@@ -91,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def raise_open_files_limit() -> None:
+    """Every probe in flight holds a socket (``max_probes_in_flight``, 10,000 by default):
+    the soft limit on open files goes up to the hard one, as the unit's ``LimitNOFILE``
+    does; a shell's usual soft limit of 1,024 would fail probes for want of descriptors."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -100,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 early = EarlySignals()
                 early.install()  # before the daemon's imports, which take seconds on a slow host
+                raise_open_files_limit()
                 try:
                     # What the imports build lives as long as the process: the collections
                     # they would set off (~10% of their time) would find nothing to free.

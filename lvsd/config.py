@@ -164,7 +164,7 @@ class DaemonSchema(_Schema):
     drain_timeout: Annotated[Seconds, Field(le=7 * 86400)] = 300.0
     on_stop: Literal["keep", "withdraw"] = "keep"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    max_probes_in_flight: Annotated[Int, Field(ge=1, le=100_000)] = 2000
+    max_probes_in_flight: Annotated[Int, Field(ge=1, le=100_000)] = 10_000
     probe_workers: Literal["auto"] | Annotated[Int, Field(ge=0, le=256)] = "auto"
     dr_check_mark_base: Annotated[Int, _within(limits.probe_mark_base_error)] = 0x4C560000
     allow_empty: Bool = False
