@@ -18,6 +18,8 @@ in a process of its own, so that its memory figures are its own.
   checks (interval 2 s) after start and after three intervals of probing the responder with
   the real ``ProbeRunner``; then, in another process, tracemalloc's current and peak Python
   heap with the ``ProbeRunner`` created and loaded but not started. Goal <= 100 MB.
+- reload and detect run the probes as ``lvsd run`` does (``probe_workers = "auto"``: in worker
+  processes above 2,000 probes/s, so at 10,000 servers every 2 s).
 - reload: N TCP checks every 2 s against the responder (``--no-probes``: none run, only the
   loop's lag counts), then ``await daemon.reload()`` of a config with one weight changed and
   100 servers added (the new file is written before the measured window). Probe start
@@ -71,6 +73,7 @@ from lvsd import logs
 from lvsd.checks import ProbeResult
 from lvsd.checks.manual import ManualRunner
 from lvsd.checks.runner import ProbeRunner
+from lvsd.checks.workers import make_runner
 from lvsd.config import loads
 from lvsd.daemon import Daemon
 from lvsd.errors import IpvsError
@@ -284,8 +287,9 @@ class LatenessDaemon(Daemon):
         self.reports: list[tuple[float, float]] = []  # (scheduled, lateness), loop time
         self.record = record
         self.probes = 0
-        inner: RunnerFactory = runner or (lambda deliver: ProbeRunner(
-            deliver, max_in_flight=config.daemon.max_probes_in_flight))
+        inner: RunnerFactory = runner or (lambda deliver: make_runner(
+            deliver, workers=config.daemon.probe_workers,
+            max_in_flight=config.daemon.max_probes_in_flight))
         super().__init__(config, *args, freeze_gc=True,
                          runner=lambda deliver: inner(self.noting(deliver)), **kwargs)
 
@@ -390,7 +394,8 @@ async def memory_part(options: Options, traced: bool) -> None:
                       f"(config parse included)")
                 await daemon.stop()
                 return
-            daemon = LatenessDaemon(config, backend, record=False)
+            daemon = LatenessDaemon(config, backend, record=False, runner=lambda deliver: (
+                ProbeRunner(deliver, max_in_flight=config.daemon.max_probes_in_flight)))
             await daemon.start()
             figures.append(("daemon started", mb(status_kb("VmRSS"))))
             loop_task = asyncio.create_task(daemon.run())

@@ -22,7 +22,7 @@ step "unit tests (host)" .venv/bin/pytest -q -p no:cacheprovider -n 2 tests/unit
 # The benchmarks' host parts at tiny sizes, so their code cannot rot (the VM parts run as
 # tests/integration/test_bench_smoke.py in the integration step's boot). Figures not judged.
 step "benchmark smoke (host parts)" .venv/bin/python bench/report.py --smoke \
-    --only probes metrics daemon
+    --only probes metrics daemon start
 step "integration tests (real IPVS kernel in a VM)" bash tests/vm/run-integration.sh
 echo
 if (( ${#failed[@]} )); then
