@@ -20,13 +20,13 @@ import json
 import os
 import re
 import shutil
-import tomllib
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import tomli
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -307,8 +307,8 @@ def loads(text: str, source: str = "<config>") -> Config:
 
 def _loads(text: str, source: str) -> Config:
     try:
-        raw = tomllib.loads(text.removeprefix("\ufeff"))  # a byte-order mark some editors write
-    except tomllib.TOMLDecodeError as exc:
+        raw = tomli.loads(text.removeprefix("\ufeff"))  # a byte-order mark some editors write
+    except tomli.TOMLDecodeError as exc:
         raise ConfigError(source, [_toml_problem(str(exc))]) from exc
     except RecursionError as exc:
         raise ConfigError(source, [Problem("", "not valid TOML: nested too deeply")]) from exc
