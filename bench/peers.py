@@ -362,7 +362,7 @@ class Lvsd(Contestant):
             return None
         with contextlib.suppress(ValueError):
             event = json.loads(text)
-            if event.get("op") in ("EditDest", "AddDest"):
+            if event.get("op") in ("edit_dest", "add_dest"):  # lvsd.model's Op.name
                 return dict(event)
         return None
 
