@@ -373,6 +373,14 @@ class Lvsd(Contestant):
         return str(event["server"]).rsplit(":", 1)[0]
 
     def up_address(self, text: str) -> str | None:
+        # A pass of more than 100 ops (the first one, at 200 servers) logs a line per service,
+        # not per server: its servers' health_change to up (same pass) says when they go in.
+        if '"health_change"' in text:
+            with contextlib.suppress(ValueError):
+                event = json.loads(text)
+                if event.get("status") == "up" and event.get("server"):
+                    return str(event["server"]).rsplit(":", 1)[0]
+            return None
         event = self._change(text)
         if event is None or not event.get("weight"):
             return None

@@ -43,3 +43,22 @@ def test_the_peers_benchmark_reads_lvsds_weight_changes_from_its_log() -> None:
     lvsd = _peers().Lvsd
     assert [lvsd.down_address(lvsd, line) for line in lines] == ["198.18.0.7", None, "198.18.0.7"]
     assert [lvsd.up_address(lvsd, line) for line in lines] == [None, "198.18.0.7", None]
+
+
+def test_the_peers_benchmark_takes_a_health_change_to_up_as_in_rotation() -> None:
+    """A first pass of more than 100 ops logs a line per service: the servers it puts in
+    rotation are named only by their health_change lines."""
+    from lvsd.intake import log
+
+    out = io.StringIO()
+    logs.configure("info", fmt="json", stream=out)
+    try:
+        log.info("health_change", service="tcp:198.19.0.1:80", server="198.18.0.7:80",
+                 status="up", previous="unknown")
+        log.info("health_change", service="tcp:198.19.0.1:80", server="198.18.0.8:80",
+                 status="down", previous="up")
+    finally:
+        logs.configure("info", fmt="json", stream=io.StringIO())
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    lvsd = _peers().Lvsd
+    assert [lvsd.up_address(lvsd, line) for line in lines] == ["198.18.0.7", None]
