@@ -420,11 +420,9 @@ async def test_a_timeout_that_started_late_is_inconclusive(world: World) -> None
     await runner.stop()
 
 
-@pytest.mark.parametrize("reason", ["refused", "reset", "status 503", "body mismatch"])
-async def test_a_failure_the_server_answered_counts_however_late(
-        world: World, reason: str) -> None:
-    """Half the servers hung and filling every probe slot must not hide the other half's
-    refusals: a late start cannot make a server refuse."""
+async def _late_failures(world: World, reason: str) -> tuple[ProbeRunner, list[ProbeReport]]:
+    """Five failing checks sharing one slot, probes of 0.6 s: the later ones start beyond
+    their late bound (1 s) and fail with ``reason``."""
     reports: list[ProbeReport] = []
     runner = make_runner(world, reports, max_in_flight=1)
     runner.update(keys(5, FakeCheck(interval=2.0, timeout=1.0, duration=0.6,
@@ -432,6 +430,15 @@ async def test_a_failure_the_server_answered_counts_however_late(
     world.failing.update(range(1, 6))
     runner.start()
     await world.clock.advance(4.0)
+    return runner, reports
+
+
+@pytest.mark.parametrize("reason", ["refused", "reset", "status 503", "body mismatch"])
+async def test_a_failure_the_server_answered_counts_however_late(
+        world: World, reason: str) -> None:
+    """Half the servers hung and filling every probe slot must not hide the other half's
+    refusals: a late start cannot make a server refuse."""
+    runner, reports = await _late_failures(world, reason)
     assert max(r.lateness for r in reports) > 1.0
     assert not any(r.inconclusive for r in reports)
     assert runner.load().late > 0  # still said: lvsd runs late
@@ -442,13 +449,7 @@ async def test_a_failure_the_server_answered_counts_however_late(
                                     "check error: RuntimeError: bug"])
 async def test_a_late_failure_lvsd_may_have_caused_is_inconclusive(
         world: World, reason: str) -> None:
-    reports: list[ProbeReport] = []
-    runner = make_runner(world, reports, max_in_flight=1)
-    runner.update(keys(5, FakeCheck(interval=2.0, timeout=1.0, duration=0.6,
-                                    fail_reason=reason)))
-    world.failing.update(range(1, 6))
-    runner.start()
-    await world.clock.advance(4.0)
+    runner, reports = await _late_failures(world, reason)
     assert all(r.inconclusive == (r.lateness > 1.0) for r in reports)
     assert any(r.inconclusive for r in reports)
     await runner.stop()
