@@ -35,6 +35,7 @@ from lvsd.agents import Agents
 from lvsd.announcing import Announcement
 from lvsd.checks.workers import make_runner
 from lvsd.config import load
+from lvsd.dirt import Dirty
 from lvsd.drains import Drains
 from lvsd.errors import ConfigError, IpvsError, IpvsUnavailable, ListenError, LvsdError
 from lvsd.events import EventLog, op_fields
@@ -118,7 +119,7 @@ class Daemon:
             changed=lambda: self.status.invalidate())  # noqa: PLW0108 (built below)
         self.decisions: dict[ServiceKey, ServiceDecision] = {}
         self.specs = ServiceIndex(lambda: self.config)
-        self.dirty: set[ServiceKey] = set()
+        self.dirty = Dirty()
         self.retry_at: float | None = None  # monotonic; the one pending retry of a failed pass
         self.wake = asyncio.Event()
         self.reload_requested = asyncio.Event()
@@ -278,12 +279,12 @@ class Daemon:
 
     async def _plan(self, full: bool, dumped: Table | None, pacer: Pacer) -> Plan:
         if not full:
-            specs = [spec for key in self.dirty if (spec := self.specs.get(key)) is not None]
-            self.dirty.clear()
+            specs, servers = self.dirty.take(self.specs)
             return dirty_plan(specs, self.intake.health_of, self.drains.dests(),
-                              self.view.service, self.keeper.state.owned,
+                              self.view, self.keeper.state.owned,
                               standing=self.intake.standing,
-                              hashing=self.keeper.hashing(self.config))
+                              hashing=self.keeper.hashing(self.config),
+                              servers=servers, previous=self.decisions)
         actual = dumped if dumped is not None else await self.view.refresh(self.backend)
         self.drains.expire(actual, self.config, now=time.monotonic())
         self.dirty.clear()  # first: a health change while this pass yields stays dirty

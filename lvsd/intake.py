@@ -13,6 +13,7 @@ from typing import Any
 from lvsd import logs
 from lvsd.agents import Agents, StagedAgents
 from lvsd.checks.agent import describe
+from lvsd.dirt import Dirty
 from lvsd.events import EventLog, health_fields
 from lvsd.health import Status
 from lvsd.healthbook import HealthBook, Observed, ServerChange, StagedBook
@@ -41,11 +42,12 @@ class StagedProbes:
 
 class ProbeIntake:
     def __init__(self, health: HealthBook, agents: Agents, ramps: Ramps, overrides: Overrides, *,
-                 metrics: DaemonMetrics, events: EventLog, dirty: set[ServiceKey],
+                 metrics: DaemonMetrics, events: EventLog, dirty: Dirty,
                  spec: Callable[[ServiceKey], ServiceSpec | None],
                  spawn: Callable[[Coroutine[Any, Any, None]], None],
                  changed: Callable[[], None], probed: Callable[[], None]) -> None:
-        """``dirty`` takes the services whose servers changed; ``changed`` is called once
+        """``dirty`` takes the servers whose health or agent's report moved; ``changed`` is
+        called once
         for a batch that changed any, ``probed`` (first) for one that changed any or gave a
         check its first result; ``spawn`` runs an ``on_change`` hook."""
         self._health = health
@@ -118,7 +120,7 @@ class ProbeIntake:
                              reason=result.reason)
                     if moved.came_back:
                         self._ramps.begin((service_key, dest_key))
-                    self._dirty.add(service_key)
+                    self._dirty.add_server((service_key, dest_key))
                 continue
             seen = self._health.observe(report, now=now)
             if seen is None:
@@ -137,7 +139,7 @@ class ProbeIntake:
                     self._spawn(run_hook(service, dest_key, change.status, result.reason))
                 if change.status is Status.UP:
                     self._ramps.begin(change.ref)
-                self._dirty.add(service_key)
+                self._dirty.add_server((service_key, dest_key))
         if changed or first_results:
             self._probed()
         if changed:

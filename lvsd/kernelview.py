@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from lvsd.errors import IpvsError
 from lvsd.ipvs.backend import IpvsBackend
 from lvsd.ipvs.memory import MemoryTable
-from lvsd.model import Op, ServiceKey, Table, VirtualService
+from lvsd.model import Dest, DestKey, Op, ServiceKey, Table, VirtualService
 from lvsd.pacing import Pacer, Steps, finish, paced
 from lvsd.snapshot import SyncStatus
 
@@ -45,6 +45,13 @@ class KernelView:
     def service(self, key: ServiceKey) -> VirtualService | None:
         entry = self.table.entries.get(key)
         return None if entry is None else VirtualService(entry.service, entry.listed())
+
+    def dest(self, key: ServiceKey, dest_key: DestKey) -> Dest | None:
+        entry = self.table.entries.get(key)
+        return None if entry is None else entry.dests.get(dest_key)
+
+    def has_service(self, key: ServiceKey) -> bool:
+        return key in self.table.entries
 
     def applied(self, ops: Sequence[Op], errors: Sequence[IpvsError]) -> None:
         """Follow what the kernel accepted: ``applied_steps`` at once."""

@@ -8,9 +8,10 @@ The daemon's two planning paths are ``full_plan`` (every service, against a fres
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import assert_never
+from typing import Protocol, assert_never
 
 from lvsd.consistent import NO_HASHING, Hashing, canonical_order, dest_ops
 from lvsd.health import Status
@@ -115,12 +116,15 @@ def plan_steps(desired: Table, actual: Table, owned: Iterable[ServiceKey] = (),
 
 @dataclass(frozen=True, slots=True)
 class ServiceDecision:
-    """Why a service's destinations are what they are: for logs, /status and metrics."""
+    """Why a service's destinations are what they are: for logs, /status and metrics; and
+    which servers serve, so that a pass over a few servers of it (``server_plan``) can carry
+    the rest over."""
 
     healthy_weight: int
     below_quorum: bool
     sorry_active: bool
     fail_open_active: bool
+    serving: frozenset[DestKey] = frozenset()
 
 
 HealthOf = Callable[[ServiceSpec, ServerSpec], Status]
@@ -152,18 +156,22 @@ def probe_service(ref: ServerRef, mark: int) -> VirtualService:
     return VirtualService(probe, (Dest(dest_key, weight=1, forward=Forward.ROUTE),))
 
 
+def worth_of_server(spec: ServiceSpec, server: ServerSpec, health: HealthOf,
+                    standing: StandingOf | None = None) -> Effective:
+    """What one server of the service is worth (``lvsd.weight``)."""
+    return effective(
+        server.dest.weight,
+        healthy=health(spec, server) is Status.UP if server.checks else True,
+        standing=standing(spec, server) if standing is not None else NO_STANDING,
+        disabled=server.disabled,
+    )
+
+
 def worth_of(spec: ServiceSpec, health: HealthOf,
              standing: StandingOf | None = None) -> dict[DestKey, Effective]:
     """What each server of the service is worth (``lvsd.weight``)."""
-    return {
-        server.key: effective(
-            server.dest.weight,
-            healthy=health(spec, server) is Status.UP if server.checks else True,
-            standing=standing(spec, server) if standing is not None else NO_STANDING,
-            disabled=server.disabled,
-        )
-        for server in spec.servers
-    }
+    return {server.key: worth_of_server(spec, server, health, standing)
+            for server in spec.servers}
 
 
 def meets_quorum(spec: ServiceSpec, health: HealthOf,
@@ -174,38 +182,94 @@ def meets_quorum(spec: ServiceSpec, health: HealthOf,
     return sum(s.dest.weight for s in spec.servers if worth[s.key].serving) >= spec.quorum
 
 
+def placed(spec: ServiceSpec, server: ServerSpec, worth: Effective,
+           in_rotation: bool) -> Dest | None:
+    """The server's destination in the kernel table (None: not in it)."""
+    if in_rotation:
+        return server.dest.with_weight(
+            worth.weight if worth.role is Role.SERVING else server.dest.weight)
+    if (worth.role is Role.DRAINED or (worth.role is not Role.OUT and spec.on_failure == "weight0")
+            or spec.consistent_hash):  # mh: membership must not depend on this director
+        return server.dest.with_weight(0)
+    return None
+
+
 def desired_service(
     spec: ServiceSpec, health: HealthOf, draining: Sequence[Dest] = (),
     standing: StandingOf | None = None,
 ) -> tuple[VirtualService, ServiceDecision]:
-    worth = worth_of(spec, health, standing)
-    serving = [s for s in spec.servers if worth[s.key].serving]
-    healthy_weight = sum(s.dest.weight for s in serving)
+    worth = [worth_of_server(spec, server, health, standing) for server in spec.servers]
+    serving = frozenset(server.key for server, w in zip(spec.servers, worth, strict=True)
+                        if w.role is Role.SERVING)
+    healthy_weight = sum(server.dest.weight for server, w in zip(spec.servers, worth, strict=True)
+                         if w.role is Role.SERVING)
     below_quorum = healthy_weight < spec.quorum
     sorry_active = below_quorum and spec.sorry_server is not None
     fail_open_active = not serving and spec.fail_open and not sorry_active
-    if fail_open_active:
-        serving = [s for s in spec.servers if worth[s.key].role is Role.DOWN]
-    if sorry_active:
-        serving = []
-    in_rotation = {s.key for s in serving}
 
     dests: list[Dest] = []
-    for server in spec.servers:
-        role = worth[server.key].role
-        if server.key in in_rotation:
-            weight = worth[server.key].weight if role is Role.SERVING else server.dest.weight
-            dests.append(server.dest.with_weight(weight))
-        elif (role is Role.DRAINED or (role is not Role.OUT and spec.on_failure == "weight0")
-              or spec.consistent_hash):  # mh: membership must not depend on this director
-            dests.append(server.dest.with_weight(0))
+    for server, w in zip(spec.servers, worth, strict=True):
+        if sorry_active:
+            in_rotation = False
+        elif fail_open_active:
+            in_rotation = w.role is Role.DOWN
+        else:
+            in_rotation = w.role is Role.SERVING
+        if (dest := placed(spec, server, w, in_rotation)) is not None:
+            dests.append(dest)
     if sorry_active and spec.sorry_server is not None:
         dests.append(spec.sorry_server)
-    configured = {d.key for d in dests}
-    dests.extend(d.with_weight(0) for d in draining if d.key not in configured)
-    decision = ServiceDecision(healthy_weight, below_quorum, sorry_active, fail_open_active)
+    if draining:
+        configured = {d.key for d in dests}
+        dests.extend(d.with_weight(0) for d in draining if d.key not in configured)
+    decision = ServiceDecision(healthy_weight, below_quorum, sorry_active, fail_open_active,
+                               serving)
     listed = canonical_order(dests) if spec.consistent_hash else tuple(dests)
     return VirtualService(spec.service, listed), decision
+
+
+def server_plan(
+    spec: ServiceSpec, changed: Iterable[ServerSpec], previous: ServiceDecision,
+    health: HealthOf, have: Callable[[DestKey], Dest | None],
+    standing: StandingOf | None = None,
+) -> tuple[list[Op], ServiceDecision] | None:
+    """The ops for the ``changed`` servers of a service planned whole before (``previous``,
+    its decision then), each against the kernel's ``have``: O(changed servers), whatever the
+    size of the service. None where the change may move other servers too (a sorry server or
+    fail-open in force before or after, consistent hashing): plan the service whole."""
+    if spec.consistent_hash or previous.sorry_active or previous.fail_open_active:
+        return None
+    placements: list[tuple[ServerSpec, Effective]] = []
+    joined: list[DestKey] = []
+    left: list[DestKey] = []
+    healthy_weight = previous.healthy_weight
+    for server in changed:
+        worth = worth_of_server(spec, server, health, standing)
+        placements.append((server, worth))
+        was = server.key in previous.serving
+        if worth.serving and not was:
+            joined.append(server.key)
+            healthy_weight += server.dest.weight
+        elif was and not worth.serving:
+            left.append(server.key)
+            healthy_weight -= server.dest.weight
+    serving = (previous.serving.difference(left).union(joined) if joined or left
+               else previous.serving)
+    below_quorum = healthy_weight < spec.quorum
+    if (below_quorum and spec.sorry_server is not None) or (not serving and spec.fail_open):
+        return None
+    ops: list[Op] = []
+    for server, worth in placements:
+        want = placed(spec, server, worth, worth.serving)
+        current = have(server.key)
+        if want is None:
+            if current is not None:
+                ops.append(DeleteDest(spec.key, server.key))
+        elif current is None:
+            ops.append(AddDest(spec.key, want))
+        elif current != want:
+            ops.append(EditDest(spec.key, want))
+    return ops, ServiceDecision(healthy_weight, below_quorum, False, False, serving)
 
 
 def desired(
@@ -273,24 +337,49 @@ def full_plan_steps(want: Table, decisions: dict[ServiceKey, ServiceDecision], a
                 frozenset(vs.key for vs in actual.services), seen)
 
 
+class ViewOf(Protocol):
+    """lvsd's view of the kernel table (``lvsd.kernelview.KernelView``)."""
+
+    def service(self, key: ServiceKey) -> VirtualService | None: ...
+
+    def dest(self, key: ServiceKey, dest_key: DestKey) -> Dest | None: ...
+
+    def has_service(self, key: ServiceKey) -> bool: ...
+
+
 def dirty_plan(
     specs: Iterable[ServiceSpec],
     health: HealthOf,
     draining: Mapping[ServiceKey, Sequence[Dest]],
-    view: Callable[[ServiceKey], VirtualService | None],
+    view: ViewOf,
     owned: Collection[ServiceKey],
     standing: StandingOf | None = None,
     hashing: Hashing = NO_HASHING,
+    servers: Mapping[ServiceKey, Collection[ServerSpec]] | None = None,
+    previous: Mapping[ServiceKey, ServiceDecision] | None = None,
 ) -> Plan:
-    """Only ``specs`` (the services whose health changed), each against lvsd's ``view``
-    of it: O(servers of those services), whatever the size of the table."""
+    """``specs`` (the services whose health changed) against lvsd's ``view`` of them.
+
+    A service whose changed servers are all in ``servers`` and that has a ``previous``
+    decision is planned for those servers only (``server_plan``), else whole: O(changed
+    servers), or O(servers of the changed services), whatever the size of the table."""
     ops: list[Op] = []
     decisions: dict[ServiceKey, ServiceDecision] = {}
     seen: dict[ServerRef, int] = {}
     for spec in specs:
+        changed = servers.get(spec.key) if servers is not None else None
+        last = previous.get(spec.key) if previous is not None else None
+        if (changed is not None and last is not None and spec.key not in hashing
+                and not draining.get(spec.key) and view.has_service(spec.key)):
+            partial = server_plan(spec, changed, last, health,
+                                  functools.partial(view.dest, spec.key), standing)
+            if partial is not None:
+                ops.extend(partial[0])
+                decisions[spec.key] = partial[1]
+                continue
         want, decisions[spec.key] = desired_service(spec, health, draining.get(spec.key, ()),
                                                     standing)
-        have = view(spec.key)
+        have = view.service(spec.key)
         ops.extend(plan(Table((want,)), Table(() if have is None else (have,)), owned,
                         hashing, seen))
     return Plan(ops, decisions, seen=seen)

@@ -181,9 +181,22 @@ class ServiceIndex:
     def __init__(self, config: Callable[[], Config]) -> None:
         self._config = config
         self._built: tuple[Config | None, dict[ServiceKey, ServiceSpec]] = (None, {})
+        # Per service, built at its first lookup: most services never have one.
+        self._servers: dict[ServiceKey, dict[DestKey, ServerSpec]] = {}
 
     def get(self, key: ServiceKey) -> ServiceSpec | None:
         config = self._config()
         if self._built[0] is not config:
             self._built = (config, {spec.key: spec for spec in config.services})
+            self._servers = {}
         return self._built[1].get(key)
+
+    def server(self, key: ServiceKey, dest_key: DestKey) -> ServerSpec | None:
+        """The configured server ``dest_key`` of service ``key``."""
+        spec = self.get(key)
+        if spec is None:
+            return None
+        servers = self._servers.get(key)
+        if servers is None:
+            servers = self._servers[key] = {server.key: server for server in spec.servers}
+        return servers.get(dest_key)

@@ -24,6 +24,7 @@ from lvsd.checks.manual import ManualRunner
 from lvsd.config import load
 from lvsd.daemon import Daemon, run_daemon, serve
 from lvsd.errors import IpvsError, IpvsUnavailable, LvsdError
+from lvsd.health import Status
 from lvsd.ipvs.fake import FakeIpvs
 from lvsd.ipvs.memory import MemoryTable
 from lvsd.model import (
@@ -44,7 +45,7 @@ from lvsd.model import (
     parse_address,
 )
 from lvsd.snapshot import Snapshot, shows_the_same
-from lvsd.spec import Config
+from lvsd.spec import Config, ServerSpec, ServiceSpec
 
 WEB = ServiceKey.virtual(Protocol.TCP, "192.0.2.100", 80)
 RS1 = DestKey(parse_address("192.0.2.11"), 80)
@@ -763,3 +764,31 @@ def test_the_config_is_parsed_at_start_with_the_collector_paused(
     assert run_daemon(tmp_path / "lvsd.toml") == 2
     assert seen == [False]
     assert gc.isenabled()
+
+
+async def test_a_health_event_plans_its_server_alone_and_the_table_stays_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "lvsd.toml"
+    servers = [f"192.0.2.{i}" for i in range(11, 211)]
+    path.write_text(config_text(tmp_path / "state", *servers))
+    daemon, backend = await make(path)
+    for address in servers:
+        feed(daemon, DestKey(parse_address(address), 80), ok=True, times=2)
+    await daemon.reconcile(full=False)
+    asked: list[str] = []
+    health_of = daemon.intake.health_of
+
+    def counted(spec: ServiceSpec, server: ServerSpec) -> Status:
+        asked.append(str(server.key))
+        return health_of(spec, server)
+
+    monkeypatch.setattr(daemon.intake, "health_of", counted)
+    backend.applied.clear()
+    feed(daemon, RS1, ok=False, times=2)
+    await daemon.reconcile(full=False)
+    assert backend.applied == [EditDest(WEB, Dest(RS1, weight=0))]
+    assert asked == ["192.0.2.11:80"], "one server moved: one server planned"
+    assert daemon.decisions[WEB].healthy_weight == 199
+    backend.applied.clear()
+    assert await daemon.reconcile(full=True) == [], "the full pass agrees with the partial one"
+    assert daemon.decisions[WEB].healthy_weight == 199
