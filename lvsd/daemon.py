@@ -282,7 +282,7 @@ class Daemon:
             specs, servers = self.dirty.take(self.specs)
             return dirty_plan(specs, self.intake.health_of, self.drains.dests(),
                               self.view, self.keeper.state.owned,
-                              standing=self.intake.standing,
+                              standing=self.intake.standings(),
                               hashing=self.keeper.hashing(self.config),
                               servers=servers, previous=self.decisions)
         actual = dumped if dumped is not None else await self.view.refresh(self.backend)
@@ -290,7 +290,7 @@ class Daemon:
         self.dirty.clear()  # first: a health change while this pass yields stays dirty
         want, decisions = await paced(desired_steps(
             self.config, self.intake.health_of, self.drains.dests(), self.marks.marks,
-            self.intake.standing), pacer)
+            self.intake.standings()), pacer)
         return await paced(full_plan_steps(want, decisions, actual, self.keeper.state.owned,
                                            self.keeper.hashing(self.config)), pacer)
 

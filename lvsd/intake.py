@@ -23,6 +23,7 @@ from lvsd.model import ServiceKey
 from lvsd.overrides import Overrides
 from lvsd.pacing import Pacer, paced
 from lvsd.probe import CheckKey, ProbeReport
+from lvsd.reconcile import StandingOf
 from lvsd.slowstart import Ramps, StagedRamps
 from lvsd.spec import Config, ServerRef, ServerSpec, ServiceSpec
 from lvsd.weight import NO_ADMIN, NO_STANDING, Standing
@@ -90,6 +91,11 @@ class ProbeIntake:
 
     def health_of(self, spec: ServiceSpec, server: ServerSpec) -> Status:
         return self._health.status((spec.key, server.key))
+
+    def standings(self) -> StandingOf | None:
+        """``standing``, or None while no server has any: no override, no agent, no ramp
+        (a full pass then asks for none of 10,000)."""
+        return self.standing if self._overrides or self._agents or self._ramps else None
 
     def standing(self, spec: ServiceSpec, server: ServerSpec) -> Standing:
         """Everything besides health that moves this server's weight, from its owners: the

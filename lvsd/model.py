@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -237,7 +237,10 @@ class Dest:
     stats: DestStats = field(default=ZERO_DEST_STATS, compare=False, repr=False)
 
     def with_weight(self, weight: int) -> Dest:
-        return replace(self, weight=weight)
+        if weight == self.weight:
+            return self  # frozen: the same value (planning reuses the config's dests)
+        return Dest(self.key, weight, self.forward, self.tunnel, self.upper_threshold,
+                    self.lower_threshold, self.stats)
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,10 +199,12 @@ def desired_service(
     standing: StandingOf | None = None,
 ) -> tuple[VirtualService, ServiceDecision]:
     worth = [worth_of_server(spec, server, health, standing) for server in spec.servers]
-    serving = frozenset(server.key for server, w in zip(spec.servers, worth, strict=True)
-                        if w.role is Role.SERVING)
-    healthy_weight = sum(server.dest.weight for server, w in zip(spec.servers, worth, strict=True)
-                         if w.role is Role.SERVING)
+    serving: list[DestKey] = []
+    healthy_weight = 0
+    for server, w in zip(spec.servers, worth, strict=True):
+        if w.role is Role.SERVING:
+            serving.append(server.key)
+            healthy_weight += server.dest.weight
     below_quorum = healthy_weight < spec.quorum
     sorry_active = below_quorum and spec.sorry_server is not None
     fail_open_active = not serving and spec.fail_open and not sorry_active
@@ -223,7 +225,7 @@ def desired_service(
         configured = {d.key for d in dests}
         dests.extend(d.with_weight(0) for d in draining if d.key not in configured)
     decision = ServiceDecision(healthy_weight, below_quorum, sorry_active, fail_open_active,
-                               serving)
+                               frozenset(serving))
     listed = canonical_order(dests) if spec.consistent_hash else tuple(dests)
     return VirtualService(spec.service, listed), decision
 

@@ -80,28 +80,45 @@ class Effective:
         return self.role is Role.SERVING
 
 
+OUT = Effective(Role.OUT, 0)
+DRAINED = Effective(Role.DRAINED, 0)
+DOWN = Effective(Role.DOWN, 0)
+_SERVING: dict[int, Effective] = {}  # by weight: a full pass asks 10,000 times for a few
+
+
+def serving_at(weight: int) -> Effective:
+    found = _SERVING.get(weight)
+    if found is None:
+        found = _SERVING[weight] = Effective(Role.SERVING, weight)
+    return found
+
+
 def effective(configured: int, *, healthy: bool, standing: Standing = NO_STANDING,
               disabled: bool = False) -> Effective:
     """The server's role and weight. Precedence: disabled by the operator (out) > drained
     (``disabled`` in the config, the operator, then the agent) > down (health, then agent) >
     serving at the operator's or the configured weight, scaled by the agent's percentage and
     the slow-start ramp."""
+    if standing is NO_STANDING and not disabled:  # most servers, most of the time
+        if not healthy:
+            return DOWN
+        return serving_at(configured) if configured > 0 else DRAINED
     admin, agent = standing.admin, standing.agent
     if admin.state is AdminState.DISABLED:
-        return Effective(Role.OUT, 0)
+        return OUT
     if disabled or admin.state is AdminState.DRAINED:
-        return Effective(Role.DRAINED, 0)
+        return DRAINED
     command = agent.command if agent is not None else None
     if command is AgentCommand.DRAIN:
-        return Effective(Role.DRAINED, 0)
+        return DRAINED
     if not healthy or command is AgentCommand.DOWN:
-        return Effective(Role.DOWN, 0)
+        return DOWN
     weight = configured if admin.weight is None else admin.weight
     if agent is not None and agent.percent is not None:
         weight = min(weight * agent.percent // 100, WEIGHT_MAX)
     if weight <= 0:
-        return Effective(Role.DRAINED, 0)
-    return Effective(Role.SERVING, ramped(weight, standing.ramp))
+        return DRAINED
+    return serving_at(ramped(weight, standing.ramp))
 
 
 RAMP_STEPS = 20  # HAProxy's slowstart: the weight moves in twentieths of the period

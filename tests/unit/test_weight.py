@@ -8,6 +8,7 @@ import pytest
 
 from lvsd.weight import (
     NO_ADMIN,
+    NO_STANDING,
     Admin,
     AdminState,
     AgentCommand,
@@ -71,6 +72,17 @@ def test_no_standing_is_the_health_check_alone() -> None:
     assert effective(7, healthy=True) == Effective(Role.SERVING, 7)
     assert effective(7, healthy=False) == Effective(Role.DOWN, 0)
     assert Standing().admin == NO_ADMIN
+
+
+@pytest.mark.parametrize("configured", [0, 1, 10, 65535])
+@pytest.mark.parametrize("healthy", [True, False])
+@pytest.mark.parametrize("disabled", [True, False])
+def test_the_shortcut_for_no_standing_agrees_with_the_whole_rule(
+        configured: int, healthy: bool, disabled: bool) -> None:
+    plain = Standing()  # equal to NO_STANDING but not it: takes the whole rule
+    assert plain is not NO_STANDING
+    assert effective(configured, healthy=healthy, disabled=disabled) == effective(
+        configured, healthy=healthy, standing=plain, disabled=disabled)
 
 
 @pytest.mark.parametrize("weight", [1, 2, 7, 100, 65535])
