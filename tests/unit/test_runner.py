@@ -172,6 +172,26 @@ async def test_start_up_spreads_10k_checks_evenly_and_runs_each_within_the_inter
     await runner.stop()
 
 
+async def test_jitter_keeps_each_check_in_its_slot_so_1000_checks_stay_spread(
+        world: World) -> None:
+    """500 probes/s: jitter drawn over 5% of the interval, independently per probe, made the
+    10 ms bins Poisson (peaks near 2.6x the mean over a minute); within the check's own slot
+    of the interval they stay near the mean, and each probe still starts at its own random
+    point of it."""
+    reports: list[ProbeReport] = []
+    runner = make_runner(world, reports, max_in_flight=10_000)
+    runner.update(keys(1_000))
+    runner.start()
+    await world.clock.advance(62.0)
+    starts = [t for t, _ in world.starts]
+    assert peak_over_mean(starts, START + 2.0, START + 62.0) <= 2.0
+    gaps = Counter(round(b - a, 4) for a, b in itertools.pairwise(
+        t for t, target in world.starts if target.port == 1))
+    # jittered; at most the interval, the slot (2 ms) and one batch (5 ms) apart
+    assert len(gaps) > 1 and max(gaps) <= 2.0 + 0.002 + 0.005
+    await runner.stop()
+
+
 async def test_start_up_counts_the_slots_from_the_first_wake_up_not_from_update(
         world: World) -> None:
     """update() of 10,000 checks keeps the loop for a few hundred ms: slots counted from the
