@@ -27,7 +27,8 @@ def kernel_accepts(address: Address) -> bool:
 
 
 @settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.filter_too_much])  # assume(): kernel-valid only
 @given(scenario=scenarios())
 async def test_plan_applied_to_the_kernel_reaches_desired_and_spares_foreign(
         ipvs: NetlinkIpvs, kernel_schedulers: Sequence[str],
