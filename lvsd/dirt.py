@@ -37,9 +37,6 @@ class Dirty:
     def __bool__(self) -> bool:
         return bool(self._whole or self._servers)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._whole or key in self._servers
-
     def take(self, index: ServiceIndex
              ) -> tuple[list[ServiceSpec], dict[ServiceKey, list[ServerSpec]]]:
         """The configured services to plan, and for those to plan only in part, their
